@@ -1,0 +1,53 @@
+"""The `scalesweep` command line: one subcommand per module in `scalesweep.commands`.
+
+Each command module exposes `add_parser(subparsers)`, which registers its parser and sets
+`func(args) -> int`. Command modules import heavy libraries (torch, ray, mlflow) inside `func`,
+so `--help` and input validation stay fast and nothing heavy starts before input is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from scalesweep import __version__
+from scalesweep.errors import UserError
+
+COMMAND_MODULES = (
+    "scalesweep.commands.train",
+    "scalesweep.commands.data",
+    "scalesweep.commands.sweep",
+    "scalesweep.commands.fit",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scalesweep",
+        description="Small-model sweeps on Ray, tracked in MLflow, fitted into scaling laws.",
+    )
+    parser.add_argument("--version", action="version", version=f"scalesweep {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

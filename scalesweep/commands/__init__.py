@@ -1,0 +1,1 @@
+"""Subcommands of the `scalesweep` CLI; see `scalesweep.cli`."""

@@ -1,0 +1,88 @@
+"""Parameter and training-FLOP counting under named conventions.
+
+Scaling-law exponents depend on how compute is counted (Porian et al. 2024 trace most of the
+Kaplan-vs-Chinchilla gap to it), so every count here says which convention it is:
+
+- `6N`: 6 · total parameters per token (the Chinchilla paper's approximation, C = 6ND).
+- `kaplan`: 6 · N_nonembed, the exact non-embedding count, ≈ 12 · depth · width² at MLP ratio 4
+  (Kaplan et al. 2020, §2.1): no embeddings, no output head, no attention-logit FLOPs.
+- `chinchilla`: Hoffmann et al. 2022, Appendix F: embeddings, attention (QKV, logits, softmax,
+  reductions, output projection), dense block and final logits, forward × 3 for forward+backward.
+- `palm`: 6 · (every parameter that does a matmul, i.e. all but the input-embedding lookup)
+  + 12 · depth · width · seq_len for attention (PaLM, Appendix B). Used for MFU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from scalesweep.config import ModelConfig
+
+Convention = Literal["6N", "kaplan", "chinchilla", "palm"]
+CONVENTIONS: tuple[Convention, ...] = ("6N", "kaplan", "chinchilla", "palm")
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    total: int
+    """Every parameter, embeddings and head included."""
+    nonembed: int
+    """Without the input embedding and the output head (Kaplan's N)."""
+    embedding: int
+    """Input embedding (vocab · width)."""
+    head: int
+    """Output head (width · vocab); untied, so counted apart from the embedding."""
+
+
+def count_params(model: ModelConfig, vocab_size: int | None = None) -> ParamCount:
+    """Parameters of `scalesweep.model.GPT` from its shape, by hand. The model checks itself
+    against this (tests/test_flops.py)."""
+    vocab = vocab_size or model.vocab_size
+    if vocab is None:
+        raise ValueError("vocab_size is needed to count parameters")
+    d, f = model.width, model.mlp_width
+    attention = 3 * d * d + d * d + (2 * model.head_dim if model.qk_norm else 0)
+    mlp = 2 * d * f
+    norms = 2 * d  # two pre-norm LayerNorm gains, no biases
+    per_layer = attention + mlp + norms
+    nonembed = model.depth * per_layer + d  # + final LayerNorm gain
+    embedding = head = vocab * d
+    return ParamCount(
+        total=nonembed + embedding + head, nonembed=nonembed, embedding=embedding, head=head
+    )
+
+
+def chinchilla_forward_flops_per_sequence(model: ModelConfig, vocab: int) -> float:
+    """Forward FLOPs of one sequence, term by term as in Hoffmann et al. 2022, Appendix F."""
+    t, d, f, n_layers = model.seq_len, model.width, model.mlp_width, model.depth
+    kv = model.head_dim * model.n_heads  # key_size × num_heads
+    embeddings = 2 * t * vocab * d
+    qkv = 2 * 3 * t * d * kv
+    logits = 2 * t * t * kv
+    softmax = 3 * model.n_heads * t * t
+    reductions = 2 * t * t * kv
+    attn_out = 2 * t * kv * d
+    dense = 2 * t * (d * f + d * f)
+    final_logits = 2 * t * d * vocab
+    per_layer = qkv + logits + softmax + reductions + attn_out + dense
+    return float(embeddings + n_layers * per_layer + final_logits)
+
+
+def flops_per_token(
+    model: ModelConfig, convention: Convention, vocab_size: int | None = None
+) -> float:
+    """Training (forward + backward) FLOPs per token under `convention`."""
+    counts = count_params(model, vocab_size)
+    vocab = counts.embedding // model.width
+    if convention == "6N":
+        return 6.0 * counts.total
+    if convention == "kaplan":
+        return 6.0 * counts.nonembed
+    if convention == "chinchilla":
+        return 3.0 * chinchilla_forward_flops_per_sequence(model, vocab) / model.seq_len
+    if convention == "palm":
+        return 6.0 * (counts.total - counts.embedding) + 12.0 * model.depth * model.width * (
+            model.seq_len
+        )
+    raise ValueError(f"`convention` must be one of {CONVENTIONS}, but got {convention!r}")
