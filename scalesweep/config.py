@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scalesweep.errors import UserError
 
 RUN_SECTIONS = ("model", "optim", "schedule", "data", "train")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `3e-4` (no dot) is a string; researchers write LRs that
+    way, so read it as a float like YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML with floats like `1e-3` read as numbers."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class _Section(BaseModel):
@@ -390,7 +415,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise UserError(f"--set {text!r}: expected dotted.key=value")
     try:
-        value = yaml.safe_load(raw)
+        value = read_yaml(raw)
     except yaml.YAMLError as error:
         raise UserError(f"--set {key}: cannot read {raw!r} as a YAML value ({error})") from None
     return key.strip(), value
@@ -495,7 +520,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
     except OSError as error:
         raise UserError(f"{path}: cannot read the config ({error.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = read_yaml(text)
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({error})") from None
     return parse_experiment(raw, overrides=overrides, source=str(path))

@@ -167,9 +167,10 @@ class GPT(nn.Module):
         head = self.head.weight.numel()
         return {"total": total, "nonembed": total - embedding - head, "embedding": embedding}
 
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor, *, diagnostics: bool = False
-    ) -> ModelOutput:
+    def logits(
+        self, idx: torch.Tensor, *, diagnostics: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, vocab) output logits, and the largest attention logit when `diagnostics`."""
         seq = idx.shape[1]
         if seq > self.config.seq_len:
             raise ValueError(f"sequence of {seq} tokens exceeds model.seq_len={self.config.seq_len}")
@@ -180,7 +181,13 @@ class GPT(nn.Module):
             x, logit_max = block(x, cos, sin, diagnostics)
             if logit_max is not None:
                 logit_maxes.append(logit_max)
-        logits = self.head(self.final_norm(x)) * self.output_scale
+        attn_logit_max = torch.stack(logit_maxes).amax() if logit_maxes else None
+        return self.head(self.final_norm(x)) * self.output_scale, attn_logit_max
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor, *, diagnostics: bool = False
+    ) -> ModelOutput:
+        logits, attn_logit_max = self.logits(idx, diagnostics=diagnostics)
         logits = logits.float().view(-1, logits.shape[-1])
         targets = targets.reshape(-1)
         z_loss = self.config.z_loss
@@ -194,7 +201,6 @@ class GPT(nn.Module):
         else:
             ce = F.cross_entropy(logits, targets)
             loss, output_logz = ce, None
-        attn_logit_max = torch.stack(logit_maxes).amax() if logit_maxes else None
         return ModelOutput(
             loss=loss, ce_loss=ce, attn_logit_max=attn_logit_max, output_logz=output_logz
         )
