@@ -242,8 +242,10 @@ class SearchConfig(_Section):
     algorithm: Literal["grid", "random", "tpe", "gp", "cmaes"] = "grid"
     num_samples: int = Field(1, gt=0)
     """Trials per grid cell (for `grid`: repeats of the whole grid, each with another seed)."""
-    metric: str = "final_val_loss"
-    mode: Literal["min", "max"] = "min"
+    metric: Literal["final_val_loss"] = "final_val_loss"
+    """What the searcher minimizes. A diverged trial reports its init_loss ℓ0 here, a finite
+    value (Optuna breaks on NaN) that ranks it with the untrained model."""
+    mode: Literal["min"] = "min"
     seed: int = 0
     """Seed of the Optuna sampler / random search (not of training: that is train.seed)."""
     scheduler: Literal["asha"] | None = None

@@ -345,8 +345,6 @@ def train(
             log(step, metrics)
             if reason is not None:
                 status, diverged_step = "diverged", step
-                report(step, {"step": step, "diverged": 1.0,
-                              "last_finite_loss": last_finite or init_loss}, None)
                 break
         is_eval = step % config.train.eval_every == 0 or step == n_steps
         every = config.train.checkpoint_every
@@ -356,8 +354,6 @@ def train(
             if not math.isfinite(current_val):
                 status, diverged_step = "diverged", step
                 reason = f"non-finite validation loss ({current_val})"
-                report(step, {"step": step, "diverged": 1.0,
-                              "last_finite_loss": last_finite or init_loss}, None)
                 break
             log(step, {"val/loss": current_val})
             checkpoint = None

@@ -1,0 +1,1 @@
+"""Sweeps on Ray: plan (pure), search spaces, the Tune/Train runner, MLflow tracking."""

@@ -1,0 +1,172 @@
+"""Expand a sweep file into its grid cells and isoFLOP trials, without Ray (pure).
+
+A *cell* is one point of the grid: the Cartesian product of every `grid`/`logspace` space and,
+when the file has a `budget` section, every kept (FLOP budget, shape) pair. The searcher then
+runs `search.num_samples` trials per cell, sampling the other spaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from scalesweep.config import Experiment, ExperimentConfig, total_steps
+from scalesweep.errors import UserError
+from scalesweep.flops import count_params, flops_per_token
+
+# Short names for the keys that most often differ between trials, for readable trial names.
+SHORT_NAMES = {
+    "model.width": "w",
+    "model.depth": "d",
+    "optim.lr": "lr",
+    "optim.weight_decay": "wd",
+    "model.qk_norm": "qkn",
+    "model.z_loss": "z",
+    "train.tokens": "tok",
+    "train.seed": "seed",
+}
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    name: str
+    cell: dict[str, Any]
+    """The dotted keys this cell sets."""
+    params: int
+    tokens: int
+    """Tokens actually trained: whole steps of batch_size · seq_len."""
+    flops: float
+    steps: int
+    budget: float | None = None
+    """The isoFLOP budget C this trial belongs to, if any."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    trials: list[PlannedTrial]
+    sampled_keys: list[str]
+    samples_per_cell: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cells(self) -> list[dict[str, Any]]:
+        return [t.cell for t in self.trials]
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.trials) * self.samples_per_cell
+
+    @property
+    def total_flops(self) -> float:
+        """Exact when nothing is sampled; with sampled keys, per-cell FLOPs × samples."""
+        return sum(t.flops for t in self.trials) * self.samples_per_cell
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def trial_name(assignment: dict[str, Any]) -> str:
+    """Deterministic, readable name from a trial's dotted assignment: the same trial gets the
+    same name on every run, so a resumed sweep finds its runs (no timestamps, no random ids)."""
+    canonical = json.dumps(assignment, sort_keys=True, default=str)
+    digest = hashlib.sha1(canonical.encode()).hexdigest()[:8]
+    parts = [
+        f"{SHORT_NAMES[key]}{_format_value(assignment[key])}"
+        for key in SHORT_NAMES
+        if key in assignment
+    ]
+    return "-".join([*parts, digest])
+
+
+def _vocab_size(config: ExperimentConfig) -> int:
+    if config.model.vocab_size is not None:
+        return config.model.vocab_size
+    from scalesweep.data import load_shards
+
+    return load_shards(config.data.path).vocab_size
+
+
+def _budget_cells(experiment: Experiment, vocab: int, notes: list[str]) -> list[dict[str, Any]]:
+    """(budget, shape) pairs with train.tokens = C / FLOPs-per-token, filtered by tokens/param."""
+    budget = experiment.config.budget
+    if budget is None:
+        return [{}]
+    cells = []
+    convention = experiment.config.train.flop_counting
+    for c, (i, shape) in itertools.product(budget.flops, enumerate(budget.shapes)):
+        shape_keys = {f"model.{k}": v for k, v in shape.model_dump().items() if v is not None}
+        try:
+            model = experiment.config.model.model_copy(
+                update={k.removeprefix("model."): v for k, v in shape_keys.items()}
+            )
+            model = type(model).model_validate(model.model_dump())
+        except ValueError as error:
+            raise UserError(f"budget.shapes[{i}]: {error}") from None
+        per_token = flops_per_token(model, convention, vocab)
+        tokens = round(c / per_token)
+        params = count_params(model, vocab).total
+        ratio = tokens / params
+        low, high = budget.min_tokens_per_param, budget.max_tokens_per_param
+        if (low is not None and ratio < low) or (high is not None and ratio > high):
+            notes.append(
+                f"left out width={shape.width} depth={shape.depth} at C={c:.3g}: "
+                f"{ratio:.3g} tokens/param outside [{low}, {high}]"
+            )
+            continue
+        cells.append({**shape_keys, "train.tokens": tokens, "train.steps": None, "_budget": c})
+    if not cells:
+        raise UserError("budget: every (flops, shape) pair was left out by the tokens/param bounds")
+    return cells
+
+
+def plan(experiment: Experiment) -> Plan:
+    """Every grid cell of the sweep, with its size, tokens, FLOPs and steps."""
+    config = experiment.config
+    notes: list[str] = []
+    vocab = _vocab_size(config)
+    grid = experiment.grid_spaces()
+    grid_points = [
+        dict(zip(grid, values, strict=True))
+        for values in itertools.product(*(space.grid_values() for space in grid.values()))
+    ]
+    samples = config.search.num_samples
+    if config.search.algorithm == "grid" and samples > 1:
+        # Repeats of a grid differ only by their training seed.
+        seeds = [config.train.seed + i for i in range(samples)]
+        grid_points = [{**p, "train.seed": s} for p in grid_points for s in seeds]
+        samples = 1
+    sampled = experiment.sampled_spaces()
+    probe = {key: space.probe_values()[0] for key, space in sampled.items()}
+    trials = []
+    for point, budget_cell in itertools.product(grid_points, _budget_cells(experiment, vocab, notes)):
+        budget = budget_cell.pop("_budget", None) if budget_cell else None
+        cell = {**point, **budget_cell}
+        resolved = experiment.resolve({**probe, **cell})
+        steps = total_steps(resolved)
+        tokens = steps * resolved.train.batch_size * resolved.model.seq_len
+        per_token = flops_per_token(resolved.model, resolved.train.flop_counting, vocab)
+        trials.append(
+            PlannedTrial(
+                name=trial_name(cell),
+                cell=cell,
+                params=count_params(resolved.model, vocab).total,
+                tokens=tokens,
+                flops=per_token * tokens,
+                steps=steps,
+                budget=budget,
+            )
+        )
+        if budget is not None and not math.isclose(per_token * tokens, budget, rel_tol=0.01):
+            notes.append(
+                f"{trials[-1].name}: whole steps give {per_token * tokens:.3g} FLOPs for C={budget:.3g}"
+            )
+    return Plan(trials=trials, sampled_keys=list(sampled), samples_per_cell=samples, notes=notes)
