@@ -1,0 +1,417 @@
+"""Token shards on disk, the built-in corpus, and random-window batches.
+
+A shard directory holds `train.bin` and `val.bin` (flat uint16 or uint32 token ids, memory-mapped
+when read) and `meta.json` (tokenizer, vocab size, token counts, how the split was made).
+`meta.json` is written last, so a directory with one is complete.
+
+Documents are tokenized one at a time and each is followed by the tokenizer's end-of-text id when
+it has one (ASCII RS, byte 0x1E, for the byte tokenizer). The validation split is made of whole
+documents plus at most one contiguous document tail (see `split_documents`), so no token position
+is in both splits.
+
+Batches are random windows whose starts come from `np.random.default_rng([seed, step, index])`:
+a batch depends only on its coordinates, so a run resumed at step k sees exactly the batches it
+would have seen, with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from scalesweep.errors import UserError
+
+BUILTIN = "builtin"
+"""The `data.path` value meaning the shipped Shakespeare + Milton corpus."""
+BYTE_TOKENIZER = "byte"
+BYTE_VOCAB_SIZE = 256
+BYTE_EOT = 0x1E
+"""ASCII record separator: never occurs in ordinary text, so it can end documents."""
+
+FORMAT_VERSION = 1
+"""Bump when the shard layout or the split method changes; it is part of the builtin cache key."""
+
+DEFAULT_VAL_FRACTION = 0.01
+"""1% of tokens: enough that the trainer's evaluation windows (tens of batches × seq_len) rarely
+overlap on corpora of ten million tokens or more, small enough not to starve training."""
+BUILTIN_VAL_FRACTION = 0.02
+"""The built-in corpus has 6.4M tokens; 2% is about 128k tokens, roughly one play."""
+BUILTIN_CORPUS = "shakespeare_milton.txt.xz"
+BUILTIN_DOCUMENT_SEPARATOR = "\x1e"
+"""How the shipped corpus file separates its documents (see corpus/build_corpus.py)."""
+
+# Special tokens that mark the end of a document in common HF tokenizers, in order of preference.
+EOT_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "[EOS]", "[SEP]")
+
+
+@dataclass(frozen=True)
+class TokenShards:
+    train: np.ndarray
+    """1-D memmap (uint16 or uint32) of training tokens."""
+    val: np.ndarray
+    """1-D memmap of held-out tokens, disjoint from `train`."""
+    vocab_size: int
+    tokenizer: str
+    """"byte", or the tokenizer.json path recorded in meta.json."""
+
+
+# --- bytes <-> tokens --------------------------------------------------------------------------
+
+
+def encode_bytes(text: str) -> np.ndarray:
+    """UTF-8 bytes of `text` as uint16 token ids (vocab 256)."""
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
+
+
+def decode_bytes(tokens: np.ndarray | Sequence[int]) -> str:
+    """Inverse of `encode_bytes`. A window can cut a multi-byte character, hence `replace`."""
+    return np.asarray(tokens, dtype=np.uint8).tobytes().decode("utf-8", errors="replace")
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+
+def sample_batch(
+    tokens: np.ndarray, *, batch_size: int, seq_len: int, seed: int, step: int, index: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """`batch_size` random windows of `seq_len + 1` tokens: x is the first seq_len, y the last.
+
+    Window starts come from `np.random.default_rng([seed, step, index])`, so the batch is a pure
+    function of its coordinates. `index` tells apart micro-batches and ranks within one step.
+    Returns int64 arrays of shape (batch_size, seq_len).
+    """
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError(f"batch_size and seq_len must be >= 1, but got {batch_size=}, {seq_len=}")
+    n = len(tokens)
+    if n < seq_len + 1:
+        raise ValueError(
+            f"a window needs seq_len + 1 = {seq_len + 1} tokens, but the token array holds {n}"
+        )
+    rng = np.random.default_rng([seed, step, index])
+    starts = rng.integers(0, n - seq_len, size=batch_size)  # the last window ends at n - 1
+    windows = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+    return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+
+
+# --- reading shards ----------------------------------------------------------------------------
+
+SHARD_FILES = ("train.bin", "val.bin", "meta.json")
+
+
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """meta.json of a shard directory, checked for the keys `load_shards` needs."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(
+            f"data.path: {directory} is not a directory (expected train.bin, val.bin and "
+            f"meta.json from `scalesweep data prepare`, or {BUILTIN!r})"
+        )
+    missing = [name for name in SHARD_FILES if not (directory / name).is_file()]
+    if missing:
+        raise UserError(
+            f"data.path: {directory} is missing {', '.join(missing)}; make it with "
+            "`scalesweep data prepare`"
+        )
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"data.path: cannot read {directory / 'meta.json'}: {error}") from error
+    required = ("vocab_size", "tokenizer", "dtype", "train_tokens", "val_tokens")
+    absent = [key for key in required if not isinstance(meta, dict) or key not in meta]
+    if absent:
+        raise UserError(f"data.path: {directory / 'meta.json'} lacks {', '.join(absent)}")
+    if meta["dtype"] not in ("uint16", "uint32"):
+        raise UserError(
+            f"data.path: {directory / 'meta.json'} has dtype {meta['dtype']!r}; "
+            "expected 'uint16' or 'uint32'"
+        )
+    return meta
+
+
+def _memmap(file: Path, dtype: np.dtype[Any], count: int) -> np.ndarray:
+    size = file.stat().st_size
+    if size != count * dtype.itemsize:
+        raise UserError(
+            f"data.path: {file} holds {size // dtype.itemsize} tokens but meta.json says {count}; "
+            "the directory is corrupt or partly written, prepare it again"
+        )
+    if count == 0:  # numpy cannot map an empty file
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(file, dtype=dtype, mode="r", shape=(count,))
+
+
+def load_shards(path: str | os.PathLike[str]) -> TokenShards:
+    """Memory-map the shards at `path`, or the built-in corpus when `path == "builtin"`.
+
+    The built-in corpus is tokenized once into a cache directory (see `builtin_dir`); later calls
+    only read meta.json and map the two files.
+    """
+    directory = builtin_dir() if str(path) == BUILTIN else Path(path)
+    meta = read_meta(directory)
+    dtype = np.dtype(meta["dtype"])
+    return TokenShards(
+        train=_memmap(directory / "train.bin", dtype, int(meta["train_tokens"])),
+        val=_memmap(directory / "val.bin", dtype, int(meta["val_tokens"])),
+        vocab_size=int(meta["vocab_size"]),
+        tokenizer=str(meta["tokenizer"]),
+    )
+
+
+# --- the built-in corpus -----------------------------------------------------------------------
+
+
+def _builtin_corpus_bytes() -> bytes:
+    return resources.files("scalesweep").joinpath("corpus", BUILTIN_CORPUS).read_bytes()
+
+
+def cache_root() -> Path:
+    """$SCALESWEEP_CACHE_DIR, else ~/.cache/scalesweep."""
+    configured = os.environ.get("SCALESWEEP_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "scalesweep"
+
+
+def builtin_dir() -> Path:
+    """The built-in corpus as shards, prepared on first use.
+
+    The directory name hashes the compressed corpus and the split settings, so a changed corpus
+    or split never reuses a stale cache. Several Ray trials on one node may get here at once:
+    each prepares into its own temporary directory and renames it into place; a rename that loses
+    the race is discarded, and every caller ends up reading the winner's complete directory.
+    """
+    compressed = _builtin_corpus_bytes()
+    key = hashlib.sha256(compressed)
+    key.update(f"v{FORMAT_VERSION} val={BUILTIN_VAL_FRACTION} seed=0".encode())
+    final = cache_root() / f"builtin-{key.hexdigest()[:12]}"
+    if (final / "meta.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        text = lzma.decompress(compressed).decode("utf-8")
+        write_shards(
+            text.split(BUILTIN_DOCUMENT_SEPARATOR),
+            tmp,
+            tokenizer=BYTE_TOKENIZER,
+            val_fraction=BUILTIN_VAL_FRACTION,
+            seed=0,
+            sources=[f"scalesweep/corpus/{BUILTIN_CORPUS}"],
+        )
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process renamed its copy first (the target is a non-empty directory).
+            if not (final / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# --- writing shards ----------------------------------------------------------------------------
+
+
+class _Encoder(Protocol):
+    name: str
+    vocab_size: int
+    eot_id: int | None
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]: ...
+
+
+@dataclass
+class _ByteEncoder:
+    name: str = BYTE_TOKENIZER
+    vocab_size: int = BYTE_VOCAB_SIZE
+    eot_id: int | None = BYTE_EOT
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        return [encode_bytes(text) for text in texts]
+
+
+class _HFEncoder:
+    """A local HF `tokenizer.json`, through the optional `tokenizers` package."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as error:
+            raise UserError(
+                f"tokenizer {path!r} needs the `tokenizers` package: "
+                "pip install scalesweep[tokenizers]"
+            ) from error
+        if not Path(path).is_file():
+            raise UserError(
+                f"tokenizer: {path!r} is neither {BYTE_TOKENIZER!r} nor an existing "
+                "tokenizer.json file"
+            )
+        try:
+            self.tokenizer = Tokenizer.from_file(path)
+        except Exception as error:  # the Rust side raises a bare Exception
+            raise UserError(
+                f"tokenizer: cannot load {path} as a tokenizer.json: {error}"
+            ) from error
+        self.name = path
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        found = (self.tokenizer.token_to_id(token) for token in EOT_CANDIDATES)
+        self.eot_id = next((token_id for token_id in found if token_id is not None), None)
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(encoding.ids, dtype=np.int64) for encoding in encodings]
+
+
+def _encoder(tokenizer: str) -> _Encoder:
+    return _ByteEncoder() if tokenizer == BYTE_TOKENIZER else _HFEncoder(tokenizer)
+
+
+def split_documents(
+    lengths: np.ndarray, *, val_fraction: float, seed: int
+) -> list[tuple[int, int, int]]:
+    """Choose the validation tokens: `[(document, start, stop), ...]` offsets within documents.
+
+    The budget is round(val_fraction · total) tokens, at least 1 and leaving at least 1 for
+    training. Documents are visited in a seeded random order (so validation is not just the last
+    input file), and each one that fits in what is left of the budget goes to validation whole.
+    If whole documents cannot fill the budget exactly, the first visited document that did not fit
+    gives its contiguous tail for the rest. So validation is whole documents plus at most one tail,
+    never a scatter of fragments; with a single document it is that document's tail.
+    """
+    total = int(lengths.sum())
+    remaining = min(max(1, round(val_fraction * total)), total - 1)
+    chosen: list[tuple[int, int, int]] = []
+    first_skipped: int | None = None
+    for document in np.random.default_rng(seed).permutation(len(lengths)):
+        if remaining == 0:
+            break
+        length = int(lengths[document])
+        if 0 < length <= remaining:
+            chosen.append((int(document), 0, length))
+            remaining -= length
+        elif length > remaining and first_skipped is None:
+            first_skipped = int(document)
+    if remaining > 0 and first_skipped is not None:
+        # Every skipped document was longer than the budget left when it was visited.
+        length = int(lengths[first_skipped])
+        chosen.append((first_skipped, length - remaining, length))
+    return chosen
+
+
+def write_shards(
+    documents: Iterable[str],
+    out_dir: Path,
+    *,
+    tokenizer: str = BYTE_TOKENIZER,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+    sources: Sequence[str] = (),
+    chunk_documents: int = 256,
+) -> dict[str, Any]:
+    """Tokenize `documents` into `out_dir` (train.bin, val.bin, meta.json); return the meta.
+
+    Tokens stream into a scratch file first, so memory stays O(number of documents); the split
+    then copies ranges of it into the two shards. Empty documents are skipped.
+    """
+    if not 0 < val_fraction < 1:
+        raise UserError(f"val_fraction must be in (0, 1), but got {val_fraction}")
+    encoder = _encoder(tokenizer)
+    dtype = np.dtype(np.uint16 if encoder.vocab_size <= 2**16 else np.uint32)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "meta.json").unlink(missing_ok=True)  # no meta.json means "incomplete"
+    lengths: list[int] = []
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-") as scratch_dir:
+        scratch = Path(scratch_dir) / "all.bin"
+        with scratch.open("wb") as sink:
+            for chunk in _chunks((d for d in documents if d), chunk_documents):
+                for ids in encoder.encode(chunk):
+                    if encoder.eot_id is not None:
+                        ids = np.append(ids, encoder.eot_id)
+                    if ids.size and int(ids.max()) >= encoder.vocab_size:
+                        raise UserError(
+                            f"tokenizer {encoder.name} produced id {int(ids.max())} >= its "
+                            f"vocab size {encoder.vocab_size}"
+                        )
+                    sink.write(ids.astype(dtype).tobytes())
+                    lengths.append(len(ids))
+        total = sum(lengths)
+        if total < 2:
+            raise UserError(
+                f"the inputs hold {total} tokens; need at least 2 for a train and a val split"
+            )
+        doc_lengths = np.asarray(lengths, dtype=np.int64)
+        val_parts = split_documents(doc_lengths, val_fraction=val_fraction, seed=seed)
+        all_tokens = np.memmap(scratch, dtype=dtype, mode="r", shape=(total,))
+        offsets = np.concatenate([[0], np.cumsum(doc_lengths)])
+        val_ranges = sorted((int(offsets[d]) + a, int(offsets[d]) + b) for d, a, b in val_parts)
+        train_ranges, cursor = [], 0
+        for start, stop in val_ranges:
+            if cursor < start:
+                train_ranges.append((cursor, start))
+            cursor = stop
+        if cursor < total:
+            train_ranges.append((cursor, total))
+        # Validation keeps the seeded visiting order; training keeps the input order.
+        val_ordered = [(int(offsets[d]) + a, int(offsets[d]) + b) for d, a, b in val_parts]
+        train_tokens = _copy_ranges(all_tokens, train_ranges, out_dir / "train.bin")
+        val_tokens = _copy_ranges(all_tokens, val_ordered, out_dir / "val.bin")
+        del all_tokens
+    whole = sum(1 for _, start, _ in val_parts if start == 0)
+    meta: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "tokenizer": encoder.name,
+        "vocab_size": encoder.vocab_size,
+        "dtype": dtype.name,
+        "eot_id": encoder.eot_id,
+        "train_tokens": train_tokens,
+        "val_tokens": val_tokens,
+        "documents": len(lengths),
+        "val_documents": whole,
+        "val_tail_documents": len(val_parts) - whole,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "split": "whole documents in seeded random order, plus at most one document's tail",
+        "sources": list(sources),
+    }
+    _write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _copy_ranges(tokens: np.ndarray, ranges: Sequence[tuple[int, int]], out: Path) -> int:
+    tmp = out.with_name(out.name + ".tmp")
+    count = 0
+    with tmp.open("wb") as sink:
+        for start, stop in ranges:
+            for block in range(start, stop, 1 << 24):  # 16M tokens at a time
+                sink.write(np.asarray(tokens[block : min(stop, block + (1 << 24))]).tobytes())
+            count += stop - start
+    os.replace(tmp, out)
+    return count
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
