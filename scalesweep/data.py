@@ -244,6 +244,11 @@ class _HFEncoder:
     """A local HF `tokenizer.json`, through the optional `tokenizers` package."""
 
     def __init__(self, path: str) -> None:
+        if not Path(path).is_file():
+            raise UserError(
+                f"tokenizer: {path!r} is neither {BYTE_TOKENIZER!r} nor an existing "
+                "tokenizer.json file"
+            )
         try:
             from tokenizers import Tokenizer
         except ImportError as error:
@@ -251,11 +256,6 @@ class _HFEncoder:
                 f"tokenizer {path!r} needs the `tokenizers` package: "
                 "pip install scalesweep[tokenizers]"
             ) from error
-        if not Path(path).is_file():
-            raise UserError(
-                f"tokenizer: {path!r} is neither {BYTE_TOKENIZER!r} nor an existing "
-                "tokenizer.json file"
-            )
         try:
             self.tokenizer = Tokenizer.from_file(path)
         except Exception as error:  # the Rust side raises a bare Exception
@@ -386,6 +386,113 @@ def write_shards(
     }
     _write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def prepare_shards(
+    inputs: Sequence[Path],
+    out_dir: Path,
+    *,
+    tokenizer: str = BYTE_TOKENIZER,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    text_field: str = "text",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Tokenize text, JSONL or Parquet files into shards in `out_dir`; return the meta written.
+
+    One document per input: a text file (any suffix but the two below) is one document, each
+    `.jsonl` line is one (its `text_field` string), each `.parquet` row is one (its `text_field`
+    column). An input that is missing, unreadable, or holds no text raises `UserError` naming it.
+    """
+    if not inputs:
+        raise UserError("data prepare: no input files given")
+    paths = [Path(path) for path in inputs]
+    for path in paths:
+        if path.is_dir():
+            raise UserError(f"input {path} is a directory; pass its files (e.g. {path}/*.txt)")
+        if not path.is_file():
+            raise UserError(f"input {path} does not exist")
+    return write_shards(
+        (text for path in paths for text in _read_documents(path, text_field)),
+        out_dir,
+        tokenizer=tokenizer,
+        val_fraction=val_fraction,
+        seed=seed,
+        sources=[str(path) for path in paths],
+    )
+
+
+def _read_documents(path: Path, text_field: str) -> Iterator[str]:
+    """The documents of one input file; raises `UserError` if it yields none."""
+    suffix = path.suffix.lower()
+    reader = {".jsonl": _read_jsonl, ".parquet": _read_parquet}.get(suffix, _read_text)
+    found = False
+    try:
+        for text in reader(path, text_field):
+            if text:
+                found = True
+                yield text
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"input {path} is not UTF-8 text ({error}); convert it, e.g. with iconv"
+        ) from error
+    except OSError as error:
+        raise UserError(f"input {path} cannot be read: {error}") from error
+    if not found:
+        what = "" if reader is _read_text else f" in field {text_field!r}"
+        raise UserError(f"input {path} holds no text{what}")
+
+
+def _read_text(path: Path, text_field: str) -> Iterator[str]:
+    yield path.read_text(encoding="utf-8")
+
+
+def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(f"input {path} line {number} is not JSON: {error}") from error
+            if not isinstance(record, dict) or text_field not in record:
+                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+                raise UserError(
+                    f"input {path} line {number} has no field {text_field!r} (found {keys}); "
+                    "choose the field with --text-field"
+                )
+            text = record[text_field]
+            if not isinstance(text, str):
+                raise UserError(
+                    f"input {path} line {number}: field {text_field!r} is "
+                    f"{type(text).__name__}, expected a string"
+                )
+            yield text
+
+
+def _read_parquet(path: Path, text_field: str) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except pa.ArrowException as error:
+        raise UserError(f"input {path} cannot be read as Parquet: {error}") from error
+    columns = file.schema_arrow.names
+    if text_field not in columns:
+        raise UserError(
+            f"input {path} has no column {text_field!r} (found {columns}); "
+            "choose the column with --text-field"
+        )
+    column_type = file.schema_arrow.field(text_field).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise UserError(
+            f"input {path}: column {text_field!r} has type {column_type}, expected strings"
+        )
+    for batch in file.iter_batches(columns=[text_field], batch_size=1024):
+        for text in batch.column(0).to_pylist():
+            if text is not None:
+                yield text
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
