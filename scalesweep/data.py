@@ -16,6 +16,7 @@ would have seen, with no sampler state to save.
 
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 import lzma
@@ -44,8 +45,9 @@ FORMAT_VERSION = 1
 """Bump when the shard layout or the split method changes; it is part of the builtin cache key."""
 
 DEFAULT_VAL_FRACTION = 0.01
-"""1% of tokens: enough that the trainer's evaluation windows (tens of batches × seq_len) rarely
-overlap on corpora of ten million tokens or more, small enough not to starve training."""
+"""1% of tokens: 100k tokens of a 10M-token corpus, about what the trainer's evaluation reads
+(tens of batches × micro-batch × seq_len), so eval windows rarely repeat, while training keeps
+99%. nanoGPT's 0.05% suits billions of tokens, not the corpora small sweeps use."""
 BUILTIN_VAL_FRACTION = 0.02
 """The built-in corpus has 6.4M tokens; 2% is about 128k tokens, roughly one play."""
 BUILTIN_CORPUS = "shakespeare_milton.txt.xz"
@@ -196,7 +198,13 @@ def builtin_dir() -> Path:
     final = cache_root() / f"builtin-{key.hexdigest()[:12]}"
     if (final / "meta.json").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"cannot create the cache directory {final.parent} ({error}); point "
+            "SCALESWEEP_CACHE_DIR at a writable directory"
+        ) from error
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         text = lzma.decompress(compressed).decode("utf-8")
@@ -210,10 +218,13 @@ def builtin_dir() -> Path:
         )
         try:
             os.replace(tmp, final)
-        except OSError:
+        except OSError as error:
             # Another process renamed its copy first (the target is a non-empty directory).
             if not (final / "meta.json").is_file():
-                raise
+                raise UserError(
+                    f"cannot move the prepared built-in corpus to {final} ({error}); if that "
+                    "directory is left over from an interrupted run, delete it"
+                ) from error
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -330,7 +341,7 @@ def write_shards(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "meta.json").unlink(missing_ok=True)  # no meta.json means "incomplete"
-    lengths: list[int] = []
+    lengths = array.array("q")  # 8 bytes per document, not a Python int object each
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-") as scratch_dir:
         scratch = Path(scratch_dir) / "all.bin"
         with scratch.open("wb") as sink:
@@ -350,7 +361,7 @@ def write_shards(
             raise UserError(
                 f"the inputs hold {total} tokens; need at least 2 for a train and a val split"
             )
-        doc_lengths = np.asarray(lengths, dtype=np.int64)
+        doc_lengths = np.frombuffer(lengths, dtype=np.int64)
         val_parts = split_documents(doc_lengths, val_fraction=val_fraction, seed=seed)
         all_tokens = np.memmap(scratch, dtype=dtype, mode="r", shape=(total,))
         offsets = np.concatenate([[0], np.cumsum(doc_lengths)])
@@ -399,9 +410,10 @@ def prepare_shards(
 ) -> dict[str, Any]:
     """Tokenize text, JSONL or Parquet files into shards in `out_dir`; return the meta written.
 
-    One document per input: a text file (any suffix but the two below) is one document, each
-    `.jsonl` line is one (its `text_field` string), each `.parquet` row is one (its `text_field`
-    column). An input that is missing, unreadable, or holds no text raises `UserError` naming it.
+    A UTF-8 text file (any suffix but those below) is one document; each line of a `.jsonl` or
+    `.ndjson` file is one (its `text_field` string); each row of a `.parquet` file is one (its
+    `text_field` column). `.json` is refused as ambiguous. An input that is missing, unreadable,
+    or holds no text raises `UserError` naming it.
     """
     if not inputs:
         raise UserError("data prepare: no input files given")
@@ -424,7 +436,14 @@ def prepare_shards(
 def _read_documents(path: Path, text_field: str) -> Iterator[str]:
     """The documents of one input file; raises `UserError` if it yields none."""
     suffix = path.suffix.lower()
-    reader = {".jsonl": _read_jsonl, ".parquet": _read_parquet}.get(suffix, _read_text)
+    if suffix == ".json":
+        raise UserError(
+            f"input {path}: .json is ambiguous; name JSON-lines files .jsonl (one object with a "
+            f"{text_field!r} field per line)"
+        )
+    reader = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".parquet": _read_parquet}.get(
+        suffix, _read_text
+    )
     found = False
     try:
         for text in reader(path, text_field):

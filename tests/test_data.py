@@ -250,6 +250,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
 
     pd.DataFrame({"body": ["x"]}).to_parquet(tmp_path / "nocol.parquet")
     (tmp_path / "fake.parquet").write_text("not parquet")
+    (tmp_path / "a.json").write_text('{"text": "x"}')
     path = str(tmp_path)
     return {
         "empty file": ([f"{path}/empty.txt"], ["empty.txt", "holds no text"]),
@@ -266,6 +267,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
             [f"{path}/nocol.parquet"],
             ["nocol.parquet", "no column 'text'", "body"],
         ),
+        ".json": ([f"{path}/a.json"], ["a.json", ".jsonl"]),
         "not Parquet": ([f"{path}/fake.parquet"], ["fake.parquet", "Parquet"]),
         "unknown tokenizer": (
             [f"{path}/latin1.txt", "--tokenizer", "gpt9"],
@@ -287,6 +289,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
         "JSONL all empty",
         "Parquet without the column",
         "not Parquet",
+        ".json",
         "unknown tokenizer",
         "bad val fraction",
     ],

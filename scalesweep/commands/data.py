@@ -83,6 +83,12 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"from {meta['documents']:,} documents (tokenizer {meta['tokenizer']}, "
         f"vocab {meta['vocab_size']:,}, {meta['dtype']})"
     )
+    if meta["val_tokens"] <= 2048:
+        # sample_batch needs seq_len + 1 tokens per window; say so now, not at the first eval.
+        print(
+            f"note: val holds only {meta['val_tokens']:,} tokens, so model.seq_len must be below "
+            "that; raise --val-fraction for longer contexts"
+        )
     return 0
 
 
