@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import yaml
@@ -54,7 +54,7 @@ _Loader.add_implicit_resolver(
 
 def read_yaml(text: str) -> Any:
     """Parse YAML with floats like `1e-3` read as numbers."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 class _Section(BaseModel):
@@ -109,7 +109,7 @@ class ModelConfig(_Section):
 
     @property
     def mlp_width(self) -> int:
-        return int(round(self.width * self.mlp_ratio))
+        return round(self.width * self.mlp_ratio)
 
 
 class OptimConfig(_Section):
@@ -129,7 +129,7 @@ class OptimConfig(_Section):
     grad_clip: float | None = Field(1.0, gt=0)
     """Clip the global gradient norm to this; None turns clipping off."""
     decay_embeddings: bool = False
-    """Apply weight decay to the input embedding (off by default, as in GPT-2 and Wortsman et al.)."""
+    """Decay the input embedding too (off by default, as in GPT-2 and Wortsman et al.)."""
     decay_norms: bool = False
     """Apply weight decay to LayerNorm gains."""
 
@@ -319,7 +319,7 @@ GRID_KINDS = ("grid", "logspace")
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """One searchable key. `grid`/`logspace` are expanded as a Cartesian grid; the rest are sampled."""
+    """One searchable key: `grid`/`logspace` expand into a Cartesian grid; the rest are sampled."""
 
     kind: SpaceKind
     args: tuple[Any, ...]
@@ -347,7 +347,8 @@ class SearchSpace:
 
 
 def _parse_space(key: str, spec: Mapping[str, Any]) -> SearchSpace:
-    (kind, args), = spec.items()
+    ((name, args),) = spec.items()
+    kind = cast(SpaceKind, name)
     where = f"{key}: {{{kind}: {args!r}}}"
     if not isinstance(args, list) or not args:
         raise UserError(f"{where}: a `{kind}` space takes a non-empty list")
@@ -371,7 +372,7 @@ def _parse_space(key: str, spec: Mapping[str, Any]) -> SearchSpace:
         raise UserError(f"{where}: `low > 0` must hold for loguniform, but got ({lo=})")
     if kind == "int" and not (isinstance(lo, int) and isinstance(hi, int)):
         raise UserError(f"{where}: `int` takes integer bounds, but got ({lo=}, {hi=})")
-    return SearchSpace(kind, (lo, hi))  # type: ignore[arg-type]
+    return SearchSpace(kind, (lo, hi))
 
 
 def _is_space(value: Any) -> bool:

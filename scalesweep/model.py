@@ -116,7 +116,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer. `config.vocab_size` must be set (the trainer fills it from the data)."""
+    """Decoder-only transformer; `config.vocab_size` must be set (the trainer reads the data's)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -137,7 +137,7 @@ class GPT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Truncated normal with std 1/sqrt(fan_in) for every matrix, 1/sqrt(d) for the embedding."""
+        """Truncated normal, std 1/sqrt(fan_in) for every matrix and 1/sqrt(d) for the embedding."""
         _trunc_normal_(self.embed.weight, std=1.0 / math.sqrt(self.config.width))
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -173,8 +173,10 @@ class GPT(nn.Module):
         """(B, T, vocab) output logits, and the largest attention logit when `diagnostics`."""
         seq = idx.shape[1]
         if seq > self.config.seq_len:
-            raise ValueError(f"sequence of {seq} tokens exceeds model.seq_len={self.config.seq_len}")
-        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]
+            raise ValueError(
+                f"sequence of {seq} tokens exceeds model.seq_len={self.config.seq_len}"
+            )
+        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]  # type: ignore[index]
         x = self.embed(idx)
         logit_maxes = []
         for block in self.blocks:

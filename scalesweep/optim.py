@@ -75,7 +75,7 @@ def lr_multipliers(model_config: ModelConfig) -> dict[str, float]:
 def param_groups(model: GPT, config: OptimConfig) -> list[dict[str, Any]]:
     """One group per (kind, decayed?) with `lr_mult` and the torch `weight_decay` coefficient."""
     multipliers = lr_multipliers(model.config)
-    decayed_kinds = {"hidden", "output"}
+    decayed_kinds: set[str] = {"hidden", "output"}
     if config.decay_embeddings:
         decayed_kinds.add("embedding")
     if config.decay_norms:
@@ -85,12 +85,14 @@ def param_groups(model: GPT, config: OptimConfig) -> list[dict[str, Any]]:
     for name, kind in model.parameter_kinds().items():
         by_kind.setdefault(kind, []).append(named[name])
     groups = []
-    for kind, params in by_kind.items():
-        mult = multipliers[kind]
-        decay = config.weight_decay if kind in decayed_kinds else 0.0
+    for group_kind, params in by_kind.items():
+        mult = multipliers[group_kind]
+        decay = config.weight_decay if group_kind in decayed_kinds else 0.0
         if config.decay_mode == "independent":
             decay = decay / (config.lr * mult)
-        groups.append({"params": params, "lr_mult": mult, "weight_decay": decay, "kind": kind})
+        groups.append(
+            {"params": params, "lr_mult": mult, "weight_decay": decay, "kind": group_kind}
+        )
     return groups
 
 

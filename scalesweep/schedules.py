@@ -15,7 +15,7 @@ from scalesweep.config import ConstantSchedule, CosineSchedule, ScheduleConfig, 
 def warmup_steps(warmup: float, total_steps: int) -> int:
     """`warmup` < 1 is a fraction of the run; otherwise a number of steps."""
     steps = warmup * total_steps if warmup < 1 else warmup
-    return min(int(round(steps)), total_steps)
+    return min(round(steps), total_steps)
 
 
 def _warmup(step: int, n_warmup: int) -> float | None:
@@ -46,7 +46,7 @@ def cosine(schedule: CosineSchedule, step: int, total_steps: int) -> float:
 
 
 def _cooldown_shape(shape: str, progress: float) -> float:
-    """Fraction of the peak left at `progress` ∈ [0, 1] through the cooldown (Hägele et al. 2024)."""
+    """Fraction of the peak left at `progress` ∈ [0, 1] into the cooldown (Hägele et al. 2024)."""
     if shape == "linear":
         return 1 - progress
     if shape == "cosine":
@@ -60,7 +60,7 @@ def wsd(schedule: WSDSchedule, step: int, total_steps: int) -> float:
     if warm is not None:
         return warm
     # 1) stable at the peak until the cooldown starts
-    n_cooldown = max(1, int(round(schedule.cooldown_fraction * total_steps)))
+    n_cooldown = max(1, round(schedule.cooldown_fraction * total_steps))
     cooldown_start = total_steps - n_cooldown
     if step < cooldown_start:
         return 1.0
@@ -85,5 +85,5 @@ def lr_multiplier(schedule: ScheduleConfig, step: int, total_steps: int) -> floa
 def cooldown_start(schedule: ScheduleConfig, total_steps: int) -> int | None:
     """First step of a WSD cooldown (where a checkpoint can branch off), else None."""
     if isinstance(schedule, WSDSchedule):
-        return total_steps - max(1, int(round(schedule.cooldown_fraction * total_steps)))
+        return total_steps - max(1, round(schedule.cooldown_fraction * total_steps))
     return None

@@ -119,8 +119,16 @@ def _peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
-def _batch(tokens: np.ndarray, *, micro: int, seq_len: int, seed: int, step: int, index: int,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(
+    tokens: np.ndarray,
+    *,
+    micro: int,
+    seq_len: int,
+    seed: int,
+    step: int,
+    index: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = data_lib.sample_batch(
         tokens, batch_size=micro, seq_len=seq_len, seed=seed, step=step, index=index
     )
@@ -131,14 +139,28 @@ def _batch(tokens: np.ndarray, *, micro: int, seq_len: int, seed: int, step: int
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, val: np.ndarray, config: ExperimentConfig, *, micro: int,
-             world: _World, autocast: Any) -> float:
+def evaluate(
+    model: torch.nn.Module,
+    val: np.ndarray,
+    config: ExperimentConfig,
+    *,
+    micro: int,
+    world: _World,
+    autocast: Any,
+) -> float:
     """Mean validation loss over `train.eval_batches` fixed windows, shared out across ranks."""
     model.eval()
     total = torch.zeros(2, device=world.device)
     for index in range(world.rank, config.train.eval_batches, world.size):
-        x, y = _batch(val, micro=micro, seq_len=config.model.seq_len, seed=config.train.seed,
-                      step=0, index=index, device=world.device)
+        x, y = _batch(
+            val,
+            micro=micro,
+            seq_len=config.model.seq_len,
+            seed=config.train.seed,
+            step=0,
+            index=index,
+            device=world.device,
+        )
         with autocast():
             total[0] += model(x, y).ce_loss.float()
         total[1] += 1
@@ -148,8 +170,15 @@ def evaluate(model: torch.nn.Module, val: np.ndarray, config: ExperimentConfig, 
     return (total[0] / total[1]).item()
 
 
-def save_checkpoint(path: Path, *, model: GPT, optimizer: torch.optim.Optimizer, step: int,
-                    init_loss: float, last_finite_loss: float | None) -> None:
+def save_checkpoint(
+    path: Path,
+    *,
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    init_loss: float,
+    last_finite_loss: float | None,
+) -> None:
     """Everything needed to continue bit-for-bit on CPU. The data position is the step itself:
     batches depend only on (seed, step, index), so there is no sampler state to save."""
     tmp = path.with_name(path.name + ".tmp")
@@ -173,8 +202,9 @@ def save_checkpoint(path: Path, *, model: GPT, optimizer: torch.optim.Optimizer,
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, *, model: GPT, optimizer: torch.optim.Optimizer,
-                    device: torch.device) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, *, model: GPT, optimizer: torch.optim.Optimizer, device: torch.device
+) -> dict[str, Any]:
     file = Path(path) / "state.pt"
     if not file.is_file():
         raise UserError(f"resume: no checkpoint at {file}")
@@ -295,9 +325,15 @@ def train(
         diagnostics: dict[str, torch.Tensor] = {}
         loss_sum.zero_()
         for micro_step in range(accumulation):
-            x, y = _batch(shards.train, micro=micro, seq_len=seq_len, seed=config.train.seed,
-                          step=step, index=micro_step * world.size + world.rank,
-                          device=world.device)
+            x, y = _batch(
+                shards.train,
+                micro=micro,
+                seq_len=seq_len,
+                seed=config.train.seed,
+                step=step,
+                index=micro_step * world.size + world.rank,
+                device=world.device,
+            )
             last_micro = micro_step == accumulation - 1
             sync = nullcontext() if last_micro or world.size == 1 else runner.no_sync()  # type: ignore[operator]
             with sync, autocast():
@@ -305,8 +341,10 @@ def train(
                 (out.loss / accumulation).backward()
             loss_sum += out.ce_loss.detach() / accumulation
             if out.attn_logit_max is not None and out.output_logz is not None:
-                diagnostics = {"train/attn_logit_max": out.attn_logit_max,
-                               "train/output_logz": out.output_logz}
+                diagnostics = {
+                    "train/attn_logit_max": out.attn_logit_max,
+                    "train/output_logz": out.output_logz,
+                }
         # 3) clip, 4) step
         if config.optim.grad_clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
@@ -330,9 +368,7 @@ def train(
                 "train/tokens": float(trained_tokens),
                 "train/flops": flops_token * trained_tokens,
                 "train/grad_norm": float(grad_norm),
-                "train/param_norm": float(
-                    torch.nn.utils.get_total_norm(list(model.parameters()))
-                ),
+                "train/param_norm": float(torch.nn.utils.get_total_norm(list(model.parameters()))),
                 "perf/tokens_per_s": tokens_per_s,
                 **{k: float(v) for k, v in diagnostics.items()},
             }
@@ -359,8 +395,14 @@ def train(
             checkpoint = None
             if is_checkpoint and checkpoint_dir is not None and world.is_main:
                 checkpoint = Path(checkpoint_dir) / "latest"
-                save_checkpoint(checkpoint, model=model, optimizer=optimizer, step=step,
-                                init_loss=init_loss, last_finite_loss=last_finite)
+                save_checkpoint(
+                    checkpoint,
+                    model=model,
+                    optimizer=optimizer,
+                    step=step,
+                    init_loss=init_loss,
+                    last_finite_loss=last_finite,
+                )
             report(step, {"val/loss": current_val, "step": step}, checkpoint)
             if step == n_steps:
                 final_val = current_val

@@ -15,20 +15,26 @@ def test_plain_values_and_defaults():
 
 def test_every_space_kind_parses():
     # Rule: any scalar under a run section may be a search space of one of six kinds.
-    experiment = parse_experiment({
-        "model": {"width": {"grid": [32, 64]}, "head_dim": 16, "depth": {"int": [1, 4]}},
-        "optim": {
-            "lr": {"logspace": [1e-4, 1e-2, 3]},
-            "weight_decay": {"uniform": [0.0, 0.2]},
-            "beta2": {"loguniform": [0.9, 0.99]},
-            "name": {"choice": ["adamw", "lion"]},
-        },
-    })
+    experiment = parse_experiment(
+        {
+            "model": {"width": {"grid": [32, 64]}, "head_dim": 16, "depth": {"int": [1, 4]}},
+            "optim": {
+                "lr": {"logspace": [1e-4, 1e-2, 3]},
+                "weight_decay": {"uniform": [0.0, 0.2]},
+                "beta2": {"loguniform": [0.9, 0.99]},
+                "name": {"choice": ["adamw", "lion"]},
+            },
+        }
+    )
     spaces = experiment.spaces
     assert spaces["optim.lr"].grid_values() == pytest.approx([1e-4, 1e-3, 1e-2])
     assert set(experiment.grid_spaces()) == {"model.width", "optim.lr"}
     assert set(experiment.sampled_spaces()) == {
-        "model.depth", "optim.weight_decay", "optim.beta2", "optim.name"}
+        "model.depth",
+        "optim.weight_decay",
+        "optim.beta2",
+        "optim.name",
+    }
 
 
 def test_resolve_sets_trial_values():
@@ -40,7 +46,9 @@ def test_override_parses_yaml_values():
     assert parse_override("optim.lr=3e-3") == ("optim.lr", 0.003)
     assert parse_override("model.qk_norm=true") == ("model.qk_norm", True)
     assert parse_override("optim.lr={grid: [1, 2]}") == ("optim.lr", {"grid": [1, 2]})
-    assert parse_override("optim.lr={logspace: [1e-4, 1e-2, 3]}")[1] == {"logspace": [1e-4, 1e-2, 3]}
+    assert parse_override("optim.lr={logspace: [1e-4, 1e-2, 3]}")[1] == {
+        "logspace": [1e-4, 1e-2, 3]
+    }
 
 
 def test_run_params_are_dotted():

@@ -88,7 +88,9 @@ def test_attn_logit_max_matches_hand_formula(overrides):
     idx = torch.randint(0, 50, (2, 16))
     out = model(idx, idx, diagnostics=True)
     assert out.attn_logit_max is not None
-    assert float(out.attn_logit_max) == pytest.approx(hand_attention_logit_max(model, idx), rel=1e-4)
+    assert float(out.attn_logit_max) == pytest.approx(
+        hand_attention_logit_max(model, idx), rel=1e-4
+    )
 
 
 def test_qk_norm_bounds_the_attention_logits():
@@ -148,7 +150,9 @@ def test_mup_scales_output_logits_by_inverse_width_multiplier():
     # Attention scales differ too, so compare the head alone on the same hidden state.
     hidden = torch.randn(1, 16, 64)
     with torch.no_grad():
-        ratio = (mup.head(hidden) * mup.output_scale) / (standard.head(hidden) * standard.output_scale)
+        ratio = (mup.head(hidden) * mup.output_scale) / (
+            standard.head(hidden) * standard.output_scale
+        )
     torch.testing.assert_close(ratio, torch.full_like(ratio, 16 / 64))
     assert idx.shape == (1, 16)
 

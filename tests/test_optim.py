@@ -63,10 +63,12 @@ def test_our_adamw_matches_torch_adamw():
     groups = param_groups(ref, config)
     reference = torch.optim.AdamW(
         [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups],
-        lr=3e-3, betas=(0.9, 0.95), eps=1e-8,
+        lr=3e-3,
+        betas=(0.9, 0.95),
+        eps=1e-8,
     )
     idx = torch.randint(0, 20, (4, 8))
-    for step in range(5):
+    for _step in range(5):
         for model, opt in ((ours, optimizer), (ref, reference)):
             opt.zero_grad()
             model(idx, idx.roll(1, dims=1)).loss.backward()
@@ -80,7 +82,9 @@ def test_our_adamw_matches_torch_adamw():
 def test_groups_split_by_kind_and_decay():
     # Rule: hidden and output matrices decay; embedding and norms do not, unless configured.
     model = tiny_model()
-    decay = {g["kind"]: g["weight_decay"] for g in param_groups(model, OptimConfig(weight_decay=0.1))}
+    decay = {
+        g["kind"]: g["weight_decay"] for g in param_groups(model, OptimConfig(weight_decay=0.1))
+    }
     assert decay == {"embedding": 0.0, "hidden": 0.1, "output": 0.1, "norm": 0.0}
     config = OptimConfig(weight_decay=0.1, decay_embeddings=True, decay_norms=True)
     assert all(g["weight_decay"] == 0.1 for g in param_groups(model, config))

@@ -13,37 +13,54 @@ from typing import Any
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="sweep YAML (see search_spaces/)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a dotted key, e.g. --set train.steps=50 (repeatable)",
     )
 
 
 def add_parser(subparsers: Any) -> None:
     sweep = subparsers.add_parser(
-        "sweep", help="run a sweep on Ray Tune + Ray Train, tracked in MLflow",
+        "sweep",
+        help="run a sweep on Ray Tune + Ray Train, tracked in MLflow",
         description="Run every trial of a sweep file on Ray; record each in MLflow.",
     )
     _add_config_args(sweep)
-    sweep.add_argument("--resume", action="store_true",
-                       help="finish an interrupted sweep of the same name")
-    sweep.add_argument("--restart", action="store_true",
-                       help="start an unfinished sweep over (its MLflow runs are kept)")
-    sweep.add_argument("--address", default=None,
-                       help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument(
+        "--resume", action="store_true", help="finish an interrupted sweep of the same name"
+    )
+    sweep.add_argument(
+        "--restart",
+        action="store_true",
+        help="start an unfinished sweep over (its MLflow runs are kept)",
+    )
+    sweep.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
+    )
     sweep.set_defaults(func=run_sweep_command)
 
     plan = subparsers.add_parser(
-        "plan", help="print a sweep's trials and total FLOPs without starting Ray",
+        "plan",
+        help="print a sweep's trials and total FLOPs without starting Ray",
     )
     _add_config_args(plan)
     plan.set_defaults(func=run_plan_command)
 
     export = subparsers.add_parser(
-        "export", help="write a sweep's runs table (one row per trial) from MLflow",
+        "export",
+        help="write a sweep's runs table (one row per trial) from MLflow",
     )
     export.add_argument("sweep", help="sweep name (the MLflow experiment)")
-    export.add_argument("--tracking-uri", default=None,
-                        help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    export.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db",
+    )
     export.add_argument("--out", type=Path, required=True, help="runs.parquet or runs.csv")
     export.set_defaults(func=run_export_command)
 
@@ -51,20 +68,31 @@ def add_parser(subparsers: Any) -> None:
 def _plan_table(plan: Any, experiment: Any) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"{experiment.config.name}: {len(plan.trials)} cells × "
-                        f"{plan.samples_per_cell} sample(s) = {plan.n_trials} trials")
+    table = Table(
+        title=f"{experiment.config.name}: {len(plan.trials)} cells × "
+        f"{plan.samples_per_cell} sample(s) = {plan.n_trials} trials"
+    )
     for column in ("trial", "width", "depth", "params", "tokens", "FLOPs", "steps", "optimizer"):
         table.add_column(column, justify="left" if column in ("trial", "optimizer") else "right")
     sampled = set(plan.sampled_keys)
     for trial in plan.trials:
-        config = experiment.resolve({**{k: s.probe_values()[0] for k, s in
-                                        experiment.sampled_spaces().items()}, **trial.cell})
+        config = experiment.resolve(
+            {
+                **{k: s.probe_values()[0] for k, s in experiment.sampled_spaces().items()},
+                **trial.cell,
+            }
+        )
         optim = config.optim
         lr = "sampled" if "optim.lr" in sampled else f"{optim.lr:.3g}"
         wd = "sampled" if "optim.weight_decay" in sampled else f"{optim.weight_decay:.3g}"
         table.add_row(
-            trial.name, str(config.model.width), str(config.model.depth),
-            f"{trial.params:,}", f"{trial.tokens:,}", f"{trial.flops:.3e}", str(trial.steps),
+            trial.name,
+            str(config.model.width),
+            str(config.model.depth),
+            f"{trial.params:,}",
+            f"{trial.tokens:,}",
+            f"{trial.flops:.3e}",
+            str(trial.steps),
             f"{optim.name} lr={lr} wd={wd} ({optim.decay_mode})",
         )
     return table
@@ -81,12 +109,16 @@ def run_plan_command(args: argparse.Namespace) -> int:
     console = Console()
     console.print(_plan_table(result, experiment))
     if result.sampled_keys:
-        console.print(f"sampled per cell by {experiment.config.search.algorithm}: "
-                      f"{', '.join(result.sampled_keys)}")
+        console.print(
+            f"sampled per cell by {experiment.config.search.algorithm}: "
+            f"{', '.join(result.sampled_keys)}"
+        )
     for note in result.notes:
         console.print(f"note: {note}")
-    console.print(f"total: {result.n_trials} trials, {result.total_flops:.4g} training FLOPs "
-                  f"({experiment.config.train.flop_counting} counting)")
+    console.print(
+        f"total: {result.n_trials} trials, {result.total_flops:.4g} training FLOPs "
+        f"({experiment.config.train.flop_counting} counting)"
+    )
     return 0
 
 
@@ -98,21 +130,36 @@ def summary_table(name: str, rows: list[dict[str, Any]]) -> Any:
     for row in rows:
         by_width[row.get("model.width", "-")].append(row)
     table = Table(title=f"{name}: best learning rate per width")
-    for column in ("width", "best lr", "final_val_loss", "trials", "completed", "diverged",
-                   "failed"):
+    for column in (
+        "width",
+        "best lr",
+        "final_val_loss",
+        "trials",
+        "completed",
+        "diverged",
+        "failed",
+    ):
         table.add_column(column, justify="right")
     for width in sorted(by_width, key=str):
         group = by_width[width]
-        done = [r for r in group if r["status"] == "completed" and r["final_val_loss"] is not None
-                and math.isfinite(r["final_val_loss"])]
+        done = [
+            r
+            for r in group
+            if r["status"] == "completed"
+            and r["final_val_loss"] is not None
+            and math.isfinite(r["final_val_loss"])
+        ]
         best = min(done, key=lambda r: r["final_val_loss"]) if done else None
-        counts = {s: sum(r["status"] == s for r in group) for s in ("completed", "diverged",
-                                                                     "failed")}
+        counts = {
+            s: sum(r["status"] == s for r in group) for s in ("completed", "diverged", "failed")
+        }
         table.add_row(
             str(width),
             f"{best['optim.lr']:.3g}" if best and "optim.lr" in best else "-",
             f"{best['final_val_loss']:.4f}" if best else "-",
-            str(len(group)), str(counts["completed"]), str(counts["diverged"]),
+            str(len(group)),
+            str(counts["completed"]),
+            str(counts["diverged"]),
             str(counts["failed"]),
         )
     return table
@@ -131,16 +178,19 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config, args.overrides)
     result = plan(experiment)  # every trial's config is validated here, before Ray starts
     console = Console()
-    console.print(f"[bold]{experiment.config.name}[/]: {result.n_trials} trials, "
-                  f"{result.total_flops:.3g} training FLOPs")
+    console.print(
+        f"[bold]{experiment.config.name}[/]: {result.n_trials} trials, "
+        f"{result.total_flops:.3g} training FLOPs"
+    )
 
     from scalesweep.sweep.preflight import preflight
     from scalesweep.sweep.runner import run_sweep
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     preflight(experiment, address=address)
-    outcome = run_sweep(experiment, result, resume=args.resume, restart=args.restart,
-                        address=address)
+    outcome = run_sweep(
+        experiment, result, resume=args.resume, restart=args.restart, address=address
+    )
     console.print(summary_table(experiment.config.name, outcome.rows))
     console.print(
         f"MLflow: experiment {experiment.config.name!r}, parent run {outcome.parent_run_id} at "

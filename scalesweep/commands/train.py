@@ -16,16 +16,27 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("config", type=Path, help="YAML config (see search_spaces/)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a dotted key, e.g. --set optim.lr=3e-3 (repeatable)",
     )
     parser.add_argument(
-        "--out", type=Path, default=None,
+        "--out",
+        type=Path,
+        default=None,
         help="output directory for metrics.jsonl, summary.json, config.yaml and checkpoints "
         "(default: runs/train/<name>)",
     )
-    parser.add_argument("--resume", type=Path, default=None, metavar="CHECKPOINT",
-                        help="continue from a checkpoint directory (OUT/checkpoints/latest)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint directory (OUT/checkpoints/latest)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -52,8 +63,11 @@ class ProgressBar:
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         self.bar.update(step - self.bar.n)
-        shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items()
-                 if k in ("train/loss", "val/loss", "perf/tokens_per_s")}
+        shown = {
+            k.split("/")[-1]: f"{v:.4g}"
+            for k, v in metrics.items()
+            if k in ("train/loss", "val/loss", "perf/tokens_per_s")
+        }
         self.bar.set_postfix(shown, refresh=False)
 
     def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
@@ -72,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     config = experiment.resolve()  # raises, naming the key, if a search space is left unpinned
     out = args.out or Path("runs") / "train" / config.name
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    (out / "config.yaml").write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
 
     from scalesweep.train import train  # torch loads only after the config is valid
 
@@ -82,8 +98,12 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             callbacks.append(bar)
         try:
-            summary = train(config, checkpoint_dir=out / "checkpoints", resume_from=args.resume,
-                            callbacks=callbacks)
+            summary = train(
+                config,
+                checkpoint_dir=out / "checkpoints",
+                resume_from=args.resume,
+                callbacks=callbacks,
+            )
         finally:
             if bar is not None:
                 bar.close()

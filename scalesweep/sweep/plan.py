@@ -147,7 +147,9 @@ def plan(experiment: Experiment) -> Plan:
     sampled = experiment.sampled_spaces()
     probe = {key: space.probe_values()[0] for key, space in sampled.items()}
     trials = []
-    for point, budget_cell in itertools.product(grid_points, _budget_cells(experiment, vocab, notes)):
+    for point, budget_cell in itertools.product(
+        grid_points, _budget_cells(experiment, vocab, notes)
+    ):
         budget = budget_cell.pop("_budget", None) if budget_cell else None
         cell = {**point, **budget_cell}
         resolved = experiment.resolve({**probe, **cell})
@@ -167,6 +169,7 @@ def plan(experiment: Experiment) -> Plan:
         )
         if budget is not None and not math.isclose(per_token * tokens, budget, rel_tol=0.01):
             notes.append(
-                f"{trials[-1].name}: whole steps give {per_token * tokens:.3g} FLOPs for C={budget:.3g}"
+                f"{trials[-1].name}: whole steps give {per_token * tokens:.3g} FLOPs "
+                f"for C={budget:.3g}"
             )
     return Plan(trials=trials, sampled_keys=list(sampled), samples_per_cell=samples, notes=notes)

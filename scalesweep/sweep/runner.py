@@ -14,6 +14,7 @@ child run, and never trains a finished trial again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scalesweep.config import Experiment, parse_experiment
+from scalesweep.config import Experiment, ResourcesConfig, parse_experiment
 from scalesweep.errors import UserError
 from scalesweep.sweep import tracking
 from scalesweep.sweep.plan import Plan, trial_name
@@ -53,8 +54,10 @@ class SweepSettings:
 
 def assignment_of(tune_config: dict[str, Any]) -> dict[str, Any]:
     """A trial's dotted assignment: its grid cell plus the sampled keys."""
-    return {**tune_config.get(CELL_KEY, {}), **{k: v for k, v in tune_config.items()
-                                                if k != CELL_KEY}}
+    return {
+        **tune_config.get(CELL_KEY, {}),
+        **{k: v for k, v in tune_config.items() if k != CELL_KEY},
+    }
 
 
 def objective(summary: dict[str, Any]) -> float:
@@ -98,7 +101,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     batcher = None
     if rank == 0:
         batcher = tracking.MetricBatcher(
-            MlflowClient(settings.tracking_uri), loop_config["run_id"],
+            MlflowClient(settings.tracking_uri),
+            loop_config["run_id"],
             every_s=settings.log_every_s,
             spool=Path(settings.storage) / "spool" / f"{loop_config['trial']}.jsonl",
         )
@@ -107,14 +111,23 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if checkpoint is not None:
             with checkpoint.as_directory() as resume_dir:
-                summary = train(config, checkpoint_dir=Path(scratch), resume_from=Path(resume_dir),
-                                callbacks=callbacks, device=ray.train.torch.get_device())
+                summary = train(
+                    config,
+                    checkpoint_dir=Path(scratch),
+                    resume_from=Path(resume_dir),
+                    callbacks=callbacks,
+                    device=ray.train.torch.get_device(),
+                )
         else:
-            summary = train(config, checkpoint_dir=Path(scratch), callbacks=callbacks,
-                            device=ray.train.torch.get_device())
+            summary = train(
+                config,
+                checkpoint_dir=Path(scratch),
+                callbacks=callbacks,
+                device=ray.train.torch.get_device(),
+            )
     result = summary.to_dict()
     if batcher is not None:
-        tags = {tracking.STATUS_TAG: summary.status}
+        tags: dict[str, str] = {tracking.STATUS_TAG: summary.status}
         if summary.reason:
             tags["scalesweep.reason"] = summary.reason
         batcher.close(summary=tracking.summary_metrics(result), tags=tags)
@@ -142,7 +155,8 @@ def run_trial(tune_config: dict[str, Any], settings: SweepSettings) -> None:
         client, settings.sweep, settings.parent_run_id, name, run_params(config)
     )
     if existing is not None and existing.data.tags.get(tracking.STATUS_TAG) in (
-        "completed", "diverged",
+        "completed",
+        "diverged",
     ):
         # Finished before the driver was killed: report what MLflow holds, do not train again.
         done = {**existing.data.metrics, "status": existing.data.tags[tracking.STATUS_TAG]}
@@ -151,19 +165,20 @@ def run_trial(tune_config: dict[str, Any], settings: SweepSettings) -> None:
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
-            "settings": settings.__dict__, "assignment": assignment, "trial": name,
+            "settings": settings.__dict__,
+            "assignment": assignment,
+            "trial": name,
             "run_id": run_id,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.workers,
             use_gpu=settings.gpus_per_worker > 0,
-            resources_per_worker={"CPU": settings.cpus_per_worker,
-                                  "GPU": settings.gpus_per_worker},
+            resources_per_worker={"CPU": settings.cpus_per_worker, "GPU": settings.gpus_per_worker},
         ),
         run_config=ray.train.RunConfig(
             name=name,  # the same name on resume: Train picks up the run's latest checkpoint
             storage_path=str(Path(settings.storage) / "train"),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
         ),
     )
@@ -210,17 +225,28 @@ def _environment_tags() -> dict[str, str]:
 
     tags = {}
     for package in ("scalesweep", "torch", "ray", "optuna", "mlflow"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             tags[f"version.{package}"] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
         tags["git.sha"] = sha
     except (OSError, subprocess.SubprocessError):
         pass
     return tags
+
+
+def default_concurrency(cluster: dict[str, float], resources: ResourcesConfig) -> int:
+    """As many trials as the cluster's CPUs (and GPUs) hold at once. Without a cap, Tune would
+    start every trial's driver at once (each needs only a CPU fraction) and pile up idle
+    TorchTrainers waiting for workers."""
+    per_trial_cpus = resources.workers_per_trial * resources.cpus_per_worker
+    fits = int(cluster.get("CPU", 1) // per_trial_cpus)
+    if resources.gpus_per_worker > 0:
+        per_trial_gpus = resources.workers_per_trial * resources.gpus_per_worker
+        fits = min(fits, int(cluster.get("GPU", 0) // per_trial_gpus))
+    return max(1, fits)
 
 
 @dataclass(frozen=True)
@@ -271,22 +297,33 @@ def run_sweep(
         parent_run_id = state["parent_run_id"]
         client.update_run(parent_run_id, status="RUNNING")
     else:
-        resources = {k: float(v) for k, v in ray.cluster_resources().items()
-                     if not k.startswith("node:")}
+        resources = {
+            k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")
+        }
         parent_run_id = tracking.start_parent_run(
-            client, config.name,
-            params={"search.algorithm": config.search.algorithm,
-                    "search.num_samples": config.search.num_samples,
-                    "n_trials": plan.n_trials, "total_flops": f"{plan.total_flops:.4g}"},
+            client,
+            config.name,
+            params={
+                "search.algorithm": config.search.algorithm,
+                "search.num_samples": config.search.num_samples,
+                "n_trials": plan.n_trials,
+                "total_flops": f"{plan.total_flops:.4g}",
+            },
             tags={**_environment_tags(), "ray.cluster_resources": json.dumps(resources)},
             artifacts={"sweep.yaml": yaml.safe_dump(experiment.raw, sort_keys=False)},
         )
-        _write_state(state_path, {"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
-                                  "finished": False})
+        _write_state(
+            state_path,
+            {"parent_run_id": parent_run_id, "tracking_uri": tracking_uri, "finished": False},
+        )
 
     settings = SweepSettings(
-        raw=experiment.raw, sweep=config.name, tracking_uri=tracking_uri,
-        parent_run_id=parent_run_id, storage=str(storage), metric=config.search.metric,
+        raw=experiment.raw,
+        sweep=config.name,
+        tracking_uri=tracking_uri,
+        parent_run_id=parent_run_id,
+        storage=str(storage),
+        metric=config.search.metric,
         workers=config.resources.workers_per_trial,
         cpus_per_worker=config.resources.cpus_per_worker,
         gpus_per_worker=config.resources.gpus_per_worker,
@@ -296,6 +333,9 @@ def run_sweep(
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, settings=settings), {"CPU": DRIVER_CPUS}
+    )
+    max_concurrent = config.resources.max_concurrent_trials or default_concurrency(
+        ray.cluster_resources(), config.resources
     )
     tune_dir = storage / "tune"
     if resume and tune.Tuner.can_restore(str(tune_dir)):
@@ -313,15 +353,20 @@ def run_sweep(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                metric=config.search.metric, mode=config.search.mode, search_alg=search_alg,
-                scheduler=scheduler, num_samples=num_samples,
-                max_concurrent_trials=config.resources.max_concurrent_trials,
+                metric=config.search.metric,
+                mode=config.search.mode,
+                search_alg=search_alg,
+                scheduler=scheduler,
+                num_samples=num_samples,
+                max_concurrent_trials=max_concurrent,
                 trial_name_creator=lambda t: trial_name(assignment_of(t.config)),
                 trial_dirname_creator=lambda t: trial_name(assignment_of(t.config)),
             ),
             run_config=tune.RunConfig(
-                name="tune", storage_path=str(storage),
-                failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+                name="tune",
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=1,
             ),
         )
     grid = tuner.fit()
@@ -329,18 +374,24 @@ def run_sweep(
     for spool in sorted((storage / "spool").glob("*.jsonl")):
         tracking.replay_spool(client, spool)
     rows = []
-    for result in grid:
+    for result in (grid[i] for i in range(len(grid))):
         assignment = assignment_of(result.config or {})
         metrics = result.metrics or {}
         status = "failed" if result.error is not None else metrics.get("status", "failed")
-        rows.append({
-            "trial": trial_name(assignment), **assignment, "status": status,
-            "init_loss": metrics.get("init_loss"),
-            "final_val_loss": metrics.get("final_val_loss") if status == "completed" else None,
-        })
+        rows.append(
+            {
+                "trial": trial_name(assignment),
+                **assignment,
+                "status": status,
+                "init_loss": metrics.get("init_loss"),
+                "final_val_loss": metrics.get("final_val_loss") if status == "completed" else None,
+            }
+        )
     unfinished = [r for r in rows if r["status"] not in ("completed", "diverged", "failed")]
     finished = not unfinished and len(rows) == plan.n_trials
     client.set_terminated(parent_run_id, "FINISHED" if finished else "KILLED")
-    _write_state(state_path, {"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
-                              "finished": finished})
+    _write_state(
+        state_path,
+        {"parent_run_id": parent_run_id, "tracking_uri": tracking_uri, "finished": finished},
+    )
     return SweepOutcome(parent_run_id=parent_run_id, tracking_uri=tracking_uri, rows=rows)

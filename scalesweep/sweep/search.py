@@ -73,7 +73,9 @@ class CellwiseSearch(Searcher):
         self.samples_per_cell = samples_per_cell
         self.searchers = [
             OptunaSearch(
-                space=space, metric=metric, mode=mode,
+                space=space,
+                metric=metric,
+                mode=mode,
                 sampler=optuna_sampler(algorithm, seed + index),
             )
             for index in range(len(cells))
@@ -130,7 +132,12 @@ def build_search(
             "loguniform/uniform/int/choice"
         )
     searcher = CellwiseSearch(
-        cells, sampled, algorithm=search.algorithm, samples_per_cell=samples_per_cell,
-        metric=search.metric, mode=search.mode, seed=search.seed,
+        cells,
+        sampled,
+        algorithm=search.algorithm,
+        samples_per_cell=samples_per_cell,
+        metric=search.metric,
+        mode=search.mode,
+        seed=search.seed,
     )
     return {}, searcher, len(cells) * samples_per_cell

@@ -65,7 +65,11 @@ def check_reachable(uri: str) -> None:
 
 
 def start_parent_run(
-    client: MlflowClient, experiment: str, *, params: Mapping[str, Any], tags: Mapping[str, str],
+    client: MlflowClient,
+    experiment: str,
+    *,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
     artifacts: Mapping[str, str],
 ) -> str:
     """The sweep's parent run: sweep params, environment tags, the resolved YAML as an artifact."""
@@ -110,8 +114,13 @@ def get_or_create_child_run(
     run = client.create_run(
         experiment_id(client, experiment),
         run_name=trial,
-        tags={PARENT_TAG: parent_id, ROLE_TAG: "trial", TRIAL_TAG: trial, SWEEP_TAG: experiment,
-              STATUS_TAG: "running"},
+        tags={
+            PARENT_TAG: parent_id,
+            ROLE_TAG: "trial",
+            TRIAL_TAG: trial,
+            SWEEP_TAG: experiment,
+            STATUS_TAG: "running",
+        },
     )
     log_params(client, run.info.run_id, params)
     return str(run.info.run_id), None

@@ -1,0 +1,158 @@
+"""End-to-end sweeps on a real local Ray (one shared instance), tiny trials, MLflow on SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from scalesweep.cli import main
+
+pytestmark = pytest.mark.ray
+
+TINY = {
+    "model": {"width": 16, "depth": 1, "head_dim": 16, "seq_len": 32},
+    "optim": {"lr": 0.01},
+    "schedule": {"type": "constant"},
+    "train": {"steps": 20, "batch_size": 4, "eval_every": 10, "eval_batches": 1, "log_every": 5},
+    "resources": {"cpus_per_worker": 1, "max_concurrent_trials": 2},
+}
+
+
+def write_sweep(tmp_path: Path, name: str, **sections) -> tuple[Path, str]:
+    raw = {key: {**TINY.get(key, {}), **sections.get(key, {})} for key in {*TINY, *sections}}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw.update(
+        name=name, storage_path=str(tmp_path / "runs"), tracking={"uri": uri, "log_every_s": 0.5}
+    )
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, uri
+
+
+def runs_of(uri: str, name: str, role: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`scalesweep.role` = '{role}'"
+    )
+
+
+def test_grid_sweep_gives_one_parent_four_children_and_a_four_row_export(
+    ray_address, tmp_path, capsys
+):
+    # Rule: a 2×2 grid is one parent run and four child runs with dotted params, summary
+    # metrics and per-step metrics; export writes one row per trial.
+    path, uri = write_sweep(
+        tmp_path,
+        "grid2x2",
+        model={"width": {"grid": [16, 32]}},
+        optim={"lr": {"grid": [0.01, 0.003]}},
+    )
+    assert main(["sweep", str(path)]) == 0
+    assert "best learning rate per width" in capsys.readouterr().out
+    parents = runs_of(uri, "grid2x2", "sweep")
+    children = runs_of(uri, "grid2x2", "trial")
+    assert len(parents) == 1 and len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    combos = {(c.data.params["model.width"], c.data.params["optim.lr"]) for c in children}
+    assert combos == {("16", "0.01"), ("16", "0.003"), ("32", "0.01"), ("32", "0.003")}
+    for child in children:
+        assert child.data.tags["status"] == "completed"
+        for key in ("init_loss", "final_val_loss", "params", "tokens", "flops"):
+            assert key in child.data.metrics
+        history = MlflowClient(uri).get_metric_history(child.info.run_id, "train/loss")
+        assert [m.step for m in history] == [5, 10, 15, 20]
+    out = tmp_path / "runs.csv"
+    assert main(["export", "grid2x2", "--tracking-uri", uri, "--out", str(out)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert len(table) == 4 and {"model.width", "optim.lr", "final_val_loss"} <= set(table.columns)
+
+
+def test_absurd_lr_trial_is_recorded_diverged_and_the_sweep_goes_on(ray_address, tmp_path):
+    # Rule: a trial at an absurd LR ends `diverged` (with ℓ0 and its last finite loss) while the
+    # others complete; the sweep itself succeeds.
+    path, uri = write_sweep(
+        tmp_path, "diverge", optim={"lr": {"grid": [0.01, 1000.0]}}, train={"log_every": 2}
+    )
+    assert main(["sweep", str(path)]) == 0
+    status = {c.data.params["optim.lr"]: c.data for c in runs_of(uri, "diverge", "trial")}
+    assert status["0.01"].tags["status"] == "completed"
+    assert status["1000.0"].tags["status"] == "diverged"
+    assert "init_loss" in status["1000.0"].metrics
+    assert "final_val_loss" not in status["1000.0"].metrics
+
+
+def test_tpe_sweep_of_three_samples_runs(ray_address, tmp_path):
+    # Rule: Optuna TPE (seeded sampler) runs num_samples trials over the sampled LR.
+    path, uri = write_sweep(
+        tmp_path,
+        "tpe",
+        optim={"lr": {"loguniform": [1e-3, 1e-1]}},
+        search={"algorithm": "tpe", "num_samples": 3, "seed": 1},
+    )
+    assert main(["sweep", str(path)]) == 0
+    children = runs_of(uri, "tpe", "trial")
+    assert len(children) == 3
+    lrs = {float(c.data.params["optim.lr"]) for c in children}
+    assert len(lrs) == 3 and all(1e-3 <= lr <= 1e-1 for lr in lrs)
+
+
+def test_killed_driver_then_resume_runs_nothing_twice(ray_address, tmp_path):
+    # Rule: after the driver is killed mid-sweep, --resume finishes the rest; a finished trial
+    # is not trained again and no trial gets a second child run.
+    path, uri = write_sweep(
+        tmp_path,
+        "resume",
+        optim={"lr": {"grid": [0.01, 0.005, 0.003, 0.002]}},
+        train={"steps": 60, "checkpoint_every": 20, "eval_every": 20},
+        resources={"max_concurrent_trials": 1},
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "scalesweep", "sweep", str(path), "--address", ray_address],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                done = [
+                    c
+                    for c in runs_of(uri, "resume", "trial")
+                    if c.data.tags.get("status") == "completed"
+                ]
+            except (AssertionError, Exception):
+                done = []
+            if done:
+                break
+            time.sleep(1)
+        assert done, "no trial finished before the deadline"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finished_before = {c.data.tags["scalesweep.trial_id"] for c in done}
+    assert main(["sweep", str(path), "--resume"]) == 0
+    children = runs_of(uri, "resume", "trial")
+    names = [c.data.tags["scalesweep.trial_id"] for c in children]
+    assert len(names) == 4 and len(set(names)) == 4
+    assert all(c.data.tags["status"] == "completed" for c in children)
+    assert len(runs_of(uri, "resume", "sweep")) == 1
+    client = MlflowClient(uri)
+    for child in children:
+        if child.data.tags["scalesweep.trial_id"] in finished_before:
+            # trained once: one step-0 validation point, not two
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/loss")]
+            assert steps.count(0) == 1

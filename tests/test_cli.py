@@ -1,0 +1,60 @@
+"""`scalesweep train` from the command line: outputs, bad configs, exit codes."""
+
+import json
+
+import pytest
+
+from scalesweep.cli import main
+
+
+def test_pulse_yaml_trains_from_the_cli(tmp_path, capsys):
+    # Rule: the shipped pulse config trains once its LR grid is pinned, and writes its outputs.
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "search_spaces/pulse.yaml",
+            "--set",
+            "optim.lr=0.01",
+            "--set",
+            "train.steps=30",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "init_loss",
+        "final_val_loss",
+        "status",
+        "params",
+        "params_nonembed",
+        "tokens",
+        "flops",
+        "tokens_per_s",
+    ):
+        assert key in summary
+    assert summary["final_val_loss"] < summary["init_loss"]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["step"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--set", "optim.lrr=0.1"], ["optim.lrr", "unknown key"]),
+        (["--set", "optim.lr=0.01", "--set", "model.width=wide"], ["model.width", "'wide'"]),
+        (["--set", "optim.lr=-0.01"], ["optim.lr", "-0.01", "greater than 0"]),
+        ([], ["optim.lr", "--set optim.lr="]),  # the grid is not pinned
+    ],
+)
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, args, needles):
+    # Rule: unknown key, wrong type, negative LR, unpinned search space -> exit 2, key named.
+    code = main(["train", "search_spaces/pulse.yaml", *args, "--out", str(tmp_path), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err
+    assert "Traceback" not in err

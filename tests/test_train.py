@@ -1,0 +1,99 @@
+"""The training loop on the built-in corpus: pulse, divergence, accumulation, checkpoint-resume."""
+
+import math
+import shutil
+
+import pytest
+
+from scalesweep.config import parse_experiment
+from scalesweep.train import train
+
+PULSE = {
+    "model": {"width": 32, "depth": 2, "head_dim": 16, "seq_len": 32},
+    "optim": {"lr": 0.01, "weight_decay": 0.1},
+    "schedule": {"type": "cosine", "warmup": 0.1},
+    "train": {"steps": 60, "batch_size": 8, "eval_every": 30, "eval_batches": 2, "log_every": 10},
+}
+
+
+def config(**sections):
+    raw = {key: {**PULSE.get(key, {}), **sections.get(key, {})} for key in {*PULSE, *sections}}
+    return parse_experiment(raw).resolve()
+
+
+class Recorder:
+    """Keeps every log and report; copies the checkpoint reported at `keep_step`."""
+
+    def __init__(self, keep_step=None, keep_to=None):
+        self.logs, self.reports = [], []
+        self.keep_step, self.keep_to = keep_step, keep_to
+
+    def on_log(self, step, metrics):
+        self.logs.append((step, metrics))
+
+    def on_report(self, step, metrics, checkpoint):
+        self.reports.append((step, metrics, checkpoint))
+        if step == self.keep_step and checkpoint is not None:
+            shutil.copytree(checkpoint, self.keep_to)
+
+    def losses(self):
+        return {step: m["train/loss"] for step, m in self.logs if "train/loss" in m}
+
+
+def test_pulse_loss_falls_and_metrics_use_design_names():
+    # Rule: a 2-layer run trains (val loss clearly below ℓ0) and logs every DESIGN.md metric name.
+    recorder = Recorder()
+    summary = train(config(), callbacks=[recorder])
+    assert summary.status == "completed"
+    assert summary.final_val_loss < summary.init_loss - 0.5
+    assert summary.init_loss == pytest.approx(math.log(256) + 0.39, abs=0.3)
+    names = set().union(*(m.keys() for _, m in recorder.logs))
+    assert {
+        "train/loss",
+        "val/loss",
+        "train/lr",
+        "train/tokens",
+        "train/flops",
+        "train/grad_norm",
+        "train/param_norm",
+        "train/attn_logit_max",
+        "train/output_logz",
+        "perf/tokens_per_s",
+    } <= names
+    assert summary.tokens == 60 * 8 * 32
+    assert summary.flops == pytest.approx(6 * summary.params * summary.tokens)
+    # reports at step 0 (giving ℓ0) and at each evaluation
+    assert [step for step, _, _ in recorder.reports] == [0, 30, 60]
+
+
+def test_absurd_lr_diverges_and_returns_normally():
+    # Rule: a run that blows up stops early with status diverged; train() does not raise.
+    summary = train(config(optim={"lr": 50.0}, schedule={"warmup": 0.0}, train={"log_every": 2}))
+    assert summary.status == "diverged"
+    assert summary.steps < 60
+    assert summary.final_val_loss is None
+    assert summary.reason and summary.diverged_step == summary.steps
+
+
+def test_gradient_accumulation_matches_one_batch_of_the_same_windows():
+    # Rule: with micro-batches, the step's gradient is the mean over all of the step's windows;
+    # one micro-batch of 8 and two of 4 see different windows, so compare the loss level only.
+    whole = train(config(train={"steps": 30}))
+    accumulated = train(config(train={"steps": 30, "micro_batch_size": 4}))
+    assert accumulated.status == "completed"
+    assert accumulated.tokens == whole.tokens
+    assert accumulated.final_val_loss == pytest.approx(whole.final_val_loss, abs=0.15)
+
+
+def test_resume_gives_the_same_next_step_loss(tmp_path):
+    # Rule: resuming from the step-20 checkpoint of a 40-step run logs exactly the losses of the
+    # uninterrupted run from step 21 on (model, optimizer, step and RNG are restored; batches
+    # depend only on (seed, step, index)).
+    steps = {"steps": 40, "log_every": 1, "eval_every": 20, "checkpoint_every": 20}
+    straight = Recorder(keep_step=20, keep_to=tmp_path / "step20")
+    train(config(train=steps), checkpoint_dir=tmp_path / "ckpt", callbacks=[straight])
+    resumed = Recorder()
+    summary = train(config(train=steps), resume_from=tmp_path / "step20", callbacks=[resumed])
+    expected = {s: v for s, v in straight.losses().items() if s > 20}
+    assert resumed.losses() == expected
+    assert summary.steps == 40 and summary.init_loss == straight.reports[0][1]["init_loss"]
