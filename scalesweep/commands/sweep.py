@@ -140,7 +140,7 @@ def summary_table(name: str, rows: list[dict[str, Any]]) -> Any:
         "failed",
     ):
         table.add_column(column, justify="right")
-    for width in sorted(by_width, key=str):
+    for width in sorted(by_width, key=lambda w: (isinstance(w, str), w)):
         group = by_width[width]
         done = [
             r

@@ -271,6 +271,8 @@ def run_sweep(
     from mlflow.tracking import MlflowClient
     from ray import tune
 
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
     from scalesweep.sweep.search import build_search
 
     config = experiment.config
@@ -344,7 +346,7 @@ def run_sweep(
         )
     else:
         param_space, search_alg, num_samples = build_search(
-            experiment, plan.cells, plan.samples_per_cell
+            experiment, plan.cells, plan.samples_per_cell, max_concurrent=max_concurrent
         )
         scheduler = None
         if config.search.scheduler == "asha":
@@ -358,7 +360,9 @@ def run_sweep(
                 search_alg=search_alg,
                 scheduler=scheduler,
                 num_samples=num_samples,
-                max_concurrent_trials=max_concurrent,
+                max_concurrent_trials=None
+                if isinstance(search_alg, BasicVariantGenerator)
+                else max_concurrent,
                 trial_name_creator=lambda t: trial_name(assignment_of(t.config)),
                 trial_dirname_creator=lambda t: trial_name(assignment_of(t.config)),
             ),

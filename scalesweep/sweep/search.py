@@ -115,15 +115,21 @@ class CellwiseSearch(Searcher):
 
 
 def build_search(
-    experiment: Experiment, cells: list[dict[str, Any]], samples_per_cell: int
+    experiment: Experiment,
+    cells: list[dict[str, Any]],
+    samples_per_cell: int,
+    *,
+    max_concurrent: int,
 ) -> tuple[dict[str, Any], Searcher | BasicVariantGenerator, int]:
-    """(param_space, search_alg, num_samples) for `tune.Tuner`."""
+    """(param_space, search_alg, num_samples) for `tune.Tuner`. The concurrency cap lives in
+    the search algorithm: Tune ignores `max_concurrent_trials` for a BasicVariantGenerator
+    passed in, and wraps a Searcher in a ConcurrencyLimiter itself."""
     search = experiment.config.search
     sampled = experiment.sampled_spaces()
     if search.algorithm in ("grid", "random"):
         param_space = {CELL_KEY: tune.grid_search(cells)}
         param_space.update({key: tune_domain(s) for key, s in sampled.items()})
-        generator = BasicVariantGenerator(random_state=search.seed)
+        generator = BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)
         return param_space, generator, samples_per_cell
     if not sampled:
         raise UserError(

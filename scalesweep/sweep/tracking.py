@@ -57,11 +57,24 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def check_reachable(uri: str) -> None:
-    """Fail before any compute if the tracking store cannot be opened."""
+    """Fail before any compute if the tracking store cannot be opened. An HTTP server gets one
+    short health check (MLflow's client would retry with backoff for minutes)."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=10).raise_for_status()
+        except requests.RequestException as error:
+            raise UserError(f"tracking.uri: no MLflow server answers at {uri} ({error})") from None
+        return
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise UserError(f"tracking.uri: {uri}: the folder {folder} does not exist")
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:
-        raise UserError(f"tracking.uri: cannot reach MLflow at {uri} ({error})") from None
+        raise UserError(f"tracking.uri: cannot open the MLflow store at {uri} ({error})") from None
 
 
 def start_parent_run(
@@ -135,11 +148,20 @@ class MetricBatcher:
     `scalesweep.spooled`).
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, *, every_s: float, spool: Path) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        every_s: float,
+        spool: Path,
+        close_retries: int = 4,
+    ) -> None:
         self.client = client
         self.run_id = run_id
         self.every_s = every_s
         self.spool = spool
+        self.close_retries = close_retries
         self.pending: list[Metric] = []
         self.last_flush = time.monotonic()
         self.failures = 0
@@ -173,7 +195,7 @@ class MetricBatcher:
         final_tags = dict(tags)
         if self.failures:
             final_tags["scalesweep.tracking_retries"] = str(self.failures)
-        for attempt in range(4):
+        for attempt in range(self.close_retries):
             if self.flush():
                 try:
                     self.client.log_batch(
@@ -182,7 +204,8 @@ class MetricBatcher:
                     return
                 except Exception:
                     self.failures += 1
-            time.sleep(2**attempt)
+            if attempt + 1 < self.close_retries:
+                time.sleep(2**attempt)
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         with self.spool.open("a") as stream:
             for m in self.pending:

@@ -1,0 +1,109 @@
+"""MLflow tracking: URI resolution, child-run reuse, batching, and surviving a dead server."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from scalesweep.errors import UserError
+from scalesweep.sweep import tracking
+
+
+class FlakyClient:
+    """Delegates to a real client, but its first `failures` log_batch calls raise."""
+
+    def __init__(self, client: MlflowClient, failures: int) -> None:
+        self.client, self.failures, self.calls = client, failures, 0
+
+    def log_batch(self, run_id, **kwargs):
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("tracking server unreachable")
+        return self.client.log_batch(run_id, **kwargs)
+
+
+@pytest.fixture
+def client(tmp_path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def parent_and_child(client: MlflowClient) -> tuple[str, str]:
+    parent = tracking.start_parent_run(client, "s", params={}, tags={}, artifacts={})
+    child, existing = tracking.get_or_create_child_run(client, "s", parent, "w32-abc", {"a": 1})
+    assert existing is None
+    return parent, child
+
+
+def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
+    # Rule: Ray moves trials to other directories, so the driver resolves the URI to absolute.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.resolve_tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.resolve_tracking_uri(None) == "http://127.0.0.1:5000"
+    assert tracking.resolve_tracking_uri("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+
+
+def test_child_run_is_reused_not_duplicated(client):
+    # Rule: asking again for the same trial under the same parent returns the same run.
+    parent, child = parent_and_child(client)
+    again, existing = tracking.get_or_create_child_run(client, "s", parent, "w32-abc", {"a": 1})
+    assert again == child and existing is not None
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    assert len(runs) == 2
+
+
+def test_batcher_retries_after_a_failed_flush_and_says_so(client, tmp_path):
+    # Rule: a failed batch stays queued and is sent at the next flush; the run is tagged with
+    # how many retries it took. Nothing raises into the training loop.
+    _, child = parent_and_child(client)
+    flaky = FlakyClient(client, failures=1)
+    batcher = tracking.MetricBatcher(flaky, child, every_s=0, spool=tmp_path / "spool.jsonl")
+    batcher.on_log(10, {"train/loss": 3.0})  # this flush fails
+    batcher.on_log(20, {"train/loss": 2.5})  # this one sends both points
+    batcher.close(summary={"final_val_loss": 2.4}, tags={"status": "completed"})
+    history = client.get_metric_history(child, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(10, 3.0), (20, 2.5)]
+    run = client.get_run(child)
+    assert run.data.tags["scalesweep.tracking_retries"] == "1"
+    assert run.data.metrics["final_val_loss"] == 2.4
+    assert not (tmp_path / "spool.jsonl").exists()
+
+
+def test_unreachable_server_spools_and_replay_writes_it_later(client, tmp_path):
+    # Rule: if the server never comes back before the trial ends, everything goes to a spool
+    # file; replay_spool writes it later and tags the run `scalesweep.spooled`.
+    _, child = parent_and_child(client)
+    spool = tmp_path / "spool" / "w32-abc.jsonl"
+    dead = FlakyClient(client, failures=10**6)
+    batcher = tracking.MetricBatcher(dead, child, every_s=0, spool=spool, close_retries=2)
+    batcher.on_log(5, {"train/loss": 4.0})
+    batcher.close(summary={"init_loss": 5.5}, tags={"status": "diverged"})
+    assert spool.is_file()
+    assert tracking.replay_spool(client, spool) == 2
+    run = client.get_run(child)
+    assert run.data.metrics["init_loss"] == 5.5 and run.data.tags["status"] == "diverged"
+    assert run.data.tags["scalesweep.spooled"] == "true"
+    assert not spool.exists()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:////nonexistent-scalesweep-dir/mlflow.db",  # a folder that does not exist
+        "http://127.0.0.1:9",  # nothing listens on the discard port
+    ],
+)
+def test_unreachable_tracking_uri_is_a_user_error(uri):
+    # Rule: a store that cannot be opened is refused, naming the key, before any compute.
+    with pytest.raises(UserError, match="tracking.uri"):
+        tracking.check_reachable(uri)
+
+
+def test_summary_metrics_leave_out_missing_values():
+    summary = {"init_loss": 5.5, "final_val_loss": None, "params": 10, "tokens": 3, "flops": 1.0}
+    assert tracking.summary_metrics(summary) == {
+        "init_loss": 5.5,
+        "params": 10.0,
+        "tokens": 3.0,
+        "flops": 1.0,
+    }
