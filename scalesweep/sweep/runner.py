@@ -270,7 +270,6 @@ def run_sweep(
     import yaml
     from mlflow.tracking import MlflowClient
     from ray import tune
-
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from scalesweep.sweep.search import build_search

@@ -95,7 +95,7 @@ def test_unreachable_server_spools_and_replay_writes_it_later(client, tmp_path):
 )
 def test_unreachable_tracking_uri_is_a_user_error(uri):
     # Rule: a store that cannot be opened is refused, naming the key, before any compute.
-    with pytest.raises(UserError, match="tracking.uri"):
+    with pytest.raises(UserError, match=r"tracking\.uri"):
         tracking.check_reachable(uri)
 
 
