@@ -1,0 +1,352 @@
+"""Chinchilla Approach 3: the parametric loss L(N, D) = E + A/N^α + B/D^β.
+
+Fitted as Epoch's replication did (Besiroglu et al. 2024, "Chinchilla Scaling: A replication
+attempt", Section 2): minimise the Huber loss (δ = 1e-3) between log L and
+log L̂ = LSE(a − α log N, b − β log D, e), with A = e^a, B = e^b, E = e^e, **summed** over the
+points (averaging shrinks the objective below L-BFGS's absolute tolerance and it stops early),
+by L-BFGS from every start of the grid α, β ∈ {0, 0.5, …, 2}, e ∈ {-1, -0.5, …, 1},
+a, b ∈ {0, 5, …, 25}; the lowest objective wins. The 4500 starts run as one batch
+(`scalesweep.fit.lbfgs`), then the winner is polished by one scipy L-BFGS-B call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+from scalesweep.errors import UserError
+from scalesweep.fit.lbfgs import minimize_batch
+from scalesweep.fit.runs import finite_or_none, prepare
+
+# Parameter order everywhere in this module: θ = (e, a, b, α, β).
+NAMES = ("e", "a", "b", "alpha", "beta")
+HUBER_DELTA = 1e-3
+ALPHA_GRID = np.arange(0.0, 2.5, 0.5)
+E_GRID = np.arange(-1.0, 1.5, 0.5)
+LOG_AB_GRID = np.arange(0.0, 30.0, 5.0)
+# The summed Huber objective is ~1e-3, so L-BFGS's default relative reduction test (relative
+# to max(|f|, 1)) is effectively absolute and stops a refit from a nearby start after a few
+# tiny steps: bootstrap intervals on A and B then come out ~100x too narrow. Refits and the
+# final polish use these tolerances; with them the bootstrap spread of E, A, B, α, β matches
+# the standard errors Besiroglu et al. report (0.03, 125, 1293, 0.02, 0.02).
+TIGHT_FTOL, TIGHT_GTOL = 1e-13, 1e-9
+POLISH_OPTIONS = {"ftol": TIGHT_FTOL, "gtol": TIGHT_GTOL, "maxiter": 15000}
+
+
+def start_grid() -> np.ndarray:
+    """The 4500 starts of Besiroglu et al. 2024 as rows (e, a, b, α, β)."""
+    combos = itertools.product(E_GRID, LOG_AB_GRID, LOG_AB_GRID, ALPHA_GRID, ALPHA_GRID)
+    return np.array(list(combos), dtype=float)
+
+
+def huber_objective(
+    theta: np.ndarray,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_loss: np.ndarray,
+    weights: np.ndarray | None = None,
+    delta: float = HUBER_DELTA,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed Huber loss on log L and its analytic gradient, for K parameter rows at once.
+
+    theta: (K, 5); weights: None, (n,) or (K, n) per-point multiplicities (a bootstrap
+    resample is a row of counts). Returns values (K,) and gradients (K, 5).
+    """
+    e, a, b, alpha, beta = (theta[:, i : i + 1] for i in range(5))
+    t1 = a - alpha * log_n
+    t2 = b - beta * log_d
+    top = np.maximum(t1, t2)
+    np.maximum(top, e, out=top)
+    x1 = np.exp(t1 - top)
+    x2 = np.exp(t2 - top)
+    x3 = np.exp(e - top)
+    total = x1 + x2
+    total += x3
+    r = np.log(total)
+    r += top
+    r -= log_loss
+    dr = np.clip(r, -delta, delta)
+    # Huber: 0.5·r² inside ±δ, δ·(|r| − δ/2) outside, which is dr·(r − dr/2) with dr = clip(r).
+    h = r - 0.5 * dr
+    h *= dr
+    if weights is not None:
+        h *= weights
+        dr *= weights
+    dr /= total  # the softmax weights x_i / total, folded into the residual derivative
+    x1 *= dr
+    x2 *= dr
+    x3 *= dr
+    grad = np.stack(
+        [
+            x3.sum(axis=1),
+            x1.sum(axis=1),
+            x2.sum(axis=1),
+            -(x1 @ log_n),
+            -(x2 @ log_d),
+        ],
+        axis=1,
+    )
+    return h.sum(axis=1), grad
+
+
+def _scipy_polish(
+    theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """One scipy L-BFGS-B call from `theta`, with the analytic gradient."""
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = huber_objective(x[None, :], log_n, log_d, log_loss)
+        return float(f[0]), g[0]
+
+    # Tight tolerances: the winner is polished to a true optimum, not to where the default
+    # absolute tolerance (the objective is ~1e-3) happens to stop.
+    result = minimize(fun, theta, jac=True, method="L-BFGS-B", options=POLISH_OPTIONS)
+    return np.asarray(result.x, dtype=float), float(result.fun)
+
+
+@dataclass(frozen=True)
+class ComputeOptimal:
+    """The compute-optimal allocation for one budget C = 6·N·D under the fitted law."""
+
+    flops: float
+    """The budget C."""
+    n_opt: float
+    """Parameters N_opt = G·(C/6)^a, G = (αA / (βB))^(1/(α+β)) (Hoffmann et al. 2022, eq. 4)."""
+    d_opt: float
+    """Tokens D_opt = (C/6)^b / G."""
+    loss_opt: float
+    """Predicted loss L(N_opt, D_opt)."""
+    ci: dict[str, list[float | None]] = field(default_factory=dict)
+    """Bootstrap percentile intervals for n_opt, d_opt, loss_opt (empty without bootstrap)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: finite_or_none(v) for k, v in asdict(self).items() if k != "ci"}
+        out["ci"] = {k: [finite_or_none(x) for x in v] for k, v in self.ci.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class ParametricFit:
+    """L(N, D) = E + A/N^α + B/D^β with its fit diagnostics."""
+
+    E: float
+    """Irreducible loss."""
+    A: float
+    """Model-size coefficient."""
+    B: float
+    """Data coefficient."""
+    alpha: float
+    """Model-size exponent α."""
+    beta: float
+    """Data exponent β."""
+    a: float
+    """N_opt ∝ C^a with a = β/(α+β)."""
+    b: float
+    """D_opt ∝ C^b with b = α/(α+β)."""
+    n_points: int
+    """Points fitted."""
+    objective: float
+    """Summed Huber loss at the optimum."""
+    n_starts: int
+    """Starts tried (4500 for the full grid)."""
+    n_converged: int
+    """Starts that stopped by a convergence rule."""
+    ci: dict[str, list[float | None]] = field(default_factory=dict)
+    """Percentile bootstrap interval per parameter (E, A, B, alpha, beta, a, b)."""
+    n_bootstrap: int = 0
+    """Bootstrap resamples (0: no intervals)."""
+    level: float = 0.95
+    """Confidence level of `ci`."""
+    bootstrap_samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """(n_bootstrap, 5) refitted θ = (e, a, b, α, β); not serialised."""
+
+    def loss(self, n: Any, d: Any) -> Any:
+        """The fitted L(N, D)."""
+        return self.E + self.A / np.power(n, self.alpha) + self.B / np.power(d, self.beta)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            k: finite_or_none(v)
+            for k, v in asdict(self).items()
+            if k not in ("ci", "bootstrap_samples")
+        }
+        out["ci"] = {k: [finite_or_none(x) for x in v] for k, v in self.ci.items()}
+        return out
+
+
+def _law(theta: np.ndarray) -> dict[str, np.ndarray]:
+    """E, A, B, α, β, a, b from rows of θ (vectorised over bootstrap samples)."""
+    theta = np.atleast_2d(theta)
+    e, a, b, alpha, beta = theta.T
+    return {
+        "E": np.exp(e),
+        "A": np.exp(a),
+        "B": np.exp(b),
+        "alpha": alpha,
+        "beta": beta,
+        "a": beta / (alpha + beta),
+        "b": alpha / (alpha + beta),
+    }
+
+
+def compute_optimal_arrays(theta: np.ndarray, flops: float) -> dict[str, np.ndarray]:
+    """N_opt, D_opt and L at the optimum for budget `flops`, for each row of θ."""
+    law = _law(theta)
+    alpha, beta, big_a, big_b = law["alpha"], law["beta"], law["A"], law["B"]
+    with np.errstate(all="ignore"):
+        g = (alpha * big_a / (beta * big_b)) ** (1.0 / (alpha + beta))
+        n_opt = g * (flops / 6.0) ** law["a"]
+        d_opt = (flops / 6.0) ** law["b"] / g
+        loss = law["E"] + big_a / n_opt**alpha + big_b / d_opt**beta
+    return {"n_opt": n_opt, "d_opt": d_opt, "loss_opt": loss}
+
+
+def compute_optimal(fit: ParametricFit, flops: float) -> ComputeOptimal:
+    """The recommended N, D and predicted loss for budget `flops` (C = 6ND), with intervals
+    from the bootstrap samples when the fit has them."""
+    if not (flops > 0 and math.isfinite(flops)):
+        raise UserError(f"`flops > 0` must hold, but got ({flops=})")
+    theta = np.log([fit.E, fit.A, fit.B])
+    point = compute_optimal_arrays(np.r_[theta, fit.alpha, fit.beta], flops)
+    ci: dict[str, list[float | None]] = {}
+    if fit.bootstrap_samples is not None and len(fit.bootstrap_samples):
+        draws = compute_optimal_arrays(fit.bootstrap_samples, flops)
+        tail = 50 * (1 - fit.level)
+        for key, values in draws.items():
+            finite = values[np.isfinite(values)]
+            low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (None, None)
+            ci[key] = [finite_or_none(low), finite_or_none(high)]
+    return ComputeOptimal(
+        flops=float(flops),
+        n_opt=float(point["n_opt"][0]),
+        d_opt=float(point["d_opt"][0]),
+        loss_opt=float(point["loss_opt"][0]),
+        ci=ci,
+    )
+
+
+def fit_arrays(
+    n: np.ndarray,
+    d: np.ndarray,
+    loss: np.ndarray,
+    *,
+    starts: np.ndarray | None = None,
+    polish: bool = True,
+) -> tuple[np.ndarray, float, int]:
+    """The best θ over `starts` (default: the full grid), its objective, and how many starts
+    converged. Pure numpy; `fit_parametric` wraps it for DataFrames."""
+    log_n, log_d, log_loss = np.log(n), np.log(d), np.log(loss)
+    grid = start_grid() if starts is None else np.atleast_2d(starts)
+
+    def batch(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return huber_objective(x, log_n, log_d, log_loss)
+
+    result = minimize_batch(batch, grid)
+    values = np.where(np.isfinite(result.fun), result.fun, np.inf)
+    best = int(np.argmin(values))
+    theta, objective = result.x[best], float(values[best])
+    if polish:
+        polished, value = _scipy_polish(theta, log_n, log_d, log_loss)
+        if value <= objective:
+            theta, objective = polished, value
+    return theta, objective, int(result.converged.sum())
+
+
+def bootstrap_arrays(
+    n: np.ndarray,
+    d: np.ndarray,
+    loss: np.ndarray,
+    theta: np.ndarray,
+    *,
+    n_resamples: int,
+    rng: np.random.Generator,
+    chunk: int = 250,
+) -> np.ndarray:
+    """Refit θ on `n_resamples` resamples of the points (drawn with replacement), each started
+    from the full-grid best `theta` rather than the whole grid (4500× cheaper; the resampled
+    optimum lies near the original one). Resamples run as one batch: a resample is a row of
+    multiplicities weighting the summed Huber loss. Refits use tight tolerances (see
+    `TIGHT_FTOL`)."""
+    log_n, log_d, log_loss = np.log(n), np.log(d), np.log(loss)
+    size = len(n)
+    out = np.empty((n_resamples, 5))
+    for start in range(0, n_resamples, chunk):
+        k = min(chunk, n_resamples - start)
+        counts = np.stack(
+            [np.bincount(rng.integers(0, size, size), minlength=size) for _ in range(k)]
+        )
+        weights = counts.astype(float)
+
+        def batch(
+            x: np.ndarray, rows: np.ndarray, w: np.ndarray = weights
+        ) -> tuple[np.ndarray, np.ndarray]:
+            return huber_objective(x, log_n, log_d, log_loss, w[rows])
+
+        fitted = minimize_batch(batch, np.tile(theta, (k, 1)), ftol=TIGHT_FTOL, gtol=TIGHT_GTOL)
+        out[start : start + k] = fitted.x
+    return out
+
+
+def fit_parametric(
+    runs: pd.DataFrame,
+    *,
+    n_bootstrap: int = 0,
+    rng: np.random.Generator | None = None,
+    level: float = 0.95,
+    starts: np.ndarray | None = None,
+) -> ParametricFit:
+    """Fit L(N, D) to the columns `params`, `tokens`, `loss` of a runs table (checked by
+    `runs.prepare` first for a helpful error) with optional bootstrap intervals.
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> n = np.geomspace(1e7, 1e10, 8).repeat(8); d = np.tile(np.geomspace(1e9, 1e12, 8), 8)
+        >>> loss = 1.8 + 400 / n**0.34 + 2000 / d**0.37
+        >>> fit = fit_parametric(pd.DataFrame({"params": n, "tokens": d, "loss": loss}))
+        >>> round(fit.alpha, 2), round(fit.beta, 2)
+        (0.34, 0.37)
+    """
+    if not 0 < level < 1:
+        raise UserError(f"`0 < level < 1` must hold, but got ({level=})")
+    if n_bootstrap < 0:
+        raise UserError(f"`n_bootstrap >= 0` must hold, but got ({n_bootstrap=})")
+    prepared = prepare(
+        runs,
+        kind="parametric",
+        numeric=("params", "tokens", "loss"),
+        positive=("params", "tokens", "loss"),
+        min_rows=6,
+    )
+    frame = prepared.frame
+    n, d, loss = (frame[c].to_numpy(float) for c in ("params", "tokens", "loss"))
+    grid = start_grid() if starts is None else starts
+    theta, objective, n_converged = fit_arrays(n, d, loss, starts=grid)
+    law = {k: float(v[0]) for k, v in _law(theta).items()}
+    ci: dict[str, list[float | None]] = {}
+    samples = None
+    if n_bootstrap:
+        samples = bootstrap_arrays(
+            n, d, loss, theta, n_resamples=n_bootstrap, rng=rng or np.random.default_rng(0)
+        )
+        tail = 50 * (1 - level)
+        for key, values in _law(samples).items():
+            finite = values[np.isfinite(values)]
+            low, high = np.percentile(finite, [tail, 100 - tail])
+            ci[key] = [finite_or_none(low), finite_or_none(high)]
+    return ParametricFit(
+        **law,
+        n_points=len(frame),
+        objective=objective,
+        n_starts=len(grid),
+        n_converged=n_converged,
+        ci=ci,
+        n_bootstrap=n_bootstrap,
+        level=level,
+        bootstrap_samples=samples,
+    )
