@@ -1,0 +1,124 @@
+"""Chinchilla Approach 2 (isoFLOP parabolas) and Approach 1 (training-curve envelope)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalesweep.errors import UserError
+from scalesweep.fit.isoflop import fit_budget, fit_envelope, fit_isoflop, group_budgets
+
+DATA = Path(__file__).parents[1] / "data"
+PORIAN = pd.read_csv(DATA / "porian2024_isoflop_runs.csv")
+PUBLISHED = pd.read_csv(DATA / "porian2024_published_exponents.csv").set_index("config")
+
+
+def synthetic_runs(a_true: float, *, noise: float, seed: int) -> pd.DataFrame:
+    """isoFLOP profiles of L = E + A/N^α + B/D^β with N_opt ∝ C^a_true (a = β/(α+β))."""
+    rng = np.random.default_rng(seed)
+    alpha = 0.35
+    beta = alpha * a_true / (1 - a_true)
+    rows = []
+    for c in np.geomspace(1e17, 1e21, 5):
+        n_center = 0.1 * c**a_true
+        for n in n_center * np.geomspace(0.1, 10, 9):
+            loss = 1.7 + 400 / n**alpha + 2000 / (c / (6 * n)) ** beta
+            rows.append(
+                (c * (1 + rng.uniform(-0.02, 0.02)), n, loss * np.exp(rng.normal(0, noise)))
+            )
+    return pd.DataFrame(rows, columns=["flops", "params", "loss"])
+
+
+@pytest.mark.parametrize("config", list(PUBLISHED.index))
+@pytest.mark.parametrize(("method", "tolerance"), [("quadratic", 0.05), ("akima", 0.02)])
+def test_porian_exponent_within_tolerance_of_published(config, method, tolerance):
+    # Rule: per config, the isoFLOP exponent a is within 0.05 (local parabolas) or 0.02
+    # (Porian et al.'s Akima estimator) of the published value.
+    fit = fit_isoflop(PORIAN[PORIAN["config"] == config], method=method)
+    assert abs(fit.a - PUBLISHED.loc[config, "n_exponent"]) < tolerance
+
+
+@pytest.mark.parametrize("dataset", ["rw/", "owt2/", "rw-att/"])
+def test_porian_exponents_fall_in_published_order(dataset):
+    # Rule: the corrections (FLOP counting, warmup, decay, tuning) lower a in the published order.
+    configs = [c for c in PUBLISHED.index if c.startswith(dataset)]
+    ours = {c: fit_isoflop(PORIAN[PORIAN["config"] == c]).a for c in configs}
+    published = PUBLISHED.loc[configs, "n_exponent"]
+    assert sorted(configs, key=ours.__getitem__) == list(published.sort_values().index)
+
+
+@pytest.mark.parametrize(
+    ("a_true", "method"), [(0.5, "quadratic"), (0.7, "quadratic"), (0.5, "akima")]
+)
+def test_recovers_known_exponent_from_noisy_profiles(a_true, method):
+    # Rule: on synthetic isoFLOP profiles with 0.2 % noise, a is recovered within 0.03, a + b = 1
+    # (tokens are C/6N) and the interval contains the truth.
+    fit = fit_isoflop(synthetic_runs(a_true, noise=2e-3, seed=0), method=method)
+    assert fit.a == pytest.approx(a_true, abs=0.03)
+    assert fit.a + fit.b == pytest.approx(1.0, abs=1e-6)
+    assert len(fit.budgets) == 5 and not any(b.excluded for b in fit.budgets)
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    # Rule: resampling runs within budgets gives a percentile interval around a.
+    runs = synthetic_runs(0.5, noise=3e-3, seed=1)
+    fit = fit_isoflop(runs, n_bootstrap=30, rng=np.random.default_rng(0))
+    assert fit.a_ci[0] < fit.a < fit.a_ci[1]
+    assert fit.a_ci[1] - fit.a_ci[0] < 0.2
+
+
+@pytest.mark.parametrize(
+    ("losses", "reason"),
+    [
+        ([3.0, 3.1, 3.2, 3.3, 3.4], "smallest sampled size"),
+        ([3.4, 3.3, 3.2, 3.1, 3.0], "largest sampled size"),
+        ([3.0, 3.3, 2.9, 3.3, 3.0], "curvature not positive"),
+        ([3.0, 2.9], "fewer than 3 sizes"),
+    ],
+)
+def test_budget_without_interior_minimum_is_excluded_with_reason(losses, reason):
+    # Rule: edge minima, non-positive curvature and too few sizes exclude the budget, saying why.
+    sizes = np.geomspace(1e7, 1e9, len(losses))
+    budget = fit_budget(pd.DataFrame({"params": sizes, "loss": losses}), 1e19)
+    assert budget.excluded and reason in budget.reason and budget.n_opt is None
+
+
+def test_budgets_group_runs_that_miss_their_budget_slightly():
+    # Rule: FLOPs within 10 % share one budget; a factor of 2 separates budgets.
+    labels = group_budgets(np.array([1e18, 1.03e18, 0.98e18, 2e18, 2.05e18]))
+    assert len(np.unique(labels)) == 2
+    assert labels[0] == labels[1] == labels[2]
+
+
+def test_diverged_runs_are_counted_not_fitted():
+    # Rule: diverged/failed runs are set aside and counted; the fit ignores their NaN loss.
+    runs = synthetic_runs(0.5, noise=0, seed=0).assign(status="completed")
+    bad = runs.iloc[:3].assign(status=["diverged", "failed", "diverged"], loss=np.nan)
+    fit = fit_isoflop(pd.concat([runs, bad], ignore_index=True))
+    assert fit.n_runs_excluded == 3
+    assert fit.a == pytest.approx(0.5, abs=0.02)
+
+
+def test_too_few_budgets_is_a_user_error():
+    # Rule: fewer than 2 usable budgets raises UserError listing the excluded ones.
+    runs = synthetic_runs(0.5, noise=0, seed=0)
+    one = runs[
+        group_budgets(runs["flops"].to_numpy()) == group_budgets(runs["flops"].to_numpy())[0]
+    ]
+    with pytest.raises(UserError, match="at least 2 budgets"):
+        fit_isoflop(one)
+
+
+def test_envelope_of_training_curves_recovers_exponent():
+    # Rule: Approach 1 on loss-vs-FLOPs curves of a known law recovers N_opt ∝ C^a roughly.
+    alpha, beta = 0.35, 0.35  # a = 0.5
+    rows = []
+    for i, n in enumerate(np.geomspace(1e7, 1e10, 13)):
+        for d in np.geomspace(1e8, 1e12, 60):
+            rows.append((f"r{i}", n, 6 * n * d, 1.7 + 400 / n**alpha + 2000 / d**beta))
+    curves = pd.DataFrame(rows, columns=["run_id", "params", "flops", "loss"])
+    fit = fit_envelope(curves)
+    assert fit.a == pytest.approx(0.5, abs=0.08)
