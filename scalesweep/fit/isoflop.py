@@ -204,7 +204,12 @@ def fit_budget(
     """The minimum of one isoFLOP profile (columns params, loss, optional tokens)."""
     best = _best_per_size(group)
     sizes, losses = best["params"].to_numpy(float), best["loss"].to_numpy(float)
-    common = {"flops": flops, "n_points": len(best), "sizes": tuple(sizes), "losses": tuple(losses)}
+    common: dict[str, Any] = {
+        "flops": flops,
+        "n_points": len(best),
+        "sizes": tuple(sizes),
+        "losses": tuple(losses),
+    }
     none: dict[str, Any] = {"n_opt": None, "d_opt": None, "loss_opt": None, "excluded": True}
     if len(best) < 3:
         return BudgetFit(**common, **none, reason=f"fewer than 3 sizes ({len(best)})")
@@ -329,7 +334,8 @@ def fit_isoflop(
         draws = []
         for _ in range(n_bootstrap):
             take = np.concatenate([generator.choice(g, g.size) for g in groups])
-            resampled = _fit_profiles(frame.iloc[take], method=method, window=window, robust=robust)
+            sample = frame.iloc[take].reset_index(drop=True)
+            resampled = _fit_profiles(sample, method=method, window=window, robust=robust)
             try:
                 n_b, d_b = _exponent_fits(resampled, level=level)
             except UserError:
