@@ -159,7 +159,8 @@ def loglog_ols(x: np.ndarray, y: np.ndarray, *, level: float = 0.95) -> LogLogFi
         low, high = result.conf_int(alpha=1 - level)[1]
         se: float | None = float(result.bse[1])
         ci: tuple[float | None, float | None] = (float(low), float(high))
-        r2: float | None = float(result.rsquared)
+        with np.errstate(divide="ignore", invalid="ignore"):  # R² of a constant y is undefined
+            r2: float | None = float(result.rsquared)
     else:  # an exact line through two points has no error estimate
         se, ci, r2 = None, (None, None), None
     return LogLogFit(

@@ -1,0 +1,87 @@
+"""Kaplan power laws and Step Law hyperparameter laws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalesweep.errors import UserError
+from scalesweep.fit.hparams import fit_hparams
+from scalesweep.fit.power_law import fit_power_law, fit_power_laws
+from scalesweep.fit.runs import apply_column_map
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+@pytest.mark.parametrize(("x", "exponent"), [("params", -0.076), ("tokens", -0.095)])
+def test_plain_power_law_recovers_kaplan_exponent(x, exponent):
+    # Rule: L = k·X^p with 0.5 % noise recovers p within 0.005, with a CI containing it.
+    rng = np.random.default_rng(0)
+    values = np.geomspace(1e6, 1e10, 12)
+    loss = 40 * values**exponent * np.exp(rng.normal(0, 5e-3, 12))
+    fit = fit_power_law(pd.DataFrame({x: values, "loss": loss}), x)
+    assert fit.exponent == pytest.approx(exponent, abs=0.005)
+    assert fit.ci[0] < exponent < fit.ci[1]
+    assert fit.r2 > 0.95
+
+
+def test_power_law_fits_the_frontier_only():
+    # Rule: several runs at one X count as their lowest loss (a bad LR does not bend the law).
+    n = np.geomspace(1e6, 1e9, 6)
+    good = pd.DataFrame({"params": n, "loss": 20 * n**-0.07})
+    bad = good.assign(loss=good["loss"] + 1.0)
+    fit = fit_power_law(pd.concat([good, bad]), "params")
+    assert fit.exponent == pytest.approx(-0.07, abs=1e-9) and fit.n_points == 6
+
+
+def test_saturating_power_law_recovers_irreducible_loss():
+    # Rule: L = E + A·X^-α recovers E and α.
+    c = np.geomspace(1e17, 1e22, 15)
+    fit = fit_power_law(pd.DataFrame({"flops": c, "loss": 1.7 + 2e3 * c**-0.2}), "flops",
+                        saturating=True)  # fmt: skip
+    assert pytest.approx(1.7, rel=1e-3) == fit.E
+    assert fit.exponent == pytest.approx(-0.2, rel=1e-3)
+
+
+def test_power_laws_for_every_present_variable():
+    # Rule: fit_power_laws fits L(N), L(D), L(C) for the columns present, and errors without.
+    n = np.geomspace(1e6, 1e9, 5)
+    fits = fit_power_laws(pd.DataFrame({"params": n, "flops": 6 * n * 1e9, "loss": n**-0.1}))
+    assert set(fits) == {"params", "flops"}
+    with pytest.raises(UserError, match="params"):
+        fit_power_laws(pd.DataFrame({"loss": [1.0, 2.0]}))
+
+
+def test_hparams_recovers_known_step_law():
+    # Rule: from LR × BS grids with loss minimised at η = 2·N^-0.7·D^0.3, B = 0.5·D^0.6,
+    # both laws are recovered.
+    rows = []
+    for n in (1e8, 3e8, 1e9):
+        for d in (1e10, 3e10, 1e11):
+            lr_opt, bs_opt = 2 * n**-0.7 * d**0.3, 0.5 * d**0.6
+            for lr in lr_opt * np.geomspace(0.25, 4, 9):
+                for bs in bs_opt * np.geomspace(0.25, 4, 9):
+                    loss = 2 + 0.05 * np.log(lr / lr_opt) ** 2 + 0.03 * np.log(bs / bs_opt) ** 2
+                    rows.append((n, d, lr, bs, loss))
+    fit = fit_hparams(pd.DataFrame(rows, columns=["params", "tokens", "lr", "bs", "loss"]))
+    assert fit.lr_law.exponents["params"] == pytest.approx(-0.7, abs=1e-6)
+    assert fit.lr_law.exponents["tokens"] == pytest.approx(0.3, abs=1e-6)
+    assert fit.bs_law.exponents["tokens"] == pytest.approx(0.6, abs=1e-6)
+    assert fit.lr_law.coef == pytest.approx(2.0, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("law", "name", "published"),
+    [("lr_law", "params", -0.713), ("lr_law", "tokens", 0.307), ("bs_law", "tokens", 0.571)],
+)
+def test_step_law_data_interval_contains_published_exponent(law, name, published):
+    # Rule: on the Step Law grid (smoothed loss, best run per cell), each published exponent
+    # lies inside our 95 % interval.
+    runs = apply_column_map(pd.read_csv(DATA / "steplaw_dense_lr_bs_loss.csv"),
+                            {"loss": "smooth loss"})  # fmt: skip
+    fit = getattr(fit_hparams(runs), law)
+    low, high = fit.ci[name]
+    assert low < published < high
