@@ -273,7 +273,8 @@ class _HFEncoder:
             raise UserError(
                 f"tokenizer: cannot load {path} as a tokenizer.json: {error}"
             ) from error
-        self.name = path
+        # Absolute, because Ray trials run in another working directory.
+        self.name = str(Path(path).resolve())
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
         found = (self.tokenizer.token_to_id(token) for token in EOT_CANDIDATES)
         self.eot_id = next((token_id for token_id in found if token_id is not None), None)
@@ -339,8 +340,39 @@ def write_shards(
     encoder = _encoder(tokenizer)
     dtype = np.dtype(np.uint16 if encoder.vocab_size <= 2**16 else np.uint32)
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "meta.json").unlink(missing_ok=True)  # no meta.json means "incomplete"
+    try:
+        return _write_shards(
+            documents,
+            out_dir,
+            encoder,
+            dtype,
+            val_fraction=val_fraction,
+            seed=seed,
+            sources=sources,
+            chunk_documents=chunk_documents,
+        )
+    except BaseException:
+        # Inputs are read lazily, so a bad one can surface after out_dir exists; do not leave
+        # behind an empty directory we made (one that existed before is left as it was).
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _write_shards(
+    documents: Iterable[str],
+    out_dir: Path,
+    encoder: _Encoder,
+    dtype: np.dtype[Any],
+    *,
+    val_fraction: float,
+    seed: int,
+    sources: Sequence[str],
+    chunk_documents: int,
+) -> dict[str, Any]:
     lengths = array.array("q")  # 8 bytes per document, not a Python int object each
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-") as scratch_dir:
         scratch = Path(scratch_dir) / "all.bin"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from scalesweep import data
-from scalesweep.cli import main
+from scalesweep.commands.data import main
 from scalesweep.errors import UserError
 
 SEP = bytes([data.BYTE_EOT])
@@ -43,6 +43,9 @@ def assert_documents_recovered(docs: list[str], out: Path) -> None:
     assert meta["documents"] == len(docs)
     assert meta["train_tokens"] + meta["val_tokens"] == sum(len(d) + 1 for d in encoded)
     assert (len(shards.train), len(shards.val)) == (meta["train_tokens"], meta["val_tokens"])
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    assert (out / "train.bin").stat().st_size == meta["train_tokens"] * itemsize
+    assert (out / "val.bin").stat().st_size == meta["val_tokens"] * itemsize
     assert val.endswith(SEP)
     val_pieces = val.split(SEP)[:-1]
     tail = val_pieces.pop() if meta["val_tail_documents"] else None
@@ -188,9 +191,10 @@ def test_prepare_round_trip(tmp_path, capsys, kind):
     assert json.loads(capsys.readouterr().out)["train_tokens"] == meta["train_tokens"]
 
 
-def test_prepare_with_a_tokenizer_json(tmp_path):
-    # Rule: a local HF tokenizer.json tokenizes the documents: meta records its path and vocab,
-    # documents end with its end-of-text id, and decoding gives back the input words.
+def test_prepare_with_a_tokenizer_json(tmp_path, monkeypatch):
+    # Rule: a local HF tokenizer.json tokenizes the documents: meta records its absolute path
+    # (trials run elsewhere) and vocab, documents end with its end-of-text id, and decoding gives
+    # back the input words.
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers import models, pre_tokenizers, trainers
 
@@ -209,17 +213,18 @@ def test_prepare_with_a_tokenizer_json(tmp_path):
         "--out",
         str(out),
         "--tokenizer",
-        str(tokenizer_path),
+        "tokenizer.json",  # relative to the working directory
         "--val-fraction",
         "0.2",
     ]
+    monkeypatch.chdir(tmp_path)
     assert main(args) == 0
     meta = json.loads((out / "meta.json").read_text())
     eot = tokenizer.token_to_id("<|endoftext|>")
-    assert meta["tokenizer"] == str(tokenizer_path) and meta["eot_id"] == eot
+    assert meta["tokenizer"] == str(tokenizer_path.resolve()) and meta["eot_id"] == eot
     assert meta["vocab_size"] == tokenizer.get_vocab_size()
     shards = data.load_shards(out)
-    assert shards.tokenizer == str(tokenizer_path) and shards.vocab_size == meta["vocab_size"]
+    assert shards.tokenizer == meta["tokenizer"] and shards.vocab_size == meta["vocab_size"]
     ids = np.concatenate([shards.train, shards.val]).astype(int)
     expected = [tokenizer.encode(doc).ids for doc in DOCS]
     assert len(ids) == sum(len(e) + 1 for e in expected)
@@ -296,7 +301,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
 )
 def test_bad_input_exits_2_naming_the_problem(tmp_path, capsys, case):
     # Rule: unreadable, empty or malformed input -> exit 2 and one message naming the file (and
-    # line, field or column), never a traceback.
+    # line, field or column), never a traceback; no half-made output directory is left behind.
     args, needles = _bad_inputs(tmp_path)[case]
     code = main(["data", "prepare", *args, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -304,6 +309,7 @@ def test_bad_input_exits_2_naming_the_problem(tmp_path, capsys, case):
     assert err.startswith("error: ") and "Traceback" not in err
     for needle in needles:
         assert needle in err
+    assert not (tmp_path / "out").exists()
 
 
 # --- loading -----------------------------------------------------------------------------------

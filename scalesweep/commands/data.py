@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from scalesweep.errors import UserError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -99,3 +103,19 @@ def run_info(args: argparse.Namespace) -> int:
     meta = read_meta(directory)
     print(json.dumps({"path": str(directory), **meta}, indent=2))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`scalesweep data ...` on its own, e.g. `main(["data", "info", "builtin"])`.
+
+    Same arguments and exit codes as the full CLI (a `UserError` prints "error: ..." and returns
+    2), but builds only this command, so tests and scripts do not import the other commands.
+    """
+    parser = argparse.ArgumentParser(prog="scalesweep")
+    add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
