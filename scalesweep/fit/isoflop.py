@@ -78,9 +78,26 @@ class LogLogFit:
     """Points fitted."""
     r2: float | None
     """Coefficient of determination in log space."""
+    cov: tuple[tuple[float, float], tuple[float, float]] | None = None
+    """Covariance of (ln k, p), for confidence bands (None with 2 points)."""
+    level: float = 0.95
+    """Confidence level of `ci` and `band`."""
 
     def predict(self, x: Any) -> Any:
         return self.coef * np.power(x, self.exponent)
+
+    def band(self, x: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise confidence band of the fitted line at `x` (None without a covariance)."""
+        if self.cov is None:
+            return None
+        from scipy import stats
+
+        lx = np.log(np.asarray(x, float))
+        cov = np.asarray(self.cov)
+        se = np.sqrt(cov[0, 0] + 2 * lx * cov[0, 1] + lx * lx * cov[1, 1])
+        t = float(stats.t.ppf(0.5 + self.level / 2, max(self.n_points - 2, 1)))
+        center = np.log(self.coef) + self.exponent * lx
+        return np.exp(center - t * se), np.exp(center + t * se)
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,8 @@ class IsoflopFit:
 
     def to_dict(self) -> dict[str, Any]:
         def law(fit: LogLogFit) -> dict[str, Any]:
-            return {k: finite_or_none(v) for k, v in asdict(fit).items() if k != "ci"} | {
+            skip = ("ci", "cov")
+            return {k: finite_or_none(v) for k, v in asdict(fit).items() if k not in skip} | {
                 "ci": [finite_or_none(x) for x in fit.ci]
             }
 
