@@ -90,7 +90,7 @@ def test_all_writes_outputs_and_says_what_was_skipped(tmp_path, capsys):
         assert f"]({name})" in report
 
 
-def test_mlflow_source_reads_children_and_logs_back(tmp_path, capsys):
+def test_mlflow_source_reads_children_and_logs_back(tmp_path, capsys, monkeypatch):
     # Rule: an MLflow experiment is read as its trial child runs (params converted back from
     # strings, diverged runs kept), and --out logs the outputs and headline numbers to the
     # latest parent run.
@@ -98,6 +98,7 @@ def test_mlflow_source_reads_children_and_logs_back(tmp_path, capsys):
 
     from scalesweep.sweep import tracking
 
+    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts of a SQLite store under ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     parent = tracking.start_parent_run(client, "lrs", params={}, tags={}, artifacts={})
@@ -167,8 +168,9 @@ def test_bad_input_exits_2_naming_the_column(tmp_path, capsys, make, args, needl
     ("source", "needle"),
     [("missing.csv", "does not exist"), ("no-such-sweep", "no-such-sweep")],
 )
-def test_unknown_source_exits_2(tmp_path, capsys, source, needle):
+def test_unknown_source_exits_2(tmp_path, capsys, monkeypatch, source, needle):
     # Rule: a missing file or an unknown MLflow experiment is a UserError naming it.
+    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = main(["fit", str(tmp_path / source) if source.endswith(".csv") else source,
                  "--tracking-uri", uri])  # fmt: skip
