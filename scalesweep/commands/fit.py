@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,24 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """`scalesweep fit ...` on its own, e.g. `main(["fit", "runs.csv", "--json"])`.
+
+    Same arguments and exit codes as the full CLI (a `UserError` prints "error: ..." and returns
+    2), but builds only this command, so tests and scripts do not import the other commands.
+    """
+    from scalesweep.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="scalesweep")
+    add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
 def _is_file_source(source: str) -> bool:
     return Path(source).suffix.lower() in (".csv", ".parquet")
 
@@ -120,16 +139,10 @@ def _to_dict(fit: Any) -> Any:
     return fit.to_dict()
 
 
-def _notes(kind: str, runs: Any) -> list[str]:
-    """Notes from the shared checks (e.g. tokens derived from flops)."""
-    from scalesweep.fit.runs import prepare
-
-    if kind not in ("parametric", "hparams") or "tokens" in runs.columns:
-        return []
-    try:
-        return list(prepare(runs, kind=kind, numeric=("tokens",)).notes)
-    except Exception:
-        return []
+def _notes(fit: Any) -> list[str]:
+    """Notes each fit carries from the shared checks (tokens derived, runs set aside)."""
+    parts = fit.values() if isinstance(fit, dict) else (fit,)
+    return [note for part in parts for note in getattr(part, "notes", ())]
 
 
 def _prediction(fits: dict[str, Any], flops: float) -> dict[str, Any]:
@@ -266,8 +279,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             skipped[kind] = str(error)
             continue
-        notes += [n for n in _notes(kind, runs) if n not in notes]
-        notes += [n for n in getattr(fits[kind], "notes", ()) if n not in notes]
+        notes += [n for n in _notes(fits[kind]) if n not in notes]
     if not fits:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise UserError(f"no fit could run on {args.source}: {reasons}")

@@ -68,6 +68,8 @@ class HparamsFit:
     """params, tokens, lr, bs, loss of the best run per cell, n_runs per cell."""
     n_runs_excluded: int = 0
     """Diverged or failed runs set aside."""
+    notes: tuple[str, ...] = ()
+    """What was derived or set aside."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class HparamsFit:
             "bs_law": self.bs_law.to_dict(),
             "n_cells": len(self.cells),
             "n_runs_excluded": self.n_runs_excluded,
+            "notes": list(self.notes),
         }
 
 
@@ -127,4 +130,5 @@ def fit_hparams(runs: pd.DataFrame, *, level: float = 0.95) -> HparamsFit:
         bs_law=loglinear_ols(cells, "bs", ("tokens",), level=level),
         cells=cells,
         n_runs_excluded=len(prepared.excluded),
+        notes=prepared.notes,
     )

@@ -163,6 +163,10 @@ class ParametricFit:
     """Bootstrap resamples (0: no intervals)."""
     level: float = 0.95
     """Confidence level of `ci`."""
+    n_runs_excluded: int = 0
+    """Diverged or failed runs set aside before fitting (counted, not fitted)."""
+    notes: tuple[str, ...] = ()
+    """What was derived or set aside (e.g. tokens = flops / (6·params))."""
     bootstrap_samples: np.ndarray | None = field(default=None, repr=False, compare=False)
     """(n_bootstrap, 5) refitted θ = (e, a, b, α, β); not serialised."""
 
@@ -174,9 +178,10 @@ class ParametricFit:
         out = {
             k: finite_or_none(v)
             for k, v in asdict(self).items()
-            if k not in ("ci", "bootstrap_samples")
+            if k not in ("ci", "bootstrap_samples", "notes")
         }
         out["ci"] = {k: [finite_or_none(x) for x in v] for k, v in self.ci.items()}
+        out["notes"] = list(self.notes)
         return out
 
 
@@ -348,5 +353,7 @@ def fit_parametric(
         ci=ci,
         n_bootstrap=n_bootstrap,
         level=level,
+        n_runs_excluded=len(prepared.excluded),
+        notes=prepared.notes,
         bootstrap_samples=samples,
     )

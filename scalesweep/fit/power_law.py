@@ -48,6 +48,10 @@ class PowerLawFit:
     """Irreducible loss (saturating only)."""
     E_ci: tuple[float | None, float | None] = (None, None)
     """Its confidence interval."""
+    n_runs_excluded: int = 0
+    """Diverged or failed runs set aside (counted, not fitted)."""
+    notes: tuple[str, ...] = ()
+    """What was set aside."""
     points: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
     """The frontier (x, loss), for plots."""
 
@@ -67,6 +71,8 @@ class PowerLawFit:
             "saturating": self.saturating,
             "E": finite_or_none(self.E),
             "E_ci": [finite_or_none(v) for v in self.E_ci],
+            "n_runs_excluded": self.n_runs_excluded,
+            "notes": list(self.notes),
         }
 
 
@@ -128,7 +134,16 @@ def fit_power_law(
     if not saturating:
         law = loglog_ols(xs, ys, level=level)
         return PowerLawFit(
-            x, law.exponent, law.coef, law.se, law.ci, law.r2, len(xs), points=points
+            x,
+            law.exponent,
+            law.coef,
+            law.se,
+            law.ci,
+            law.r2,
+            len(xs),
+            n_runs_excluded=len(prepared.excluded),
+            notes=prepared.notes,
+            points=points,
         )
     from scipy import stats
 
@@ -149,6 +164,8 @@ def fit_power_law(
         saturating=True,
         E=float(e),
         E_ci=(float(e - t * se[0]), float(e + t * se[0])),
+        n_runs_excluded=len(prepared.excluded),
+        notes=prepared.notes,
         points=points,
     )
 

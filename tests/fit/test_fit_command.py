@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalesweep.cli import main
+from scalesweep.commands.fit import main
 from scalesweep.fit.runs import latest_parent_run_id, read_runs, runs_table_from_mlflow
 
 DATA = Path(__file__).parents[1] / "data"
@@ -182,3 +182,22 @@ def test_read_runs_applies_aliases_and_overrides():
     runs = read_runs(str(DATA / "steplaw_dense_lr_bs_loss.csv"), columns={"loss": "smooth loss"})
     assert (runs["params"] == runs["N"]).all() and (runs["tokens"] == runs["D"]).all()
     assert (runs["loss"] == runs["smooth loss"]).all()
+
+
+def test_command_module_imports_no_heavy_library():
+    # Rule: importing the fit command (what `scalesweep --help` does) loads none of pandas,
+    # numpy, scipy, statsmodels, matplotlib or mlflow; they load inside `run`.
+    import subprocess
+    import sys
+
+    heavy = ("pandas", "numpy", "scipy", "statsmodels", "matplotlib", "mlflow")
+    code = f"import sys, scalesweep.commands.fit; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_standalone_main_parses_like_the_cli(capsys):
+    # Rule: an unknown --kind is an argparse usage error (exit 2), not a traceback.
+    with pytest.raises(SystemExit) as info:
+        main(["fit", CHINCHILLA, "--kind", "nope"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err

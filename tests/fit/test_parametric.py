@@ -146,3 +146,24 @@ def test_bad_input_names_the_column(frame, needle):
     with pytest.raises(UserError) as info:
         fit_parametric(frame)
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("statuses", [["diverged"], ["diverged", "failed", "failed"]])
+def test_diverged_and_failed_runs_are_counted_not_fitted(statuses):
+    # Rule: diverged/failed runs (NaN loss) are set aside, counted and noted, never silently
+    # dropped; the fit on the rest is the fit without them.
+    rng = np.random.default_rng(4)
+    n = np.repeat(np.geomspace(1e7, 3e10, 6), 6)
+    d = np.tile(np.geomspace(1e8, 1e12, 6), 6)
+    loss = (1.8 + 400 / n**0.34 + 2000 / d**0.37) * np.exp(rng.normal(0, 1e-3, n.size))
+    good = pd.DataFrame({"params": n, "tokens": d, "loss": loss, "status": "completed"})
+    bad = pd.DataFrame(
+        {"params": 1e9, "tokens": 1e10, "loss": np.nan, "status": statuses},
+        index=range(len(statuses)),
+    )
+    fit = fit_parametric(pd.concat([good, bad], ignore_index=True))
+    alone = fit_parametric(good)
+    assert fit.n_runs_excluded == len(statuses) and fit.n_points == len(good)
+    assert any(f"{len(statuses)} run(s) not fitted" in note for note in fit.notes)
+    assert fit.to_dict()["n_runs_excluded"] == len(statuses)
+    assert fit.objective == pytest.approx(alone.objective, rel=1e-9)
