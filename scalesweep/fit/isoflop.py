@@ -52,6 +52,8 @@ class BudgetFit:
     """Why it was excluded."""
     coef: tuple[float, ...] | None = None
     """Parabola (c2, c1, c0) of loss in ln N (quadratic method), for plots."""
+    fit_range: tuple[float, float] | None = None
+    """Smallest and largest size the parabola was fitted to (the window), for plots."""
     sizes: tuple[float, ...] = ()
     """The sampled sizes (best run per size)."""
     losses: tuple[float, ...] = ()
@@ -156,12 +158,19 @@ class IsoflopFit:
             "notes": list(self.notes),
         }
 
-    def predict(self, flops: float) -> dict[str, float]:
-        """N_opt and D_opt for a budget from the fitted power laws."""
+    def predict(self, flops: float) -> dict[str, Any]:
+        """N_opt and D_opt for a budget from the fitted power laws, with the OLS confidence
+        band of each line at `flops` as `ci` (null with only 2 budgets, which fit exactly)."""
+        ci: dict[str, list[float | None]] = {}
+        for key, law in (("n_opt", self.n_law), ("d_opt", self.d_law)):
+            band = law.band(np.array([flops], float))
+            low, high = (None, None) if band is None else (band[0][0], band[1][0])
+            ci[key] = [finite_or_none(low), finite_or_none(high)]
         return {
             "flops": float(flops),
             "n_opt": float(self.n_law.predict(flops)),
             "d_opt": float(self.d_law.predict(flops)),
+            "ci": ci,
         }
 
 
@@ -179,10 +188,19 @@ def loglog_ols(x: np.ndarray, y: np.ndarray, *, level: float = 0.95) -> LogLogFi
         ci: tuple[float | None, float | None] = (float(low), float(high))
         with np.errstate(divide="ignore", invalid="ignore"):  # R² of a constant y is undefined
             r2: float | None = float(result.rsquared)
+        (c00, c01), (c10, c11) = np.asarray(result.cov_params(), float)
+        cov: tuple[tuple[float, float], tuple[float, float]] | None = ((c00, c01), (c10, c11))
     else:  # an exact line through two points has no error estimate
-        se, ci, r2 = None, (None, None), None
+        se, ci, r2, cov = None, (None, None), None, None
     return LogLogFit(
-        float(result.params[1]), float(math.exp(result.params[0])), se, ci, lx.size, r2
+        float(result.params[1]),
+        float(math.exp(result.params[0])),
+        se,
+        ci,
+        lx.size,
+        r2,
+        cov=cov,
+        level=level,
     )
 
 
@@ -260,15 +278,13 @@ def fit_budget(
     else:
         sl = slice(None)
     coef = _parabola(x[sl], losses[sl], robust=robust)
+    common["coef"] = coef
+    common["fit_range"] = (float(sizes[sl][0]), float(sizes[sl][-1]))
     if not coef[0] > 0:
-        return BudgetFit(
-            **common, **none, coef=coef, reason=f"curvature not positive ({coef[0]:.3g})"
-        )
+        return BudgetFit(**common, **none, reason=f"curvature not positive ({coef[0]:.3g})")
     vertex = -coef[1] / (2 * coef[0])
     if not x[0] < vertex < x[-1]:
-        return BudgetFit(
-            **common, **none, coef=coef, reason="parabola minimum outside the sampled sizes"
-        )
+        return BudgetFit(**common, **none, reason="parabola minimum outside the sampled sizes")
     n_opt = float(np.exp(vertex))
     return BudgetFit(
         **common,
@@ -277,7 +293,6 @@ def fit_budget(
         loss_opt=float(np.polyval(coef, vertex)),
         excluded=False,
         reason=None,
-        coef=coef,
     )
 
 

@@ -42,8 +42,9 @@ def isoflop_curves(fit: IsoflopFit, out: Path) -> Path:
     for budget, color in zip(fit.budgets, colors, strict=True):
         marker = "o" if not budget.excluded else "x"
         ax.plot(budget.sizes, budget.losses, marker, color=color, ms=4, label=f"{budget.flops:.2g}")
-        if budget.coef is not None and budget.sizes:
-            grid = np.geomspace(min(budget.sizes), max(budget.sizes), 100)
+        if budget.coef is not None and budget.fit_range is not None:
+            # Only over the sizes it was fitted to: a local parabola says nothing beyond them.
+            grid = np.geomspace(*budget.fit_range, 100)
             ax.plot(grid, np.polyval(budget.coef, np.log(grid)), "-", color=color, lw=1)
         if not budget.excluded and budget.n_opt is not None:
             ax.plot([budget.n_opt], [budget.loss_opt], "*", color="red", ms=9)

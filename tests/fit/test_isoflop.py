@@ -122,3 +122,23 @@ def test_envelope_of_training_curves_recovers_exponent():
     curves = pd.DataFrame(rows, columns=["run_id", "params", "flops", "loss"])
     fit = fit_envelope(curves)
     assert fit.a == pytest.approx(0.5, abs=0.08)
+
+
+@pytest.mark.parametrize("flops", [1e19, 1e23])
+def test_prediction_band_matches_statsmodels_mean_interval(flops):
+    # Rule: predict() gives N_opt, D_opt on the fitted lines, with the OLS confidence band of
+    # the mean at C (statsmodels get_prediction), which widens away from the data.
+    import statsmodels.api as sm
+
+    fit = fit_isoflop(synthetic_runs(0.5, noise=3e-3, seed=2))
+    kept = [b for b in fit.budgets if not b.excluded]
+    x = np.log([b.flops for b in kept])
+    y = np.log([b.n_opt for b in kept])
+    ols = sm.OLS(y, sm.add_constant(x)).fit()
+    frame = ols.get_prediction(np.array([[1.0, np.log(flops)]])).summary_frame(alpha=0.05)
+    predicted = fit.predict(flops)
+    assert predicted["n_opt"] == pytest.approx(np.exp(frame["mean"].iloc[0]), rel=1e-9)
+    low, high = predicted["ci"]["n_opt"]
+    assert low == pytest.approx(np.exp(frame["mean_ci_lower"].iloc[0]), rel=1e-6)
+    assert high == pytest.approx(np.exp(frame["mean_ci_upper"].iloc[0]), rel=1e-6)
+    assert predicted["ci"]["d_opt"][0] < predicted["d_opt"] < predicted["ci"]["d_opt"][1]
