@@ -201,3 +201,13 @@ def test_standalone_main_parses_like_the_cli(capsys):
     with pytest.raises(SystemExit) as info:
         main(["fit", CHINCHILLA, "--kind", "nope"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "content"), [("runs.parquet", b"not parquet"), ("runs.csv", b"")])
+def test_unreadable_file_exits_2(tmp_path, capsys, name, content):
+    # Rule: a file pandas cannot parse is a UserError naming the file, not a traceback.
+    path = tmp_path / name
+    path.write_bytes(content)
+    code = main(["fit", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read" in err and name in err and "Traceback" not in err
