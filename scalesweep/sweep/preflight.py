@@ -7,8 +7,10 @@ write to stores nobody reads: refuse them with an error that says what to do ins
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from scalesweep.config import Experiment
 from scalesweep.errors import UserError
@@ -21,12 +23,32 @@ def alive_nodes() -> list[dict[str, object]]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
+def is_loopback_url(uri: str) -> bool:
+    """An http(s) URL whose host is this machine only (localhost, 127.0.0.0/8, ::1)."""
+    host = urlsplit(uri).hostname if uri.startswith(("http://", "https://")) else None
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
 def check_tracking_for_cluster(uri: str, n_nodes: int) -> None:
     if n_nodes > 1 and is_local_uri(uri):
         raise UserError(
             f"tracking.uri: got {uri!r}, a local store, on a cluster of {n_nodes} nodes; trials "
             "on other nodes cannot write to it. Start the tracking server in clusters/mlflow/ "
             "and set tracking.uri (or MLFLOW_TRACKING_URI) to its http:// address"
+        )
+    if n_nodes > 1 and is_loopback_url(uri):
+        raise UserError(
+            f"tracking.uri: got {uri!r}, a loopback address, on a cluster of {n_nodes} nodes; "
+            "trials on other nodes would look for the server on their own machine. Start the "
+            "server in clusters/mlflow/ on an address every node reaches (MLFLOW_HOST=<private "
+            "IP>) and set tracking.uri (or MLFLOW_TRACKING_URI) to http://<that IP>:<port>"
         )
 
 
