@@ -26,6 +26,7 @@ RAY_DASHBOARD_PORT=${RAY_DASHBOARD_PORT:-8265}
 export RAY_AUTH_MODE=token
 if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ]; then
   ray get-auth-token --generate >/dev/null   # creates ~/.ray/auth_token once; prints nothing here
+  chmod 600 ~/.ray/auth_token                 # Ray writes it readable by every local user
 fi
 
 exec ray start --head \

@@ -18,6 +18,10 @@
 #                                 private IP and let only the cluster's nodes reach the port.
 #   MLFLOW_PORT                   default 5000
 #   MLFLOW_WORKERS                server processes (default 2)
+#   MLFLOW_SERVER_ALLOWED_HOSTS   read by MLflow itself: the Host headers it accepts (its guard
+#                                 against DNS rebinding). Default: localhost and private
+#                                 (RFC 1918) addresses. Set it when nodes use a host name or
+#                                 another address, e.g. mlflow.default.svc:5000,127.0.0.1:*
 # Any further argument is passed to `mlflow server`, e.g. --app-name basic-auth for logins.
 # The server starts worker children: stop it by its process group (Ctrl-C in a terminal, or
 # `kill -- -PGID`), not by its first PID only.
