@@ -19,7 +19,8 @@ ISOFLOP = {
             {"width": 64, "depth": 2},
             {"width": 128, "depth": 4},
         ],
-        "min_tokens_per_param": 2,
+        "min_tokens_per_param": 4,
+        "max_tokens_per_param": 2000,
     },
 }
 
@@ -37,12 +38,14 @@ def test_isoflop_tokens_times_flops_per_token_is_the_budget():
         assert trial.flops == pytest.approx(trial.budget, rel=0.01)
 
 
-def test_isoflop_leaves_out_shapes_below_the_token_ratio_with_a_note():
-    # Rule: width 128 × depth 4 at C=1e13 gets < 2 tokens/param: left out and said so.
+def test_isoflop_leaves_out_shapes_outside_the_token_ratio_with_a_note():
+    # Rule: width 128 × depth 4 at C=1e13 gets ~2.1 tokens/param (< 4) and width 32 at C=3e13
+    # gets ~2450 (> 2000): both are left out and said so; the other four pairs are kept.
     result = plan(parse_experiment(ISOFLOP))
     kept = {(t.budget, t.cell["model.width"]) for t in result.trials}
-    assert (1e13, 128) not in kept and (1e13, 32) in kept
-    assert any("width=128" in note and "tokens/param" in note for note in result.notes)
+    assert kept == {(1e13, 32), (1e13, 64), (3e13, 64), (3e13, 128)}
+    assert any("width=128" in note and "C=1e+13" in note for note in result.notes)
+    assert any("width=32" in note and "C=3e+13" in note for note in result.notes)
 
 
 def test_grid_cells_are_the_cartesian_product_with_stable_names():
