@@ -18,7 +18,11 @@ from scalesweep.sweep import preflight
 REPO = Path(__file__).resolve().parents[1]
 CLUSTERS = REPO / "clusters"
 YAMLS = sorted(CLUSTERS.rglob("*.yaml"))
-TEXTS = [*sorted(p for p in CLUSTERS.rglob("*") if p.is_file()), REPO / "docs/cluster.md"]
+TEXTS = [
+    *sorted(p for p in CLUSTERS.rglob("*") if p.is_file()),
+    REPO / "docs/cluster.md",
+    REPO / "README.md",
+]
 SCRIPTS = sorted(CLUSTERS.rglob("*.sh"))
 LAUNCHERS = [CLUSTERS / "aws.yaml", CLUSTERS / "gcp.yaml"]
 # A path into the repository, written from its root or from where the nodes keep a copy
