@@ -1,11 +1,15 @@
 """isoFLOP plans and grid expansion (pure, no Ray)."""
 
+from pathlib import Path
+
 import pytest
 
 from scalesweep.cli import main
 from scalesweep.config import load_experiment, parse_experiment
 from scalesweep.flops import flops_per_token
 from scalesweep.sweep.plan import plan, trial_name
+
+REPO = Path(__file__).resolve().parents[2]
 
 ISOFLOP = {
     "name": "iso",
@@ -108,3 +112,15 @@ def test_bad_sweep_file_exits_2_naming_the_key_before_ray(tmp_path, capsys, text
     assert main(["sweep", str(path)]) == 2
     assert needle in capsys.readouterr().err
     assert ray.is_initialized() == was_running
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_sweep_plans_and_says_what_it_costs(path):
+    # Rule: a ready sweep validates and expands without error, and its header comment says
+    # what it answers and what it costs.
+    header = path.read_text().split("\nname:")[0]
+    assert header.startswith("# ") and "Cost" in header
+    result = plan(load_experiment(path))
+    assert result.n_trials >= 2 and result.total_flops > 0
