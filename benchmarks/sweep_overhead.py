@@ -146,7 +146,7 @@ def main() -> None:
     table.add_column("ratio to direct", justify="right")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=120).print(table)
     print(yaml.safe_dump({"args": vars(args)}, sort_keys=False).strip())
 
 

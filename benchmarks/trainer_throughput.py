@@ -5,7 +5,8 @@ For each case, measured in the same process:
   metrics) on the same `GPT` module, the same batches and the same precision.
 - `ours`: `scalesweep.train.train` with the default diagnostics cadence (log_every=10).
 - `ours, diagnostics every step`: log_every=1, the worst case for the diagnostics' cost.
-Throughput excludes the first `--warmup` steps (allocator warm-up, torch.compile).
+Throughput is wall-clock tokens over the steps after the first `--warmup` (allocator warm-up,
+torch.compile), everything the loop does included.
 MFU counts 6·N(without the input-embedding lookup) + 12·L·d·T FLOPs per token (PaLM App. B)
 against the GPU's dense bf16 peak.
 
@@ -16,7 +17,6 @@ against the GPU's dense bf16 peak.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -60,27 +60,34 @@ def experiment(case: Case, *, log_every: int) -> Any:
 
 
 class Throughput:
-    """Collects perf/tokens_per_s windows after `warmup` steps."""
+    """Wall-clock throughput between the first logged step after `warmup` and the last one, so
+    everything the loop does (diagnostics, metrics, callbacks) is inside the timed span."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, tokens_per_step: int, cuda: bool) -> None:
         self.warmup = warmup
-        self.samples: list[tuple[int, float]] = []
+        self.tokens_per_step = tokens_per_step
+        self.cuda = cuda
+        self.marks: list[tuple[int, float]] = []
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
-        if step > self.warmup and "perf/tokens_per_s" in metrics:
-            self.samples.append((step, metrics["perf/tokens_per_s"]))
+        if step > self.warmup and "train/loss" in metrics:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.marks.append((step, time.perf_counter()))
 
     def on_report(self, step: int, metrics: dict[str, float], checkpoint: Any) -> None:
         pass
 
     def tokens_per_s(self) -> float:
-        return statistics.median(v for _, v in self.samples)
+        (first_step, first_time), (last_step, last_time) = self.marks[0], self.marks[-1]
+        return (last_step - first_step) * self.tokens_per_step / (last_time - first_time)
 
 
 def ours(case: Case, *, log_every: int, warmup: int) -> float:
     from scalesweep.train import train
 
-    meter = Throughput(warmup)
+    tokens_per_step = case.batch_size * case.model["seq_len"]
+    meter = Throughput(warmup, tokens_per_step, cuda=case.device == "cuda")
     train(experiment(case, log_every=log_every), callbacks=[meter])
     return meter.tokens_per_s()
 
@@ -202,7 +209,7 @@ def main() -> None:
             mfu(case, default),
             f"{every / default:.3f}",
         )
-    Console().print(table)
+    Console(width=120).print(table)
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     else:
