@@ -23,21 +23,23 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scalesweep",
         description="Small-model sweeps on Ray, tracked in MLflow, fitted into scaling laws.",
     )
     parser.add_argument("--version", action="version", version=f"scalesweep {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         module = importlib.import_module(name)
         module.add_parser(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, modules: Sequence[str] = COMMAND_MODULES) -> int:
+    """Parse `argv` and run its command. `modules` narrows the CLI to some commands, so that a
+    test or script calling one command does not import the others."""
+    parser = build_parser(modules)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from scalesweep.errors import UserError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -106,16 +103,9 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`scalesweep data ...` on its own, e.g. `main(["data", "info", "builtin"])`.
+    """`scalesweep data ...` on its own, e.g. `main(["data", ...])`: the full CLI's arguments and
+    exit codes (a `UserError` prints "error: ..." and returns 2), built from this command alone,
+    so tests and scripts do not import the other commands."""
+    from scalesweep.cli import main as cli_main
 
-    Same arguments and exit codes as the full CLI (a `UserError` prints "error: ..." and returns
-    2), but builds only this command, so tests and scripts do not import the other commands.
-    """
-    parser = argparse.ArgumentParser(prog="scalesweep")
-    add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return cli_main(argv, modules=(__name__,))

@@ -76,21 +76,12 @@ def add_parser(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`scalesweep fit ...` on its own, e.g. `main(["fit", "runs.csv", "--json"])`.
+    """`scalesweep fit ...` on its own, e.g. `main(["fit", ...])`: the full CLI's arguments and
+    exit codes (a `UserError` prints "error: ..." and returns 2), built from this command alone,
+    so tests and scripts do not import the other commands."""
+    from scalesweep.cli import main as cli_main
 
-    Same arguments and exit codes as the full CLI (a `UserError` prints "error: ..." and returns
-    2), but builds only this command, so tests and scripts do not import the other commands.
-    """
-    from scalesweep.errors import UserError
-
-    parser = argparse.ArgumentParser(prog="scalesweep")
-    add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return cli_main(argv, modules=(__name__,))
 
 
 def _is_file_source(source: str) -> bool:

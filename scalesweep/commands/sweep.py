@@ -9,17 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, help="sweep YAML (see search_spaces/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a dotted key, e.g. --set train.steps=50 (repeatable)",
-    )
+from scalesweep.commands import add_config_args
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,7 +18,7 @@ def add_parser(subparsers: Any) -> None:
         help="run a sweep on Ray Tune + Ray Train, tracked in MLflow",
         description="Run every trial of a sweep file on Ray; record each in MLflow.",
     )
-    _add_config_args(sweep)
+    add_config_args(sweep, what="sweep YAML", example="train.steps=50")
     sweep.add_argument(
         "--resume", action="store_true", help="finish an interrupted sweep of the same name"
     )
@@ -48,7 +38,7 @@ def add_parser(subparsers: Any) -> None:
         "plan",
         help="print a sweep's trials and total FLOPs without starting Ray",
     )
-    _add_config_args(plan)
+    add_config_args(plan, what="sweep YAML", example="train.steps=50")
     plan.set_defaults(func=run_plan_command)
 
     export = subparsers.add_parser(

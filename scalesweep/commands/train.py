@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
+from scalesweep.commands import add_config_args
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -14,15 +16,7 @@ def add_parser(subparsers: Any) -> None:
         help="train one model from a config file",
         description="Train one model. Every search space in the file must be pinned with --set.",
     )
-    parser.add_argument("config", type=Path, help="YAML config (see search_spaces/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a dotted key, e.g. --set optim.lr=3e-3 (repeatable)",
-    )
+    add_config_args(parser, what="YAML config", example="optim.lr=3e-3")
     parser.add_argument(
         "--out",
         type=Path,
