@@ -364,6 +364,9 @@ def run_sweep(
                 else max_concurrent,
                 trial_name_creator=lambda t: trial_name(assignment_of(t.config)),
                 trial_dirname_creator=lambda t: trial_name(assignment_of(t.config)),
+                # The trial driver only waits on its TorchTrainer: keeping its process for the
+                # next trial saves a process start and the imports (~3 s a trial on 2 CPUs).
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name="tune",
