@@ -97,3 +97,45 @@ def test_resume_gives_the_same_next_step_loss(tmp_path):
     expected = {s: v for s, v in straight.losses().items() if s > 20}
     assert resumed.losses() == expected
     assert summary.steps == 40 and summary.init_loss == straight.reports[0][1]["init_loss"]
+
+
+def _ddp_rank(rank, world_size, port, out_dir):
+    """One rank of a CPU (gloo) DDP run: rank r trains on micro-batch index r of each step."""
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        recorder = Recorder()
+        steps = {"steps": 6, "micro_batch_size": 4, "log_every": 1, "eval_every": 6}
+        summary = train(config(train=steps), callbacks=[recorder])
+        record = {"losses": recorder.losses(), "logs": len(recorder.logs), **summary.to_dict()}
+        (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_match_one_process_accumulating_their_micro_batches(tmp_path):
+    # Rule: 2 ranks × 1 micro-batch of 4 see the same windows as 1 process × 2 micro-batches of
+    # 4 (index = micro_step · world_size + rank), so their losses agree to float precision; only
+    # rank 0 calls on_log.
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_ddp_rank, args=(2, port, tmp_path), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    single = Recorder()
+    steps = {"steps": 6, "micro_batch_size": 4, "log_every": 1, "eval_every": 6}
+    summary = train(config(train=steps), callbacks=[single])
+    expected = {str(step): loss for step, loss in single.losses().items()}
+    assert ranks[0]["losses"] == pytest.approx(expected, rel=1e-5)
+    assert ranks[0]["final_val_loss"] == pytest.approx(summary.final_val_loss, rel=1e-5)
+    assert ranks[0]["tokens"] == summary.tokens and ranks[1]["logs"] == 0
