@@ -194,6 +194,15 @@ def _plots(fits: dict[str, Any], runs: Any, out: Path) -> list[str]:
     return [p.name for p in written]
 
 
+def _g(value: Any) -> str:
+    """A number in 4 significant digits; None (a fit that had no value) as n/a."""
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _ci(interval: Any) -> str:
+    return "n/a" if interval is None else "[" + ", ".join(_g(v) for v in interval) + "]"
+
+
 def _summary(result: dict[str, Any]) -> str:
     lines = [f"{result['source']}: {result['n_runs']} runs {result['status']}"]
     fits = result["fits"]
@@ -207,7 +216,7 @@ def _summary(result: dict[str, Any]) -> str:
         f = fits["isoflop"]
         excluded = sum(b["excluded"] for b in f["budgets"])
         lines.append(
-            f"isoflop: a={f['a']:.4g} {f['a_ci']} b={f['b']:.4g} {f['b_ci']} "
+            f"isoflop: a={f['a']:.4g} CI {_ci(f['a_ci'])} b={f['b']:.4g} CI {_ci(f['b_ci'])} "
             f"({len(f['budgets'])} budgets, {excluded} excluded)"
         )
         for b in f["budgets"]:
@@ -218,14 +227,15 @@ def _summary(result: dict[str, Any]) -> str:
         for g in f["groups"]:
             key = {k: g[k] for k in f["group_by"]}
             lines.append(
-                f"lr-sensitivity {key or 'all'}: {g['sensitivity']} best_lr={g['best_lr']} "
-                f"best_loss={g['best_loss']} ({g['n_lr']} LRs, {g['n_diverged']} diverged)"
+                f"lr-sensitivity {key or 'all'}: {_g(g['sensitivity'])} "
+                f"best_lr={_g(g['best_lr'])} best_loss={_g(g['best_loss'])} "
+                f"({g['n_lr']} LRs, {g['n_diverged']} diverged)"
             )
         for t in f["transfer_exponent"]:
-            lines.append(f"lr transfer: k={t['k']:.3g} CI {t['ci']} ({t['n_widths']} widths)")
+            lines.append(f"lr transfer: k={_g(t['k'])} CI {_ci(t['ci'])} ({t['n_widths']} widths)")
     if "power-law" in fits:
         for x, f in fits["power-law"].items():
-            lines.append(f"power-law L({x}): exponent {f['exponent']:.4g} CI {f['ci']}")
+            lines.append(f"power-law L({x}): exponent {f['exponent']:.4g} CI {_ci(f['ci'])}")
     if "hparams" in fits:
         h = fits["hparams"]
         lr, bs = h["lr_law"], h["bs_law"]
