@@ -182,11 +182,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         experiment, result, resume=args.resume, restart=args.restart, address=address
     )
     console.print(summary_table(experiment.config.name, outcome.rows))
+    uri = outcome.tracking_uri
+    ui = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
     console.print(
         f"MLflow: experiment {experiment.config.name!r}, parent run {outcome.parent_run_id} at "
-        f"{outcome.tracking_uri}\n  compare trials: mlflow ui --backend-store-uri "
-        f"{outcome.tracking_uri}\n  fit: scalesweep fit {experiment.config.name} --kind all "
-        f"--tracking-uri {outcome.tracking_uri} --out fit-{experiment.config.name}"
+        f"{uri}\n  compare trials: {ui}\n  fit: scalesweep fit {experiment.config.name} "
+        f"--kind all --tracking-uri {uri} --out fit-{experiment.config.name}"
     )
     failed = sum(r["status"] == "failed" for r in outcome.rows)
     return 1 if failed else 0

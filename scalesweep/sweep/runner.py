@@ -254,7 +254,7 @@ class SweepOutcome:
     parent_run_id: str
     tracking_uri: str
     rows: list[dict[str, Any]]
-    """One per trial: name, assignment, status, final_val_loss, init_loss."""
+    """One per trial: name, width, LR, assignment, status, final_val_loss, init_loss."""
 
 
 def run_sweep(
@@ -384,9 +384,13 @@ def run_sweep(
         assignment = assignment_of(result.config or {})
         metrics = result.metrics or {}
         status = "failed" if result.error is not None else metrics.get("status", "failed")
+        resolved = experiment.resolve(assignment)
         rows.append(
             {
                 "trial": trial_name(assignment),
+                # the summary's columns, also when the file pins them instead of sweeping them
+                "model.width": resolved.model.width,
+                "optim.lr": resolved.optim.lr,
                 **assignment,
                 "status": status,
                 "init_loss": metrics.get("init_loss"),

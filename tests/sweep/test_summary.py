@@ -1,0 +1,40 @@
+"""The table `scalesweep sweep` ends with: best LR per width and trials by status (pure)."""
+
+from rich.console import Console
+
+from scalesweep.commands.sweep import summary_table
+
+
+def cells_by_width(rows):
+    """The rendered table as {width: [best lr, loss, trials, completed, diverged, failed]}."""
+    console = Console(width=200, record=True)
+    console.print(summary_table("s", rows))
+    lines = [line for line in console.export_text().splitlines() if line.startswith("│")]
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines]
+    return {c[0]: c[1:] for c in cells}
+
+
+def row(width, lr, status, loss=None):
+    return {"model.width": width, "optim.lr": lr, "status": status, "final_val_loss": loss}
+
+
+def test_best_lr_per_width_ignores_diverged_and_failed_trials():
+    # Rule: the best LR of a width is its completed trial with the lowest final_val_loss; a
+    # diverged or failed trial is counted in its column, never chosen.
+    table = cells_by_width(
+        [
+            row(32, 0.01, "completed", 2.5),
+            row(32, 0.003, "completed", 2.4),
+            row(32, 0.3, "diverged"),
+            row(64, 0.01, "completed", 2.2),
+            row(64, 0.1, "failed"),
+        ]
+    )
+    assert table["32"] == ["0.003", "2.4000", "3", "2", "1", "0"]
+    assert table["64"] == ["0.01", "2.2000", "2", "1", "0", "1"]
+
+
+def test_a_width_with_no_completed_trial_shows_no_best_lr():
+    # Rule: with nothing completed there is no best LR or loss to show, only the counts.
+    table = cells_by_width([row(128, 0.3, "diverged"), row(128, 1.0, "diverged")])
+    assert table == {"128": ["-", "-", "2", "0", "2", "0"]}
