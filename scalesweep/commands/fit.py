@@ -194,13 +194,13 @@ def _plots(fits: dict[str, Any], runs: Any, out: Path) -> list[str]:
     return [p.name for p in written]
 
 
-def _g(value: Any) -> str:
+def _num(value: Any) -> str:
     """A number in 4 significant digits; None (a fit that had no value) as n/a."""
     return "n/a" if value is None else f"{value:.4g}"
 
 
 def _ci(interval: Any) -> str:
-    return "n/a" if interval is None else "[" + ", ".join(_g(v) for v in interval) + "]"
+    return "n/a" if interval is None else "[" + ", ".join(_num(v) for v in interval) + "]"
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -227,12 +227,14 @@ def _summary(result: dict[str, Any]) -> str:
         for g in f["groups"]:
             key = {k: g[k] for k in f["group_by"]}
             lines.append(
-                f"lr-sensitivity {key or 'all'}: {_g(g['sensitivity'])} "
-                f"best_lr={_g(g['best_lr'])} best_loss={_g(g['best_loss'])} "
+                f"lr-sensitivity {key or 'all'}: {_num(g['sensitivity'])} "
+                f"best_lr={_num(g['best_lr'])} best_loss={_num(g['best_loss'])} "
                 f"({g['n_lr']} LRs, {g['n_diverged']} diverged)"
             )
         for t in f["transfer_exponent"]:
-            lines.append(f"lr transfer: k={_g(t['k'])} CI {_ci(t['ci'])} ({t['n_widths']} widths)")
+            lines.append(
+                f"lr transfer: k={_num(t['k'])} CI {_ci(t['ci'])} ({t['n_widths']} widths)"
+            )
     if "power-law" in fits:
         for x, f in fits["power-law"].items():
             lines.append(f"power-law L({x}): exponent {f['exponent']:.4g} CI {_ci(f['ci'])}")
