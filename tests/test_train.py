@@ -99,6 +99,10 @@ def test_resume_gives_the_same_next_step_loss(tmp_path):
     assert summary.steps == 40 and summary.init_loss == straight.reports[0][1]["init_loss"]
 
 
+# Per rank: one micro-batch of 4 windows a step, every step logged.
+DDP_STEPS = {"steps": 6, "micro_batch_size": 4, "log_every": 1, "eval_every": 6}
+
+
 def _ddp_rank(rank, world_size, port, out_dir):
     """One rank of a CPU (gloo) DDP run: rank r trains on micro-batch index r of each step."""
     import json
@@ -110,8 +114,7 @@ def _ddp_rank(rank, world_size, port, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         recorder = Recorder()
-        steps = {"steps": 6, "micro_batch_size": 4, "log_every": 1, "eval_every": 6}
-        summary = train(config(train=steps), callbacks=[recorder])
+        summary = train(config(train=DDP_STEPS), callbacks=[recorder])
         record = {"losses": recorder.losses(), "logs": len(recorder.logs), **summary.to_dict()}
         (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
     finally:
@@ -133,8 +136,7 @@ def test_two_ddp_ranks_match_one_process_accumulating_their_micro_batches(tmp_pa
     mp.spawn(_ddp_rank, args=(2, port, tmp_path), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     single = Recorder()
-    steps = {"steps": 6, "micro_batch_size": 4, "log_every": 1, "eval_every": 6}
-    summary = train(config(train=steps), callbacks=[single])
+    summary = train(config(train=DDP_STEPS), callbacks=[single])
     expected = {str(step): loss for step, loss in single.losses().items()}
     assert ranks[0]["losses"] == pytest.approx(expected, rel=1e-5)
     assert ranks[0]["final_val_loss"] == pytest.approx(summary.final_val_loss, rel=1e-5)
