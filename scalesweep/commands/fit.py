@@ -1,8 +1,10 @@
 """`scalesweep fit SOURCE --kind ...`: isoFLOP curves, scaling laws and LR sensitivity from a
 runs table (MLflow experiment, .csv or .parquet).
 
-Heavy libraries (pandas, statsmodels, matplotlib, mlflow) load inside `run`, so `--help` stays
-fast. Bad input raises `UserError`, which the CLI prints as `error: ...` with exit code 2.
+This module is the fitter's edge: it reads the source (a file here, an MLflow experiment through
+`scalesweep.tracking`), loops over the fit-kind registry (`scalesweep.fit.kinds`) and writes the
+outputs. Heavy libraries load inside `run`, so `--help` stays fast. Bad input raises
+`UserError`, which the CLI prints as `error: ...` with exit code 2.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-KINDS = ("isoflop", "parametric", "power-law", "lr-sensitivity", "hparams")
+from scalesweep.fit.kinds import KINDS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -88,164 +90,80 @@ def _is_file_source(source: str) -> bool:
     return Path(source).suffix.lower() in (".csv", ".parquet")
 
 
-def _fit_one(kind: str, runs: Any, args: argparse.Namespace, rng: Any) -> Any:
-    if kind == "parametric":
-        from scalesweep.fit.parametric import fit_parametric
+def read_runs(
+    source: str,
+    *,
+    tracking_uri: str | None = None,
+    columns: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> Any:
+    """The runs table from a `.csv`, a `.parquet`, or else an MLflow experiment (sweep) name.
 
-        return fit_parametric(runs, n_bootstrap=args.bootstrap, rng=rng, level=args.level)
-    if kind == "isoflop":
-        from scalesweep.fit.isoflop import fit_isoflop
+    `columns` maps canonical names to source columns (`{"params": "Model Size"}`), then the
+    aliases of `fit.runs` fill canonical columns that are still absent. Nothing is dropped.
+    """
+    import pandas as pd
 
-        return fit_isoflop(
-            runs,
-            method=args.isoflop_method,
-            window=args.window or None,
-            robust=args.robust,
-            level=args.level,
-            n_bootstrap=args.isoflop_bootstrap,
-            rng=rng,
-        )
-    if kind == "power-law":
-        from scalesweep.fit.power_law import fit_power_laws
+    from scalesweep.errors import UserError
+    from scalesweep.fit.runs import apply_column_map
 
-        return fit_power_laws(runs, saturating=args.saturating, level=args.level)
-    if kind == "lr-sensitivity":
-        from scalesweep.fit.lr_sensitivity import DEFAULT_LR_RANGE, fit_lr_sensitivity
+    if _is_file_source(source):
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"SOURCE: the file {path} does not exist")
+        try:
+            frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        except Exception as error:  # pandas raises many types for a malformed file
+            raise UserError(f"SOURCE: cannot read {path} as {path.suffix[1:]} ({error})") from None
+    else:
+        from scalesweep import tracking
 
-        return fit_lr_sensitivity(
-            runs,
-            group_by=args.group_by,
-            lr_range=tuple(args.lr_range) if args.lr_range else DEFAULT_LR_RANGE,
-            init_loss=args.init_loss,
-            level=args.level,
-        )
-    from scalesweep.fit.hparams import fit_hparams
-
-    return fit_hparams(runs, level=args.level)
+        frame = tracking.runs_table(source, tracking_uri, parent_run_id=parent_run_id)
+    return apply_column_map(frame, columns or {})
 
 
-def _to_dict(fit: Any) -> Any:
-    if isinstance(fit, dict):
-        return {k: v.to_dict() for k, v in fit.items()}
-    return fit.to_dict()
+def options_from(args: argparse.Namespace) -> Any:
+    from scalesweep.errors import UserError
+    from scalesweep.fit.kinds import FitOptions
 
-
-def _notes(fit: Any) -> list[str]:
-    """Notes each fit carries from the shared checks (tokens derived, runs set aside)."""
-    parts = fit.values() if isinstance(fit, dict) else (fit,)
-    return [note for part in parts for note in getattr(part, "notes", ())]
+    if args.bootstrap < 0 or args.isoflop_bootstrap < 0:
+        raise UserError("--bootstrap and --isoflop-bootstrap must be >= 0")
+    return FitOptions(
+        level=args.level,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        isoflop_bootstrap=args.isoflop_bootstrap,
+        isoflop_method=args.isoflop_method,
+        window=args.window or None,
+        robust=args.robust,
+        saturating=args.saturating,
+        group_by=None if args.group_by is None else tuple(args.group_by),
+        lr_range=None if args.lr_range is None else (args.lr_range[0], args.lr_range[1]),
+        init_loss=args.init_loss,
+    )
 
 
 def _prediction(fits: dict[str, Any], flops: float) -> dict[str, Any]:
     from scalesweep.errors import UserError
-    from scalesweep.fit.parametric import compute_optimal
 
     if not (flops > 0 and math.isfinite(flops)):
         raise UserError(f"--predict-flops: `C > 0` must hold, but got ({flops})")
     out: dict[str, Any] = {"flops": flops}
-    if "parametric" in fits:
-        out["parametric"] = compute_optimal(fits["parametric"], flops).to_dict()
-    if "isoflop" in fits:
-        out["isoflop"] = fits["isoflop"].predict(flops)
+    for name, fit in fits.items():
+        predict = KINDS[name].predict
+        if predict is not None:
+            out[name] = predict(fit, flops)
     if len(out) == 1:
         raise UserError("--predict-flops needs a parametric or isoflop fit (--kind)")
     return out
 
 
-def _headline(fits: dict[str, Any]) -> dict[str, float]:
-    """Numbers logged as metrics of the sweep's parent run."""
-    metrics: dict[str, float] = {}
-    if "parametric" in fits:
-        f = fits["parametric"]
-        for key in ("E", "A", "B", "alpha", "beta", "a", "b"):
-            metrics[f"fit.parametric.{key}"] = getattr(f, key)
-    if "isoflop" in fits:
-        metrics["fit.isoflop.a"] = fits["isoflop"].a
-        metrics["fit.isoflop.b"] = fits["isoflop"].b
-    if "lr-sensitivity" in fits:
-        for i, t in enumerate(fits["lr-sensitivity"].transfer):
-            metrics[f"fit.lr_transfer.k.{i}"] = t.k
-    if "hparams" in fits:
-        h = fits["hparams"]
-        metrics["fit.hparams.lr_params_exp"] = h.lr_law.exponents["params"]
-        metrics["fit.hparams.lr_tokens_exp"] = h.lr_law.exponents["tokens"]
-        metrics["fit.hparams.bs_tokens_exp"] = h.bs_law.exponents["tokens"]
-    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
-
-
-def _plots(fits: dict[str, Any], runs: Any, out: Path) -> list[str]:
-    from scalesweep.fit import plots
-
-    written = []
-    if "isoflop" in fits:
-        written += [plots.isoflop_curves(fits["isoflop"], out)]
-        written += [plots.isoflop_optimal(fits["isoflop"], out)]
-    if "parametric" in fits:
-        from scalesweep.fit.runs import prepare
-
-        data = prepare(runs, kind="parametric", numeric=("params", "tokens", "loss")).frame
-        written.append(plots.parametric_contours(fits["parametric"], out, data))
-    if "lr-sensitivity" in fits:
-        written.append(plots.lr_sensitivity_curves(fits["lr-sensitivity"], out))
-        if fits["lr-sensitivity"].transfer:
-            written.append(plots.lr_transfer(fits["lr-sensitivity"], out))
-    if "power-law" in fits:
-        written.append(plots.power_laws(fits["power-law"], out))
-    return [p.name for p in written]
-
-
-def _num(value: Any) -> str:
-    """A number in 4 significant digits; None (a fit that had no value) as n/a."""
-    return "n/a" if value is None else f"{value:.4g}"
-
-
-def _ci(interval: Any) -> str:
-    return "n/a" if interval is None else "[" + ", ".join(_num(v) for v in interval) + "]"
-
-
 def _summary(result: dict[str, Any]) -> str:
+
     lines = [f"{result['source']}: {result['n_runs']} runs {result['status']}"]
-    fits = result["fits"]
-    if "parametric" in fits:
-        p = fits["parametric"]
-        lines.append(
-            f"parametric: E={p['E']:.4g} A={p['A']:.4g} B={p['B']:.4g} alpha={p['alpha']:.4g} "
-            f"beta={p['beta']:.4g} a={p['a']:.4g} b={p['b']:.4g} ({p['n_points']} points)"
-        )
-    if "isoflop" in fits:
-        f = fits["isoflop"]
-        excluded = sum(b["excluded"] for b in f["budgets"])
-        lines.append(
-            f"isoflop: a={f['a']:.4g} CI {_ci(f['a_ci'])} b={f['b']:.4g} CI {_ci(f['b_ci'])} "
-            f"({len(f['budgets'])} budgets, {excluded} excluded)"
-        )
-        for b in f["budgets"]:
-            if b["excluded"]:
-                lines.append(f"  budget {b['flops']:.3g} excluded: {b['reason']}")
-    if "lr-sensitivity" in fits:
-        f = fits["lr-sensitivity"]
-        for g in f["groups"]:
-            key = {k: g[k] for k in f["group_by"]}
-            lines.append(
-                f"lr-sensitivity {key or 'all'}: {_num(g['sensitivity'])} "
-                f"best_lr={_num(g['best_lr'])} best_loss={_num(g['best_loss'])} "
-                f"({g['n_lr']} LRs, {g['n_diverged']} diverged)"
-            )
-        for t in f["transfer_exponent"]:
-            lines.append(
-                f"lr transfer: k={_num(t['k'])} CI {_ci(t['ci'])} ({t['n_widths']} widths)"
-            )
-    if "power-law" in fits:
-        for x, f in fits["power-law"].items():
-            lines.append(f"power-law L({x}): exponent {f['exponent']:.4g} CI {_ci(f['ci'])}")
-    if "hparams" in fits:
-        h = fits["hparams"]
-        lr, bs = h["lr_law"], h["bs_law"]
-        lines.append(
-            f"hparams: lr_opt = {lr['coef']:.4g}·N^{lr['exponents']['params']:.3f}"
-            f"·D^{lr['exponents']['tokens']:.3f}; bs_opt = {bs['coef']:.4g}"
-            f"·D^{bs['exponents']['tokens']:.3f}"
-        )
+    for name, fit in result["fits"].items():
+        if name in KINDS:
+            lines += KINDS[name].summary(fit)
     if result.get("prediction"):
         lines.append(f"prediction: {json.dumps(result['prediction'])}")
     for kind, why in result.get("skipped", {}).items():
@@ -253,14 +171,33 @@ def _summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
+def fit_all(runs: Any, names: Sequence[str], options: Any, *, strict: bool) -> Any:
+    """(fits, skipped, notes): every kind in `names` fitted; with `strict`, a kind that cannot
+    be fitted raises, else it is skipped with the reason."""
     from scalesweep.errors import UserError
-    from scalesweep.fit.runs import parse_column_map, read_runs
+    from scalesweep.fit.kinds import notes_of
 
-    if args.bootstrap < 0 or args.isoflop_bootstrap < 0:
-        raise UserError("--bootstrap and --isoflop-bootstrap must be >= 0")
+    fits: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+    for name in names:
+        try:
+            fits[name] = KINDS[name].fit(runs, options)
+        except UserError as error:
+            if strict:
+                raise
+            skipped[name] = str(error)
+            continue
+        notes += [n for n in notes_of(fits[name]) if n not in notes]
+    return fits, skipped, notes
+
+
+def run(args: argparse.Namespace) -> int:
+    from scalesweep import metrics as m
+    from scalesweep.errors import UserError
+    from scalesweep.fit.runs import parse_column_map
+
+    options = options_from(args)
     runs = read_runs(
         args.source,
         tracking_uri=args.tracking_uri,
@@ -269,27 +206,15 @@ def run(args: argparse.Namespace) -> int:
     )
     if runs.empty:
         raise UserError(f"{args.source}: the runs table is empty")
-    kinds = KINDS if args.kind == "all" else (args.kind,)
-    rng = np.random.default_rng(args.seed)
-    fits: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    notes: list[str] = []
-    for kind in kinds:
-        try:
-            fits[kind] = _fit_one(kind, runs, args, rng)
-        except UserError as error:
-            if args.kind != "all":
-                raise
-            skipped[kind] = str(error)
-            continue
-        notes += [n for n in _notes(fits[kind]) if n not in notes]
+    names = tuple(KINDS) if args.kind == "all" else (args.kind,)
+    fits, skipped, notes = fit_all(runs, names, options, strict=args.kind != "all")
     if not fits:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise UserError(f"no fit could run on {args.source}: {reasons}")
-    envelope = _envelope(args, fits, skipped)
+    envelope = _envelope(args, skipped)
     status = (
-        runs["status"].astype(str).value_counts().to_dict()
-        if "status" in runs.columns
+        runs[m.STATUS].astype(str).value_counts().to_dict()
+        if m.STATUS in runs.columns
         else {"unknown": len(runs)}
     )
     result: dict[str, Any] = {
@@ -297,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         "kind": args.kind,
         "n_runs": len(runs),
         "status": status,
-        "fits": {k: _to_dict(v) for k, v in fits.items()},
+        "fits": {k: KINDS[k].to_dict(v) for k, v in fits.items()},
         "skipped": skipped,
         "notes": notes,
     }
@@ -328,31 +253,42 @@ def _json_default(value: Any) -> Any:
     return converted
 
 
-def _envelope(args: argparse.Namespace, fits: dict[str, Any], skipped: dict[str, str]) -> Any:
+def _curves(args: argparse.Namespace) -> Any:
+    """Per-step curves for Approach 1 (run_id, params, flops, loss): --curves, or the MLflow
+    histories of an experiment source; None when there are none."""
+    import pandas as pd
+
+    from scalesweep import metrics as m
+    from scalesweep.errors import UserError
+
+    if args.curves is not None:
+        if not args.curves.is_file():
+            raise UserError(f"--curves: the file {args.curves} does not exist")
+        return pd.read_csv(args.curves)
+    if _is_file_source(args.source):
+        return None
+    from scalesweep import tracking
+
+    curves = tracking.curves(args.source, args.tracking_uri, parent_run_id=args.parent_run_id)
+    if curves.empty:
+        return None
+    table = tracking.runs_table(args.source, args.tracking_uri, parent_run_id=args.parent_run_id)
+    sizes = table.set_index("run_id")[m.PARAMS]
+    return curves.rename(columns={m.VAL_LOSS: "loss", m.FLOPS: "flops"}).assign(
+        params=lambda frame: frame["run_id"].map(sizes)
+    )
+
+
+def _envelope(args: argparse.Namespace, skipped: dict[str, str]) -> Any:
     """Approach 1 when per-step curves are available (--curves, or MLflow histories)."""
     if args.kind not in ("isoflop", "all"):
         return None
-    import pandas as pd
-
     from scalesweep.errors import UserError
     from scalesweep.fit.isoflop import fit_envelope
 
     try:
-        if args.curves is not None:
-            if not args.curves.is_file():
-                raise UserError(f"--curves: the file {args.curves} does not exist")
-            curves = pd.read_csv(args.curves)
-        elif not _is_file_source(args.source):
-            from scalesweep.fit.runs import curves_from_mlflow
-
-            curves = curves_from_mlflow(
-                args.source, args.tracking_uri, parent_run_id=args.parent_run_id
-            )
-            if curves.empty:
-                return None
-        else:
-            return None
-        return fit_envelope(curves, level=args.level)
+        curves = _curves(args)
+        return None if curves is None else fit_envelope(curves, level=args.level)
     except UserError as error:
         if args.curves is not None and args.kind != "all":
             raise
@@ -368,26 +304,26 @@ def _write_outputs(
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "fit.json").write_text(text + "\n")
-    plots = _plots(fits, runs, out)
+    plots = {
+        name: [p.name for p in KINDS[name].plots(fit, runs, out)] for name, fit in fits.items()
+    }
     (out / "report.md").write_text(render(result, plots))
-    if not _is_file_source(args.source):
-        from mlflow.tracking import MlflowClient
+    if _is_file_source(args.source):
+        return
+    from scalesweep import tracking
 
-        from scalesweep.fit.runs import latest_parent_run_id
-        from scalesweep.sweep.tracking import resolve_tracking_uri
-
-        uri = resolve_tracking_uri(args.tracking_uri)
-        parent = args.parent_run_id or latest_parent_run_id(args.source, uri)
-        client = MlflowClient(uri)
-        for name in ("fit.json", "report.md", *plots):
-            client.log_artifact(parent, str(out / name), artifact_path="fit")
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in _headline(fits).items()]
-        if metrics:
-            client.log_batch(parent, metrics=metrics)
-        # stderr: with --json, stdout holds exactly one JSON object
-        print(f"logged fit outputs to parent run {parent} of {args.source!r}", file=sys.stderr)
+    files = [
+        out / "fit.json",
+        out / "report.md",
+        *(out / p for names in plots.values() for p in names),
+    ]
+    headline = {k: v for name, fit in fits.items() for k, v in KINDS[name].headline(fit).items()}
+    parent = tracking.log_fit_outputs(
+        args.source,
+        args.tracking_uri,
+        parent_run_id=args.parent_run_id,
+        files=files,
+        headline=headline,
+    )
+    # stderr: with --json, stdout holds exactly one JSON object
+    print(f"logged fit outputs to parent run {parent} of {args.source!r}", file=sys.stderr)

@@ -194,14 +194,13 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def run_export_command(args: argparse.Namespace) -> int:
+    from scalesweep import tracking
     from scalesweep.errors import UserError
-    from scalesweep.fit.runs import runs_table_from_mlflow
-    from scalesweep.sweep.tracking import resolve_tracking_uri
 
     suffix = args.out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise UserError(f"--out: got {args.out}; the runs table is written as .parquet or .csv")
-    table = runs_table_from_mlflow(args.sweep, resolve_tracking_uri(args.tracking_uri))
+    table = tracking.runs_table(args.sweep, args.tracking_uri)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".parquet":
         table.to_parquet(args.out, index=False)

@@ -11,49 +11,14 @@ column (the Step Law CSV counts sequences of 2048 tokens; their published law is
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.runs import finite_or_none, prepare
-
-
-@dataclass(frozen=True)
-class LogLinearLaw:
-    """y = c·Π x_i^{e_i}, fitted as ln y = ln c + Σ e_i ln x_i."""
-
-    coef: float
-    """c."""
-    exponents: dict[str, float]
-    """Exponent per variable."""
-    se: dict[str, float | None]
-    """Standard error per exponent."""
-    ci: dict[str, tuple[float | None, float | None]]
-    """Confidence interval per exponent."""
-    r2: float | None
-    """R² in log space."""
-    n_points: int
-    """Cells fitted."""
-
-    def predict(self, **values: float) -> float:
-        out = self.coef
-        for name, exponent in self.exponents.items():
-            out *= values[name] ** exponent
-        return float(out)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "coef": finite_or_none(self.coef),
-            "exponents": {k: finite_or_none(v) for k, v in self.exponents.items()},
-            "se": {k: finite_or_none(v) for k, v in self.se.items()},
-            "ci": {k: [finite_or_none(x) for x in v] for k, v in self.ci.items()},
-            "r2": finite_or_none(self.r2),
-            "n_points": self.n_points,
-        }
+from scalesweep.fit.regression import LogLinearLaw, loglinear_ols
+from scalesweep.fit.runs import prepare
 
 
 @dataclass(frozen=True)
@@ -79,31 +44,6 @@ class HparamsFit:
             "n_runs_excluded": self.n_runs_excluded,
             "notes": list(self.notes),
         }
-
-
-def loglinear_ols(
-    frame: pd.DataFrame, y: str, xs: tuple[str, ...], *, level: float = 0.95
-) -> LogLinearLaw:
-    """OLS of ln y on ln x for each x in `xs`, with statsmodels."""
-    import statsmodels.api as sm
-
-    design = sm.add_constant(np.log(frame[list(xs)].to_numpy(float)), has_constant="add")
-    response = np.log(frame[y].to_numpy(float))
-    if len(response) <= len(xs) + 1:
-        raise UserError(
-            f"hparams fit of `{y}` on {list(xs)} needs at least {len(xs) + 2} (N, D) cells, "
-            f"but got {len(response)}"
-        )
-    result = sm.OLS(response, design).fit()
-    bounds = result.conf_int(alpha=1 - level)
-    return LogLinearLaw(
-        coef=float(math.exp(result.params[0])),
-        exponents={x: float(result.params[i + 1]) for i, x in enumerate(xs)},
-        se={x: float(result.bse[i + 1]) for i, x in enumerate(xs)},
-        ci={x: (float(bounds[i + 1][0]), float(bounds[i + 1][1])) for i, x in enumerate(xs)},
-        r2=float(result.rsquared),
-        n_points=len(response),
-    )
 
 
 def fit_hparams(runs: pd.DataFrame, *, level: float = 0.95) -> HparamsFit:

@@ -18,18 +18,17 @@ not bracketed by the sampled sizes, its curvature is not positive, or it has few
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.runs import finite_or_none, prepare
+from scalesweep.fit.regression import LogLogFit, loglog_ols
+from scalesweep.fit.runs import finite_or_none, group_budgets, prepare
 
 IsoflopMethod = Literal["quadratic", "akima"]
-BUDGET_TOLERANCE = 1.1  # runs whose FLOPs differ by less than 10 % share a budget
 
 
 @dataclass(frozen=True)
@@ -62,44 +61,6 @@ class BudgetFit:
     def to_dict(self) -> dict[str, Any]:
         keys = ("flops", "n_opt", "d_opt", "loss_opt", "n_points", "excluded", "reason")
         return {k: finite_or_none(getattr(self, k)) for k in keys}
-
-
-@dataclass(frozen=True)
-class LogLogFit:
-    """y = k·x^p fitted as ln y = ln k + p ln x by OLS."""
-
-    exponent: float
-    """p."""
-    coef: float
-    """k."""
-    se: float | None
-    """Standard error of p (None with 2 points)."""
-    ci: tuple[float | None, float | None]
-    """Confidence interval of p."""
-    n_points: int
-    """Points fitted."""
-    r2: float | None
-    """Coefficient of determination in log space."""
-    cov: tuple[tuple[float, float], tuple[float, float]] | None = None
-    """Covariance of (ln k, p), for confidence bands (None with 2 points)."""
-    level: float = 0.95
-    """Confidence level of `ci` and `band`."""
-
-    def predict(self, x: Any) -> Any:
-        return self.coef * np.power(x, self.exponent)
-
-    def band(self, x: Any) -> tuple[np.ndarray, np.ndarray] | None:
-        """Pointwise confidence band of the fitted line at `x` (None without a covariance)."""
-        if self.cov is None:
-            return None
-        from scipy import stats
-
-        lx = np.log(np.asarray(x, float))
-        cov = np.asarray(self.cov)
-        se = np.sqrt(cov[0, 0] + 2 * lx * cov[0, 1] + lx * lx * cov[1, 1])
-        t = float(stats.t.ppf(0.5 + self.level / 2, max(self.n_points - 2, 1)))
-        center = np.log(self.coef) + self.exponent * lx
-        return np.exp(center - t * se), np.exp(center + t * se)
 
 
 @dataclass(frozen=True)
@@ -136,19 +97,13 @@ class IsoflopFit:
     """(n_bootstrap, 2) resampled (a, b); not serialised."""
 
     def to_dict(self) -> dict[str, Any]:
-        def law(fit: LogLogFit) -> dict[str, Any]:
-            skip = ("ci", "cov")
-            return {k: finite_or_none(v) for k, v in asdict(fit).items() if k not in skip} | {
-                "ci": [finite_or_none(x) for x in fit.ci]
-            }
-
         return {
             "a": finite_or_none(self.a),
             "b": finite_or_none(self.b),
             "a_ci": [finite_or_none(x) for x in self.a_ci],
             "b_ci": [finite_or_none(x) for x in self.b_ci],
-            "n_law": law(self.n_law),
-            "d_law": law(self.d_law),
+            "n_law": self.n_law.to_dict(),
+            "d_law": self.d_law.to_dict(),
             "budgets": [b.to_dict() for b in self.budgets],
             "method": self.method,
             "window": self.window,
@@ -172,48 +127,6 @@ class IsoflopFit:
             "d_opt": float(self.d_law.predict(flops)),
             "ci": ci,
         }
-
-
-def loglog_ols(x: np.ndarray, y: np.ndarray, *, level: float = 0.95) -> LogLogFit:
-    """OLS of ln y on ln x with statsmodels (standard error and conf_int of the slope)."""
-    import statsmodels.api as sm
-
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    if lx.size < 2 or np.ptp(lx) == 0:
-        raise UserError(f"a power-law fit needs at least 2 distinct x values, but got {lx.size}")
-    result = sm.OLS(ly, sm.add_constant(lx)).fit()
-    if lx.size > 2:
-        low, high = result.conf_int(alpha=1 - level)[1]
-        se: float | None = float(result.bse[1])
-        ci: tuple[float | None, float | None] = (float(low), float(high))
-        with np.errstate(divide="ignore", invalid="ignore"):  # R² of a constant y is undefined
-            r2: float | None = float(result.rsquared)
-        (c00, c01), (c10, c11) = np.asarray(result.cov_params(), float)
-        cov: tuple[tuple[float, float], tuple[float, float]] | None = ((c00, c01), (c10, c11))
-    else:  # an exact line through two points has no error estimate
-        se, ci, r2, cov = None, (None, None), None, None
-    return LogLogFit(
-        float(result.params[1]),
-        float(math.exp(result.params[0])),
-        se,
-        ci,
-        lx.size,
-        r2,
-        cov=cov,
-        level=level,
-    )
-
-
-def group_budgets(flops: np.ndarray, tolerance: float = BUDGET_TOLERANCE) -> np.ndarray:
-    """Budget label (geometric mean) per run: sorted FLOPs split where consecutive values
-    differ by more than `tolerance`× (a sweep's runs miss their budget by a few steps)."""
-    order = np.argsort(flops)
-    logs = np.log(flops[order])
-    cluster = np.concatenate([[0], np.cumsum(np.diff(logs) > math.log(tolerance))])
-    means = np.exp(pd.Series(logs).groupby(cluster).transform("mean").to_numpy())
-    labels = np.empty_like(flops, dtype=float)
-    labels[order] = means
-    return labels
 
 
 def _best_per_size(group: pd.DataFrame) -> pd.DataFrame:

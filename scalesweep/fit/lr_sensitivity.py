@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.isoflop import loglog_ols
+from scalesweep.fit.regression import loglog_ols
 from scalesweep.fit.runs import finite_or_none
 
 DEFAULT_LR_RANGE = (3e-4, 3e-1)

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from scalesweep.fit.isoflop import IsoflopFit, LogLogFit
+from scalesweep.fit.isoflop import IsoflopFit
 from scalesweep.fit.lr_sensitivity import LrSensitivityFit
 from scalesweep.fit.parametric import ParametricFit, compute_optimal_arrays
 from scalesweep.fit.power_law import PowerLawFit
+from scalesweep.fit.regression import LogLogFit
 
 
 def _figure(ncols: int = 1) -> tuple[Any, Any]:

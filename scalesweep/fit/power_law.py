@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.isoflop import group_budgets, loglog_ols
-from scalesweep.fit.runs import finite_or_none, prepare
+from scalesweep.fit.regression import loglog_ols
+from scalesweep.fit.runs import finite_or_none, group_budgets, prepare
 
 KAPLAN_VARIABLES = ("params", "tokens", "flops")
 

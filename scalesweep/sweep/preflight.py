@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from scalesweep.config import Experiment
 from scalesweep.errors import UserError
-from scalesweep.sweep.tracking import is_local_uri, resolve_tracking_uri
+from scalesweep.tracking import is_local_uri, resolve_tracking_uri
 
 
 def alive_nodes() -> list[dict[str, object]]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from scalesweep.config import Experiment, ResourcesConfig, parse_experiment
 from scalesweep.errors import UserError
-from scalesweep.sweep import tracking
+from scalesweep import tracking
 from scalesweep.sweep.plan import Plan, trial_name
 from scalesweep.sweep.search import CELL_KEY
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalesweep.commands.fit import main
-from scalesweep.fit.runs import latest_parent_run_id, read_runs, runs_table_from_mlflow
+from scalesweep import tracking
+from scalesweep.commands.fit import main, read_runs
 
 DATA = Path(__file__).parents[1] / "data"
 CHINCHILLA = str(DATA / "chinchilla_fig4_epoch_extracted.csv")
@@ -96,8 +96,6 @@ def test_mlflow_source_reads_children_and_logs_back(tmp_path, capsys, monkeypatc
     # latest parent run.
     from mlflow.tracking import MlflowClient
 
-    from scalesweep.sweep import tracking
-
     monkeypatch.chdir(tmp_path)  # MLflow puts artifacts of a SQLite store under ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -109,11 +107,11 @@ def test_mlflow_source_reads_children_and_logs_back(tmp_path, capsys, monkeypatc
         summary = {k: row[k] for k in ("init_loss", "final_val_loss", "params", "flops")}
         batcher = tracking.MetricBatcher(client, child, every_s=0, spool=tmp_path / "spool")
         batcher.close(summary=tracking.summary_metrics(summary), tags={"status": row["status"]})
-    table = runs_table_from_mlflow("lrs", uri)
+    table = tracking.runs_table("lrs", uri)
     assert len(table) == 15 and (table["status"] == "diverged").sum() == 1
     assert table["model.width"].dtype.kind in "iu" and table["model.qk_norm"].dtype == bool
     assert table["model.z_loss"].isna().all()
-    assert latest_parent_run_id("lrs", uri) == parent
+    assert tracking.latest_parent_run_id("lrs", uri) == parent
 
     out = tmp_path / "out"
     data = run_json(["lrs", "--tracking-uri", uri, "--kind", "lr-sensitivity", "--out", str(out)],

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from scalesweep.errors import UserError
-from scalesweep.fit.isoflop import fit_budget, fit_envelope, fit_isoflop, group_budgets
+from scalesweep.fit.isoflop import fit_budget, fit_envelope, fit_isoflop
+from scalesweep.fit.runs import group_budgets
 
 DATA = Path(__file__).parents[1] / "data"
 PORIAN = pd.read_csv(DATA / "porian2024_isoflop_runs.csv")

@@ -4,7 +4,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from scalesweep.errors import UserError
-from scalesweep.sweep import tracking
+from scalesweep import tracking
 
 
 class FlakyClient:

@@ -1,0 +1,32 @@
+"""The one way numbers are written in fit summaries and reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def num(value: Any, digits: int = 4) -> str:
+    """A number in `digits` significant digits; None (a fit that had no value) as n/a.
+
+    Example:
+        >>> num(0.123456), num(None), num(3)
+        ('0.1235', 'n/a', '3')
+    """
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def interval(pair: Sequence[Any] | None) -> str:
+    """`[low, high]`, or n/a when the fit has no interval.
+
+    Example:
+        >>> interval([0.1, 0.25]), interval([None, None])
+        ('[0.1, 0.25]', 'n/a')
+    """
+    if not pair or pair[0] is None:
+        return "n/a"
+    return f"[{num(pair[0])}, {num(pair[1])}]"

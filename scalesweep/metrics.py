@@ -1,0 +1,87 @@
+"""The names that cross module borders: per-step metrics, the per-trial summary, run statuses.
+
+The trainer writes them, the sweep logs them to MLflow, the runs table carries them and the
+fitter reads them; the MLflow UI lines runs up by them. Every module uses these constants, and
+tests/test_architecture.py fails if one of the names appears as a literal anywhere else.
+No heavy imports here: the CLI, the fitter and the trainer all load this module.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+# Per-step metrics (logged from rank 0 at `train.log_every` and at evaluations).
+TRAIN_LOSS: Final = "train/loss"
+VAL_LOSS: Final = "val/loss"
+VAL_LOSS_AVG: Final = "val/loss_avg"
+"""Validation loss of the averaged weights (SWA/EMA), when `averaging` is on."""
+LR: Final = "train/lr"
+TOKENS: Final = "train/tokens"
+FLOPS: Final = "train/flops"
+GRAD_NORM: Final = "train/grad_norm"
+PARAM_NORM: Final = "train/param_norm"
+ATTN_LOGIT_MAX: Final = "train/attn_logit_max"
+"""The largest pre-softmax attention logit (Wortsman et al. 2023, attention-logit growth)."""
+OUTPUT_LOGZ: Final = "train/output_logz"
+"""Mean log Z of the output softmax (Wortsman et al. 2023, output-logit divergence)."""
+GRAD_NOISE_SCALE: Final = "train/grad_noise_scale"
+"""B_simple = tr(Σ)/|G|² (McCandlish et al. 2018), from gradients at two batch sizes."""
+TOKENS_PER_S: Final = "perf/tokens_per_s"
+MFU: Final = "perf/mfu"
+
+STEP_METRICS: Final = (
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_LOSS_AVG,
+    LR,
+    TOKENS,
+    FLOPS,
+    GRAD_NORM,
+    PARAM_NORM,
+    ATTN_LOGIT_MAX,
+    OUTPUT_LOGZ,
+    GRAD_NOISE_SCALE,
+    TOKENS_PER_S,
+    MFU,
+)
+
+# Per-trial summary: the fields of `train.TrainSummary` that are logged as MLflow metrics.
+INIT_LOSS: Final = "init_loss"
+"""ℓ0: the validation loss at step 0."""
+FINAL_VAL_LOSS: Final = "final_val_loss"
+FINAL_VAL_LOSS_AVG: Final = "final_val_loss_avg"
+LAST_FINITE_LOSS: Final = "last_finite_loss"
+PARAMS: Final = "params"
+PARAMS_NONEMBED: Final = "params_nonembed"
+TRAINED_TOKENS: Final = "tokens"
+"""Tokens actually trained: whole steps of batch_size · seq_len."""
+TRAINED_FLOPS: Final = "flops"
+STEPS: Final = "steps"
+SUMMARY_TOKENS_PER_S: Final = "tokens_per_s"
+WALL_S: Final = "wall_s"
+
+SUMMARY_METRICS: Final = (
+    INIT_LOSS,
+    FINAL_VAL_LOSS,
+    FINAL_VAL_LOSS_AVG,
+    LAST_FINITE_LOSS,
+    PARAMS,
+    PARAMS_NONEMBED,
+    TRAINED_TOKENS,
+    TRAINED_FLOPS,
+    STEPS,
+    SUMMARY_TOKENS_PER_S,
+    WALL_S,
+)
+"""Every numeric summary field, in the order the runs table shows them."""
+
+# Trial statuses (the `status` tag of a child run and the `status` column of the runs table).
+STATUS: Final = "status"
+Status = Literal["completed", "diverged", "failed"]
+COMPLETED: Final = "completed"
+DIVERGED: Final = "diverged"
+FAILED: Final = "failed"
+RUNNING: Final = "running"
+"""A child run that has started and not finished (or whose driver died before marking it)."""
+FINISHED_STATUSES: Final = (COMPLETED, DIVERGED)
+"""Statuses of a trial that ran to its end: never trained again on --resume."""
