@@ -58,7 +58,7 @@ def sweep_raw(args: argparse.Namespace, name: str, root: Path, **overrides: Any)
 
 
 def time_sweep(raw: dict[str, Any]) -> float:
-    from scalesweep.config import parse_experiment
+    from scalesweep.experiment import parse_experiment
     from scalesweep.sweep.plan import plan
     from scalesweep.sweep.runner import run_sweep
 
@@ -73,7 +73,7 @@ def time_sweep(raw: dict[str, Any]) -> float:
 
 
 def time_direct(raw: dict[str, Any]) -> float:
-    from scalesweep.config import parse_experiment
+    from scalesweep.experiment import parse_experiment
     from scalesweep.train import train
 
     experiment = parse_experiment(raw)

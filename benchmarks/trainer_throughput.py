@@ -37,7 +37,7 @@ class Case:
 
 
 def experiment(case: Case, *, log_every: int) -> Any:
-    from scalesweep.config import parse_experiment
+    from scalesweep.experiment import parse_experiment
 
     return parse_experiment(
         {
@@ -139,8 +139,8 @@ def plain(case: Case, *, warmup: int) -> float:
 
 def mfu(case: Case, tokens_per_s: float) -> str:
     from scalesweep.config import ModelConfig
+    from scalesweep.distributed import peak_flops as _peak_flops
     from scalesweep.flops import flops_per_token
-    from scalesweep.train import _peak_flops
 
     if case.device != "cuda":
         return "-"

@@ -1,52 +1,45 @@
-"""The training loop: one function, used by `scalesweep train` and by every Ray Train worker.
+"""The training loop: one `Trainer`, used by `scalesweep train` and by every sweep trial.
 
 `train(config)` runs one training run and returns a `TrainSummary`. It never needs Ray: when
 `torch.distributed` is initialized (Ray Train does that) it wraps the model for DDP, shards data
 and evaluation by rank, and only rank 0 calls the metric callbacks.
 
-Each step, in order: LR, eval (also at step 0, giving init_loss ℓ0), forward/backward with
-gradient accumulation, clipping, optimizer step, metrics. A run whose training loss turns
-non-finite or rises above ℓ0 + train.divergence_margin stops with status `diverged`; it does not
-raise.
+Each step, in order: LR, forward/backward with gradient accumulation, clipping, optimizer step,
+metrics, then evaluation and checkpoint when due (step 0 is evaluated first, giving ℓ0). A run
+whose training loss turns non-finite or rises above ℓ0 + train.divergence_margin stops with
+status `diverged`; it does not raise. The `Trainer` keeps its whole state in `state_dict()`, so
+a run can be checkpointed, resumed, or forked mid-way (cooldown branches) without another loop.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import random
-import shutil
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from scalesweep import data as data_lib
+from scalesweep import checkpoint, data
+from scalesweep import metrics as m
 from scalesweep.config import ExperimentConfig, total_steps
+from scalesweep.distributed import World, all_reduce_mean, peak_flops, resolve_world
 from scalesweep.errors import UserError
 from scalesweep.flops import count_params, flops_per_token
 from scalesweep.model import GPT
 from scalesweep.optim import build_optimizer, set_lr
 from scalesweep.schedules import lr_multiplier
 
-Status = Literal["completed", "diverged"]
-
-# Dense bf16 peak of the GPUs we know, for MFU (vendor spec sheets, SXM parts).
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "B200": 2250e12}
-
 
 @dataclass(frozen=True)
 class TrainSummary:
-    """What one run produced; the per-trial summary names of DESIGN.md."""
+    """What one run produced; the per-trial summary names of `scalesweep.metrics`."""
 
-    status: Status
+    status: m.Status
     init_loss: float
     """ℓ0: validation loss at step 0."""
     final_val_loss: float | None
@@ -80,144 +73,31 @@ class Callback(Protocol):
     def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None: ...
 
 
-@dataclass(frozen=True)
-class _World:
-    rank: int
-    size: int
-    device: torch.device
+@dataclass
+class RunState:
+    """Where a run is; saved in checkpoints and copied into forks."""
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _world(config: ExperimentConfig, device: torch.device | None) -> _World:
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    size = dist.get_world_size() if dist.is_initialized() else 1
-    if device is None:
-        wants_cuda = config.train.device == "cuda" or (
-            config.train.device == "auto" and torch.cuda.is_available()
-        )
-        if wants_cuda and not torch.cuda.is_available():
-            raise UserError("train.device: got 'cuda', but no CUDA device is available")
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device(f"cuda:{local_rank}") if wants_cuda else torch.device("cpu")
-    return _World(rank=rank, size=size, device=device)
+    step: int = 0
+    init_loss: float = math.nan
+    last_finite_loss: float | None = None
+    final_val_loss: float | None = None
+    """The validation loss at step `n_steps`, once evaluated."""
+    status: m.Status = m.COMPLETED
+    reason: str | None = None
+    diverged_step: int | None = None
 
 
-def _all_reduce_mean(values: torch.Tensor, world: _World) -> torch.Tensor:
-    if world.size > 1:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values = values / world.size
-    return values
+@dataclass
+class _Window:
+    """Wall-clock throughput between logged steps."""
 
+    started: float = field(default_factory=time.perf_counter)
+    tokens: int = 0
 
-def _peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
-
-
-def _batch(
-    tokens: np.ndarray,
-    *,
-    micro: int,
-    seq_len: int,
-    seed: int,
-    step: int,
-    index: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = data_lib.sample_batch(
-        tokens, batch_size=micro, seq_len=seq_len, seed=seed, step=step, index=index
-    )
-    return (
-        torch.from_numpy(x).to(device, non_blocking=True),
-        torch.from_numpy(y).to(device, non_blocking=True),
-    )
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    val: np.ndarray,
-    config: ExperimentConfig,
-    *,
-    micro: int,
-    world: _World,
-    autocast: Any,
-) -> float:
-    """Mean validation loss over `train.eval_batches` fixed windows, shared out across ranks."""
-    model.eval()
-    total = torch.zeros(2, device=world.device)
-    for index in range(world.rank, config.train.eval_batches, world.size):
-        x, y = _batch(
-            val,
-            micro=micro,
-            seq_len=config.model.seq_len,
-            seed=config.train.seed,
-            step=0,
-            index=index,
-            device=world.device,
-        )
-        with autocast():
-            total[0] += model(x, y).ce_loss.float()
-        total[1] += 1
-    if world.size > 1:
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    model.train()
-    return (total[0] / total[1]).item()
-
-
-def save_checkpoint(
-    path: Path,
-    *,
-    model: GPT,
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    init_loss: float,
-    last_finite_loss: float | None,
-) -> None:
-    """Everything needed to continue bit-for-bit on CPU. The data position is the step itself:
-    batches depend only on (seed, step, index), so there is no sampler state to save."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "step": step,
-        "init_loss": init_loss,
-        "last_finite_loss": last_finite_loss,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
-        },
-    }
-    torch.save(state, tmp / "state.pt")
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(
-    path: Path, *, model: GPT, optimizer: torch.optim.Optimizer, device: torch.device
-) -> dict[str, Any]:
-    file = Path(path) / "state.pt"
-    if not file.is_file():
-        raise UserError(f"resume: no checkpoint at {file}")
-    state = torch.load(file, map_location=device, weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"].cpu())
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    return state
+    def rate(self) -> float:
+        rate = self.tokens / (time.perf_counter() - self.started)
+        self.started, self.tokens = time.perf_counter(), 0
+        return rate
 
 
 def _diverged(loss: float, init_loss: float, margin: float) -> str | None:
@@ -228,6 +108,294 @@ def _diverged(loss: float, init_loss: float, margin: float) -> str | None:
     return None
 
 
+class Trainer:
+    """One run of `config`: build once, then `run()` (or `run(until=step)` to stop mid-way).
+
+    checkpoint_dir: where `train.checkpoint_every` checkpoints go (rank 0 writes; the latest one
+    is kept as `latest`). device: overrides `train.device` (Ray Train passes the worker's).
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        callbacks: Sequence[Callback] = (),
+        device: torch.device | None = None,
+        checkpoint_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.checkpoint_dir = checkpoint_dir
+        self.world: World = resolve_world(config.train.device, device)
+        self.shards = data.load_shards(config.data.path)
+        self.model_config = self._model_config()
+        self.micro, self.accumulation = self._micro_batches()
+        self.n_steps = total_steps(config)
+        self.tokens_per_step = config.train.batch_size * self.model_config.seq_len
+        self.flops_per_token = flops_per_token(self.model_config, config.train.flop_counting)
+        self.mfu_flops_per_token = flops_per_token(self.model_config, "palm")
+        self.counts = count_params(self.model_config)
+        self.peak = peak_flops(self.world.device)
+        torch.manual_seed(config.train.seed)
+        self.model = GPT(self.model_config).to(self.world.device)
+        # The model's own count agrees with flops.py (tests/test_flops.py checks every shape).
+        assert self.model.num_params()["total"] == self.counts.total
+        fused = self.world.device.type == "cuda"
+        self.optimizer = build_optimizer(self.model, config.optim, fused=fused)
+        self.runner = self._wrap(self.model)
+        self.state = RunState()
+        self.window = _Window()
+        self.started = time.perf_counter()
+        self.tokens_at_start = 0
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def _model_config(self) -> Any:
+        model, vocab = self.config.model, self.shards.vocab_size
+        if model.vocab_size is None:
+            return model.model_copy(update={"vocab_size": vocab})
+        if model.vocab_size < vocab:
+            raise UserError(
+                f"model.vocab_size: got {model.vocab_size}, but the data at "
+                f"{self.config.data.path} has vocab_size {vocab}"
+            )
+        return model
+
+    def _micro_batches(self) -> tuple[int, int]:
+        """(sequences per forward pass, micro-batches per step) on this rank."""
+        batch, size = self.config.train.batch_size, self.world.size
+        per_rank, remainder = divmod(batch, size)
+        micro = self.config.train.micro_batch_size or per_rank
+        if remainder or per_rank % micro:
+            raise UserError(
+                f"train.batch_size: got {batch}, which does not split into {size} ranks × "
+                f"micro-batches of {micro}"
+            )
+        return micro, per_rank // micro
+
+    def _wrap(self, model: GPT) -> torch.nn.Module:
+        runner: torch.nn.Module = model
+        if self.config.train.compile and self.world.device.type == "cuda":
+            runner = torch.compile(model)  # type: ignore[assignment]
+        if self.world.size > 1:
+            device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
+            runner = DistributedDataParallel(runner, device_ids=device_ids)
+        return runner
+
+    def autocast(self) -> Any:
+        if self.world.device.type == "cuda" and self.config.train.precision == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "run": asdict(self.state),
+            "rng": checkpoint.rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.state = RunState(**state["run"])
+        checkpoint.set_rng_state(state["rng"])
+        self.tokens_at_start = self.state.step * self.tokens_per_step
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint directory written by this trainer."""
+        self.load_state_dict(checkpoint.load(path, self.world.device))
+
+    # --- callbacks -----------------------------------------------------------------------------
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.world.is_main:
+            for callback in self.callbacks:
+                callback.on_log(step, metrics)
+
+    def report(self, step: int, metrics: dict[str, float], saved: Path | None) -> None:
+        for callback in self.callbacks:
+            callback.on_report(step, metrics, saved)
+
+    # --- the step ------------------------------------------------------------------------------
+
+    def lr_at(self, step: int) -> float:
+        return self.config.optim.lr * lr_multiplier(self.config.schedule, step, self.n_steps)
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean validation loss over `train.eval_batches` fixed windows, shared out across ranks."""
+        self.model.eval()
+        total = torch.zeros(2, device=self.world.device)
+        train = self.config.train
+        for index in range(self.world.rank, train.eval_batches, self.world.size):
+            x, y = self._batch(self.shards.val, step=0, index=index)
+            with self.autocast():
+                total[0] += self.runner(x, y).ce_loss.float()
+            total[1] += 1
+        if self.world.size > 1:
+            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+        self.model.train()
+        return (total[0] / total[1]).item()
+
+    def _batch(self, tokens: Any, *, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = data.sample_batch(
+            tokens,
+            batch_size=self.micro,
+            seq_len=self.model_config.seq_len,
+            seed=self.config.train.seed,
+            step=step,
+            index=index,
+        )
+        device = self.world.device
+        return (
+            torch.from_numpy(x).to(device, non_blocking=True),
+            torch.from_numpy(y).to(device, non_blocking=True),
+        )
+
+    def _forward_backward(self, diagnose: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Gradients of one step, accumulated over the micro-batches (DDP syncs on the last one
+        only); returns the mean loss and, when `diagnose`, the first micro-batch's diagnostics."""
+        loss = torch.zeros((), device=self.world.device)
+        diagnostics: dict[str, torch.Tensor] = {}
+        for micro_step in range(self.accumulation):
+            index = micro_step * self.world.size + self.world.rank
+            x, y = self._batch(self.shards.train, step=self.state.step, index=index)
+            last = micro_step == self.accumulation - 1
+            sync = nullcontext() if last or self.world.size == 1 else self.runner.no_sync()  # type: ignore[operator]
+            with sync, self.autocast():
+                out = self.runner(x, y, diagnostics=diagnose and micro_step == 0)
+                (out.loss / self.accumulation).backward()
+            loss += out.ce_loss.detach() / self.accumulation
+            if out.attn_logit_max is not None and out.output_logz is not None:
+                diagnostics = {m.ATTN_LOGIT_MAX: out.attn_logit_max, m.OUTPUT_LOGZ: out.output_logz}
+        return loss, diagnostics
+
+    def _clip(self) -> torch.Tensor:
+        if self.config.optim.grad_clip is not None:
+            return torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.config.optim.grad_clip
+            )
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads)
+
+    def step(self) -> dict[str, float] | None:
+        """One optimizer step: LR, forward/backward, clip, update. Returns the metrics on a log
+        step (every `train.log_every` steps and the last one), else None."""
+        lr = self.lr_at(self.state.step)
+        set_lr(self.optimizer, lr)
+        every = self.config.train.log_every
+        is_log = (self.state.step + 1) % every == 0 or self.state.step + 1 == self.n_steps
+        loss, diagnostics = self._forward_backward(diagnose=is_log)
+        grad_norm = self._clip()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.window.tokens += self.tokens_per_step
+        if not is_log:
+            return None
+        tokens = float(self.state.step * self.tokens_per_step)
+        tokens_per_s = self.window.rate()
+        metrics = {
+            m.TRAIN_LOSS: all_reduce_mean(loss, self.world).item(),
+            m.LR: lr,
+            m.TOKENS: tokens,
+            m.FLOPS: self.flops_per_token * tokens,
+            m.GRAD_NORM: float(grad_norm),
+            m.PARAM_NORM: float(torch.nn.utils.get_total_norm(list(self.model.parameters()))),
+            m.TOKENS_PER_S: tokens_per_s,
+            **{k: float(v) for k, v in diagnostics.items()},
+        }
+        if self.peak is not None:
+            metrics[m.MFU] = tokens_per_s * self.mfu_flops_per_token / (self.peak * self.world.size)
+        return metrics
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _stop(self, reason: str) -> None:
+        self.state.status, self.state.reason = m.DIVERGED, reason
+        self.state.diverged_step = self.state.step
+
+    def _record(self, metrics: dict[str, float]) -> bool:
+        """Log a step's metrics; False when the training loss says the run diverged."""
+        loss = metrics[m.TRAIN_LOSS]
+        reason = _diverged(loss, self.state.init_loss, self.config.train.divergence_margin)
+        if reason is None:
+            self.state.last_finite_loss = loss
+        self.log(self.state.step, metrics)
+        if reason is not None:
+            self._stop(reason)
+        return reason is None
+
+    def _evaluate_and_save(self) -> bool:
+        """Evaluate and checkpoint when due; False when the validation loss is non-finite."""
+        step, every = self.state.step, self.config.train.checkpoint_every
+        is_eval = step % self.config.train.eval_every == 0 or step == self.n_steps
+        is_checkpoint = every is not None and (step % every == 0 or step == self.n_steps)
+        if not (is_eval or is_checkpoint):
+            return True
+        val = self.evaluate()
+        if not math.isfinite(val):
+            self._stop(f"non-finite validation loss ({val})")
+            return False
+        if step == self.n_steps:
+            self.state.final_val_loss = val
+        self.log(step, {m.VAL_LOSS: val})
+        saved = None
+        if is_checkpoint and self.checkpoint_dir is not None and self.world.is_main:
+            saved = Path(self.checkpoint_dir) / "latest"
+            checkpoint.save(saved, self.state_dict())
+        self.report(step, {m.VAL_LOSS: val, "step": step}, saved)
+        return True
+
+    def begin(self) -> None:
+        """Step 0: evaluate the untrained model for ℓ0 (once per run, not on resume)."""
+        if not math.isnan(self.state.init_loss):
+            return
+        self.state.init_loss = self.evaluate()
+        self.log(0, {m.VAL_LOSS: self.state.init_loss, m.TOKENS: 0.0, m.FLOPS: 0.0})
+        self.report(0, {m.VAL_LOSS: self.state.init_loss, m.INIT_LOSS: self.state.init_loss,
+                        "step": 0}, None)  # fmt: skip
+
+    def run(self, until: int | None = None) -> TrainSummary:
+        """Train to `until` (default: the end), stopping early if the run diverges."""
+        self.begin()
+        end = self.n_steps if until is None else min(until, self.n_steps)
+        self.window = _Window()
+        while self.state.status == m.COMPLETED and self.state.step < end:
+            metrics = self.step()
+            if metrics is not None and not self._record(metrics):
+                break
+            if not self._evaluate_and_save():
+                break
+        finished = self.state.step == self.n_steps and self.state.status == m.COMPLETED
+        if finished and self.state.final_val_loss is None:  # resumed from the last checkpoint
+            self.state.final_val_loss = self.evaluate()
+        return self.summary()
+
+    def summary(self) -> TrainSummary:
+        wall = time.perf_counter() - self.started
+        tokens = self.state.step * self.tokens_per_step
+        return TrainSummary(
+            status=self.state.status,
+            init_loss=self.state.init_loss,
+            final_val_loss=self.state.final_val_loss if self.state.status == m.COMPLETED else None,
+            last_finite_loss=self.state.last_finite_loss,
+            steps=self.state.step,
+            total_steps=self.n_steps,
+            params=self.counts.total,
+            params_nonembed=self.counts.nonembed,
+            tokens=tokens,
+            flops=self.flops_per_token * tokens,
+            tokens_per_s=(tokens - self.tokens_at_start) / wall,
+            wall_s=wall,
+            diverged_step=self.state.diverged_step,
+            reason=self.state.reason,
+        )
+
+
 def train(
     config: ExperimentConfig,
     *,
@@ -236,192 +404,11 @@ def train(
     callbacks: Sequence[Callback] = (),
     device: torch.device | None = None,
 ) -> TrainSummary:
-    """Train one model as `config` says and return its summary.
+    """Train one model as `config` says and return its summary (see `Trainer`).
 
-    checkpoint_dir: where `train.checkpoint_every` checkpoints go (rank 0 writes; the latest one
-    is kept). resume_from: a checkpoint directory to continue from. device: overrides
-    `train.device` (Ray Train passes the worker's device).
+    resume_from: a checkpoint directory to continue from.
     """
-    started = time.perf_counter()
-    world = _world(config, device)
-    shards = data_lib.load_shards(config.data.path)
-    model_config = config.model
-    if model_config.vocab_size is None:
-        model_config = model_config.model_copy(update={"vocab_size": shards.vocab_size})
-    elif model_config.vocab_size < shards.vocab_size:
-        raise UserError(
-            f"model.vocab_size: got {model_config.vocab_size}, but the data at "
-            f"{config.data.path} has vocab_size {shards.vocab_size}"
-        )
-    per_rank, remainder = divmod(config.train.batch_size, world.size)
-    micro = config.train.micro_batch_size or per_rank
-    if remainder or per_rank % micro:
-        raise UserError(
-            f"train.batch_size: got {config.train.batch_size}, which does not split into "
-            f"{world.size} ranks × micro-batches of {micro}"
-        )
-    accumulation = per_rank // micro
-    n_steps = total_steps(config)
-    seq_len = model_config.seq_len
-    tokens_per_step = config.train.batch_size * seq_len
-    flops_token = flops_per_token(model_config, config.train.flop_counting)
-    mfu_flops_token = flops_per_token(model_config, "palm")
-    counts = count_params(model_config)
-    peak = _peak_flops(world.device)
-
-    torch.manual_seed(config.train.seed)
-    model = GPT(model_config).to(world.device)
-    assert model.num_params()["total"] == counts.total  # the model's own count agrees with flops.py
-    optimizer = build_optimizer(model, config.optim, fused=world.device.type == "cuda")
-    step, init_loss, last_finite = 0, math.nan, None
+    trainer = Trainer(config, callbacks=callbacks, device=device, checkpoint_dir=checkpoint_dir)
     if resume_from is not None:
-        state = load_checkpoint(resume_from, model=model, optimizer=optimizer, device=world.device)
-        step, init_loss, last_finite = state["step"], state["init_loss"], state["last_finite_loss"]
-
-    runner: torch.nn.Module = model
-    if config.train.compile and world.device.type == "cuda":
-        runner = torch.compile(model)  # type: ignore[assignment]
-    if world.size > 1:
-        device_ids = [world.device.index] if world.device.type == "cuda" else None
-        runner = DistributedDataParallel(runner, device_ids=device_ids)
-    use_bf16 = world.device.type == "cuda" and config.train.precision == "bf16"
-
-    def autocast() -> Any:
-        if use_bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
-
-    def report(step_: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        for callback in callbacks:
-            callback.on_report(step_, metrics, checkpoint)
-
-    def log(step_: int, metrics: dict[str, float]) -> None:
-        if world.is_main:
-            for callback in callbacks:
-                callback.on_log(step_, metrics)
-
-    def val_loss() -> float:
-        return evaluate(runner, shards.val, config, micro=micro, world=world, autocast=autocast)
-
-    if resume_from is None:
-        init_loss = val_loss()
-        log(0, {"val/loss": init_loss, "train/tokens": 0.0, "train/flops": 0.0})
-        report(0, {"val/loss": init_loss, "init_loss": init_loss, "step": 0}, None)
-
-    status: Status = "completed"
-    reason: str | None = None
-    diverged_step: int | None = None
-    final_val: float | None = None
-    window_start, window_tokens = time.perf_counter(), 0
-    trained_tokens_at_start = step * tokens_per_step
-    loss_sum = torch.zeros((), device=world.device)
-
-    while step < n_steps:
-        # 1) learning rate
-        lr = config.optim.lr * lr_multiplier(config.schedule, step, n_steps)
-        set_lr(optimizer, lr)
-        is_log_step = (step + 1) % config.train.log_every == 0 or step + 1 == n_steps
-        # 2) forward/backward over the micro-batches (DDP syncs gradients on the last one only)
-        diagnostics: dict[str, torch.Tensor] = {}
-        loss_sum.zero_()
-        for micro_step in range(accumulation):
-            x, y = _batch(
-                shards.train,
-                micro=micro,
-                seq_len=seq_len,
-                seed=config.train.seed,
-                step=step,
-                index=micro_step * world.size + world.rank,
-                device=world.device,
-            )
-            last_micro = micro_step == accumulation - 1
-            sync = nullcontext() if last_micro or world.size == 1 else runner.no_sync()  # type: ignore[operator]
-            with sync, autocast():
-                out = runner(x, y, diagnostics=is_log_step and micro_step == 0)
-                (out.loss / accumulation).backward()
-            loss_sum += out.ce_loss.detach() / accumulation
-            if out.attn_logit_max is not None and out.output_logz is not None:
-                diagnostics = {
-                    "train/attn_logit_max": out.attn_logit_max,
-                    "train/output_logz": out.output_logz,
-                }
-        # 3) clip, 4) step
-        if config.optim.grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm(
-                [p.grad for p in model.parameters() if p.grad is not None]
-            )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        window_tokens += tokens_per_step
-        trained_tokens = step * tokens_per_step
-        # 5) metrics, divergence check, evaluation, checkpoint
-        if is_log_step:
-            loss = _all_reduce_mean(loss_sum.detach().clone(), world).item()
-            elapsed = time.perf_counter() - window_start
-            tokens_per_s = window_tokens / elapsed
-            metrics = {
-                "train/loss": loss,
-                "train/lr": lr,
-                "train/tokens": float(trained_tokens),
-                "train/flops": flops_token * trained_tokens,
-                "train/grad_norm": float(grad_norm),
-                "train/param_norm": float(torch.nn.utils.get_total_norm(list(model.parameters()))),
-                "perf/tokens_per_s": tokens_per_s,
-                **{k: float(v) for k, v in diagnostics.items()},
-            }
-            if peak is not None:
-                metrics["perf/mfu"] = tokens_per_s * mfu_flops_token / (peak * world.size)
-            window_start, window_tokens = time.perf_counter(), 0
-            reason = _diverged(loss, init_loss, config.train.divergence_margin)
-            if reason is None:
-                last_finite = loss
-            log(step, metrics)
-            if reason is not None:
-                status, diverged_step = "diverged", step
-                break
-        is_eval = step % config.train.eval_every == 0 or step == n_steps
-        every = config.train.checkpoint_every
-        is_checkpoint = every is not None and (step % every == 0 or step == n_steps)
-        if is_eval or is_checkpoint:
-            current_val = val_loss()
-            if not math.isfinite(current_val):
-                status, diverged_step = "diverged", step
-                reason = f"non-finite validation loss ({current_val})"
-                break
-            log(step, {"val/loss": current_val})
-            checkpoint = None
-            if is_checkpoint and checkpoint_dir is not None and world.is_main:
-                checkpoint = Path(checkpoint_dir) / "latest"
-                save_checkpoint(
-                    checkpoint,
-                    model=model,
-                    optimizer=optimizer,
-                    step=step,
-                    init_loss=init_loss,
-                    last_finite_loss=last_finite,
-                )
-            report(step, {"val/loss": current_val, "step": step}, checkpoint)
-            if step == n_steps:
-                final_val = current_val
-
-    wall = time.perf_counter() - started
-    trained_tokens = step * tokens_per_step
-    return TrainSummary(
-        status=status,
-        init_loss=init_loss,
-        final_val_loss=final_val,
-        last_finite_loss=last_finite,
-        steps=step,
-        total_steps=n_steps,
-        params=counts.total,
-        params_nonembed=counts.nonembed,
-        tokens=trained_tokens,
-        flops=flops_token * trained_tokens,
-        tokens_per_s=(trained_tokens - trained_tokens_at_start) / wall,
-        wall_s=wall,
-        diverged_step=diverged_step,
-        reason=reason,
-    )
+        trainer.resume(resume_from)
+    return trainer.run()

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from scalesweep.cli import main
-from scalesweep.config import parse_experiment
 from scalesweep.errors import UserError
+from scalesweep.experiment import parse_experiment
 from scalesweep.sweep import preflight
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,8 +2,9 @@
 
 import pytest
 
-from scalesweep.config import load_experiment, parse_experiment, parse_override, run_params
+from scalesweep.config import run_params
 from scalesweep.errors import UserError
+from scalesweep.experiment import load_experiment, parse_experiment, parse_override
 
 
 def test_plain_values_and_defaults():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from scalesweep import data
+from scalesweep import shards as writer
 from scalesweep.commands.data import main
 from scalesweep.errors import UserError
 
@@ -134,7 +135,7 @@ def test_split_is_whole_documents_plus_at_most_one_tail(lengths, fraction):
     # documents plus at most one contiguous tail, each document at most once.
     lengths = np.asarray(lengths)
     total = int(lengths.sum())
-    parts = data.split_documents(lengths, val_fraction=fraction, seed=0)
+    parts = writer.split_documents(lengths, val_fraction=fraction, seed=0)
     budget = min(max(1, round(fraction * total)), total - 1)
     assert sum(stop - start for _, start, stop in parts) == budget
     assert len({doc for doc, _, _ in parts}) == len(parts)
@@ -147,7 +148,7 @@ def test_a_single_document_gives_its_tail_to_validation(tmp_path):
     # order, they are the whole document.
     text = "".join(f"line {i}\n" for i in range(300))
     (tmp_path / "one.txt").write_text(text)
-    meta = data.prepare_shards([tmp_path / "one.txt"], tmp_path / "out", val_fraction=0.1)
+    meta = writer.prepare_shards([tmp_path / "one.txt"], tmp_path / "out", val_fraction=0.1)
     shards = data.load_shards(tmp_path / "out")
     assert _bytes(shards.train) + _bytes(shards.val) == text.encode() + SEP
     assert meta["val_tokens"] == round(0.1 * (len(text) + 1))
@@ -241,7 +242,7 @@ def test_tokenizer_json_without_the_package_says_what_to_install(tmp_path, monke
     (tmp_path / "tokenizer.json").write_text("{}")
     tokenizer = str(tmp_path / "tokenizer.json")
     with pytest.raises(UserError, match=r"pip install scalesweep\[tokenizers\]"):
-        data.prepare_shards([tmp_path / "a.txt"], tmp_path / "out", tokenizer=tokenizer)
+        writer.prepare_shards([tmp_path / "a.txt"], tmp_path / "out", tokenizer=tokenizer)
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
@@ -322,11 +323,11 @@ def test_load_shards_names_what_is_missing_or_corrupt(tmp_path):
         data.load_shards(tmp_path / "nowhere")
     (tmp_path / "a.txt").write_text("x" * 1000)
     out = tmp_path / "shards"
-    data.prepare_shards([tmp_path / "a.txt"], out)
+    writer.prepare_shards([tmp_path / "a.txt"], out)
     (out / "val.bin").unlink()
     with pytest.raises(UserError, match=r"shards is missing val\.bin"):
         data.load_shards(out)
-    data.prepare_shards([tmp_path / "a.txt"], out)
+    writer.prepare_shards([tmp_path / "a.txt"], out)
     with (out / "train.bin").open("r+b") as file:
         file.truncate(100)
     with pytest.raises(UserError, match=r"train\.bin holds 50 tokens but meta\.json says"):
@@ -355,14 +356,14 @@ def test_builtin_loads_offline_with_a_disjoint_validation_split(cache_dir, monke
     train, val = _bytes(shards.train), _bytes(shards.val)
     for start in range(0, len(val) - 400, len(val) // 10):
         assert val[start : start + 400] not in train
-    monkeypatch.setattr(data, "write_shards", no_network)
+    monkeypatch.setattr(writer, "write_shards", no_network)
     assert np.array_equal(data.load_shards("builtin").val, shards.val)
 
 
 def test_builtin_cache_survives_losing_the_rename_race(cache_dir, monkeypatch):
     # Rule: when another process renames its finished copy into place first, our rename fails,
     # our copy is discarded, and we read theirs; no temporary directory is left behind.
-    real_write = data.write_shards
+    real_write = writer.write_shards
     calls = []
 
     def write_after_a_rival_finishes(*args, **kwargs):
@@ -371,7 +372,7 @@ def test_builtin_cache_survives_losing_the_rename_race(cache_dir, monkeypatch):
             data.builtin_dir()  # the rival: prepares and renames first
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(data, "write_shards", write_after_a_rival_finishes)
+    monkeypatch.setattr(writer, "write_shards", write_after_a_rival_finishes)
     shards = data.load_shards("builtin")
     assert len(calls) == 2 and len(shards.val) > 0
     assert [p.name.startswith("builtin-") for p in cache_dir.iterdir()] == [True]

@@ -3,8 +3,8 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scalesweep.errors import UserError
 from scalesweep import tracking
+from scalesweep.errors import UserError
 
 
 class FlakyClient:

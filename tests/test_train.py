@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from scalesweep.config import parse_experiment
+from scalesweep.experiment import parse_experiment
 from scalesweep.train import train
 
 PULSE = {

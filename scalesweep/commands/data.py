@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from scalesweep.data import DEFAULT_VAL_FRACTION, prepare_shards
+    from scalesweep.shards import DEFAULT_VAL_FRACTION, prepare_shards
 
     meta = prepare_shards(
         args.inputs,

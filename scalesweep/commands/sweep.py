@@ -91,7 +91,7 @@ def _plan_table(plan: Any, experiment: Any) -> Any:
 def run_plan_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from scalesweep.config import load_experiment
+    from scalesweep.experiment import load_experiment
     from scalesweep.sweep.plan import plan
 
     experiment = load_experiment(args.config, args.overrides)
@@ -158,7 +158,7 @@ def summary_table(name: str, rows: list[dict[str, Any]]) -> Any:
 def run_sweep_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from scalesweep.config import load_experiment
+    from scalesweep.experiment import load_experiment
     from scalesweep.sweep.plan import plan
 
     if args.resume and args.restart:

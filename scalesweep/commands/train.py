@@ -74,7 +74,8 @@ class ProgressBar:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from scalesweep.config import load_experiment, total_steps
+    from scalesweep.config import total_steps
+    from scalesweep.experiment import load_experiment
 
     experiment = load_experiment(args.config, args.overrides)
     config = experiment.resolve()  # raises, naming the key, if a search space is left unpinned

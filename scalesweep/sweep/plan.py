@@ -14,8 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from scalesweep.config import Experiment, ExperimentConfig, total_steps
+from scalesweep.config import ExperimentConfig, total_steps
 from scalesweep.errors import UserError
+from scalesweep.experiment import Experiment
 from scalesweep.flops import count_params, flops_per_token
 
 # Short names for the keys that most often differ between trials, for readable trial names.

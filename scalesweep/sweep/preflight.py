@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from scalesweep.config import Experiment
 from scalesweep.errors import UserError
+from scalesweep.experiment import Experiment
 from scalesweep.tracking import is_local_uri, resolve_tracking_uri
 
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scalesweep.config import Experiment, ResourcesConfig, parse_experiment
-from scalesweep.errors import UserError
 from scalesweep import tracking
+from scalesweep.config import ResourcesConfig
+from scalesweep.errors import UserError
+from scalesweep.experiment import Experiment, parse_experiment
 from scalesweep.sweep.plan import Plan, trial_name
 from scalesweep.sweep.search import CELL_KEY
 

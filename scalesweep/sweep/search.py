@@ -21,8 +21,8 @@ from ray.tune.search import Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from scalesweep.config import Experiment, SearchSpace
 from scalesweep.errors import UserError
+from scalesweep.experiment import Experiment, SearchSpace
 
 CELL_KEY = "cell"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from scalesweep.cli import main
-from scalesweep.config import load_experiment, parse_experiment
+from scalesweep.experiment import load_experiment, parse_experiment
 from scalesweep.flops import flops_per_token
 from scalesweep.sweep.plan import plan, trial_name
 

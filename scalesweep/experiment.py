@@ -1,0 +1,274 @@
+"""Reading a sweep file: YAML, `--set` overrides and search spaces, validated before compute.
+
+Any scalar leaf of a run section may be a search space instead of a value:
+
+    optim:
+      lr: {logspace: [1e-4, 1e-1, 4]}     # 4 log-spaced grid points
+      weight_decay: {grid: [0.0, 0.1]}
+      beta2: {uniform: [0.9, 0.999]}      # sampled by the searcher
+
+`load_experiment` validates everything before anything runs: the plain values, and every value
+each search space can produce (grid points, range ends). Errors name the dotted key, the value
+and the rule, and are raised as `UserError` (exit code 2 from the CLI).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from scalesweep.config import RUN_SECTIONS, SCHEDULE_TYPES, ExperimentConfig
+from scalesweep.errors import UserError
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `3e-4` (no dot) is a string; researchers write LRs that
+    way, so read it as a float like YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML with floats like `1e-3` read as numbers."""
+    return yaml.load(text, Loader=_Loader)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search spaces
+# ---------------------------------------------------------------------------------------------
+
+SpaceKind = Literal["grid", "logspace", "loguniform", "uniform", "choice", "int"]
+SPACE_KINDS: tuple[str, ...] = ("grid", "logspace", "loguniform", "uniform", "choice", "int")
+GRID_KINDS = ("grid", "logspace")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """One searchable key: `grid`/`logspace` expand into a Cartesian grid; the rest are sampled."""
+
+    kind: SpaceKind
+    args: tuple[Any, ...]
+
+    @property
+    def is_grid(self) -> bool:
+        return self.kind in GRID_KINDS
+
+    def grid_values(self) -> list[Any]:
+        """The finite set of values of a `grid` or `logspace`."""
+        if self.kind == "grid":
+            return list(self.args)
+        lo, hi, n = self.args
+        return [float(v) for v in np.geomspace(lo, hi, int(n))]
+
+    def probe_values(self) -> list[Any]:
+        """Values that together check the space against the field's rules: every finite value,
+        or both ends of a range."""
+        if self.kind in ("grid", "logspace", "choice"):
+            return self.grid_values() if self.kind != "choice" else list(self.args)
+        return list(self.args)
+
+    def to_yaml(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.args)}
+
+
+def _parse_space(key: str, spec: Mapping[str, Any]) -> SearchSpace:
+    ((name, args),) = spec.items()
+    kind = cast(SpaceKind, name)
+    where = f"{key}: {{{kind}: {args!r}}}"
+    if not isinstance(args, list) or not args:
+        raise UserError(f"{where}: a `{kind}` space takes a non-empty list")
+    if kind in ("grid", "choice"):
+        return SearchSpace(kind, tuple(args))
+    if not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args):
+        raise UserError(f"{where}: a `{kind}` space takes numbers")
+    if kind == "logspace":
+        if len(args) != 3 or int(args[2]) != args[2] or args[2] < 1:
+            raise UserError(f"{where}: `logspace` takes [low, high, n] with integer n >= 1")
+        lo, hi, n = args
+        if not 0 < lo <= hi:
+            raise UserError(f"{where}: `0 < low <= high` must hold, but got ({lo=}, {hi=})")
+        return SearchSpace("logspace", (float(lo), float(hi), int(n)))
+    if len(args) != 2:
+        raise UserError(f"{where}: `{kind}` takes [low, high]")
+    lo, hi = args
+    if not lo < hi:
+        raise UserError(f"{where}: `low < high` must hold, but got ({lo=}, {hi=})")
+    if kind == "loguniform" and lo <= 0:
+        raise UserError(f"{where}: `low > 0` must hold for loguniform, but got ({lo=})")
+    if kind == "int" and not (isinstance(lo, int) and isinstance(hi, int)):
+        raise UserError(f"{where}: `int` takes integer bounds, but got ({lo=}, {hi=})")
+    return SearchSpace(kind, (lo, hi))
+
+
+def _is_space(value: Any) -> bool:
+    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in SPACE_KINDS
+
+
+def _find_spaces(tree: Mapping[str, Any], prefix: str = "") -> dict[str, SearchSpace]:
+    spaces: dict[str, SearchSpace] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if _is_space(value):
+            if not prefix or dotted.split(".")[0] not in RUN_SECTIONS:
+                raise UserError(
+                    f"{dotted}: search spaces are allowed only under {', '.join(RUN_SECTIONS)}"
+                )
+            spaces[dotted] = _parse_space(dotted, value)
+        elif isinstance(value, Mapping):
+            spaces.update(_find_spaces(value, f"{dotted}."))
+    return spaces
+
+
+# ---------------------------------------------------------------------------------------------
+# Dotted keys, overrides, validation
+# ---------------------------------------------------------------------------------------------
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating sections on the way."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"{'.'.join(parents[: i + 1])}: is {child!r}, not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`optim.lr=3e-3` -> ("optim.lr", 0.003). The value is read as YAML, so `{grid: [1, 2]}`,
+    `true` and `null` work."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = read_yaml(raw)
+    except yaml.YAMLError as error:
+        raise UserError(f"--set {key}: cannot read {raw!r} as a YAML value ({error})") from None
+    return key.strip(), value
+
+
+def _format_validation_error(error: ValidationError, context: str = "") -> str:
+    lines = []
+    for item in error.errors():
+        loc = [str(p) for p in item["loc"]]
+        # A discriminated union puts the tag ("cosine") into loc; it is not a key of the file.
+        if loc[:1] == ["schedule"] and len(loc) > 1 and loc[1] in SCHEDULE_TYPES:
+            del loc[1]
+        key = ".".join(loc)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        value = item.get("input")
+        quiet = item["type"] in ("extra_forbidden", "missing") or isinstance(value, Mapping)
+        shown = "" if quiet else f" got {value!r}:"
+        lines.append(f"{key or '<file>'}:{shown} {message}{context}")
+    return "\n".join(lines)
+
+
+def _validate(tree: Mapping[str, Any], context: str = "") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as error:
+        raise UserError(_format_validation_error(error, context)) from None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A loaded file: the raw tree (with its search spaces) and the spaces found in it.
+
+    `config` is the tree validated with every space replaced by its first value; use it for
+    everything that does not depend on the searched keys. `resolve` gives a trial's config.
+    """
+
+    raw: dict[str, Any]
+    spaces: dict[str, SearchSpace]
+    config: ExperimentConfig
+    source: str = "<dict>"
+    overrides: tuple[str, ...] = field(default=())
+
+    def resolve(self, assignment: Mapping[str, Any] | None = None) -> ExperimentConfig:
+        """The config with the given dotted keys set. Every space must be assigned."""
+        assignment = dict(assignment or {})
+        missing = [k for k in self.spaces if k not in assignment]
+        if missing:
+            key = missing[0]
+            example = self.spaces[key].probe_values()[0]
+            raise UserError(
+                f"{key} is a search space ({self.spaces[key].to_yaml()}); pin it to train once, "
+                f"e.g. --set {key}={example}, or run it with `scalesweep sweep`"
+            )
+        tree = copy.deepcopy(self.raw)
+        for key, value in assignment.items():
+            set_dotted(tree, key, value)
+        return _validate(tree)
+
+    def grid_spaces(self) -> dict[str, SearchSpace]:
+        return {k: s for k, s in self.spaces.items() if s.is_grid}
+
+    def sampled_spaces(self) -> dict[str, SearchSpace]:
+        return {k: s for k, s in self.spaces.items() if not s.is_grid}
+
+
+def parse_experiment(
+    raw: Mapping[str, Any] | None,
+    *,
+    overrides: Iterable[str] = (),
+    source: str = "<dict>",
+) -> Experiment:
+    """Validate a raw YAML tree (plus `--set` overrides) into an `Experiment`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise UserError(f"{source}: the top level must be a mapping of sections, got {raw!r}")
+    tree = copy.deepcopy(dict(raw))
+    overrides = tuple(overrides)
+    for text in overrides:
+        set_dotted(tree, *parse_override(text))
+    spaces = _find_spaces(tree)
+    probe = copy.deepcopy(tree)
+    for key, space in spaces.items():
+        set_dotted(probe, key, space.probe_values()[0])
+    config = _validate(probe)
+    # Check every value a space can take, so a bad grid point fails now, not in trial 17.
+    for key, space in spaces.items():
+        for value in space.probe_values()[1:]:
+            candidate = copy.deepcopy(probe)
+            set_dotted(candidate, key, value)
+            _validate(candidate, context=f" (a value of the search space at {key})")
+    return Experiment(raw=tree, spaces=spaces, config=config, source=source, overrides=overrides)
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
+    """Read and validate a YAML file. Every problem is a `UserError` naming the key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the config ({error.strerror})") from None
+    try:
+        raw = read_yaml(text)
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML ({error})") from None
+    return parse_experiment(raw, overrides=overrides, source=str(path))
