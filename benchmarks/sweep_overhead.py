@@ -59,8 +59,8 @@ def sweep_raw(args: argparse.Namespace, name: str, root: Path, **overrides: Any)
 
 def time_sweep(raw: dict[str, Any]) -> float:
     from scalesweep.experiment import parse_experiment
+    from scalesweep.sweep.driver import run_sweep
     from scalesweep.sweep.plan import plan
-    from scalesweep.sweep.runner import run_sweep
 
     experiment = parse_experiment(raw)
     start = time.perf_counter()

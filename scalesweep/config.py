@@ -231,6 +231,9 @@ class TrackingConfig(_Section):
     """MLflow tracking URI; else $MLFLOW_TRACKING_URI; else sqlite:///<cwd>/mlflow.db."""
     log_every_s: float = Field(5.0, gt=0)
     """Per-step metrics are sent to MLflow in batches at most this often."""
+    outage_timeout_s: float = Field(600.0, gt=0)
+    """How long a trial or the driver waits for a tracking server that stopped answering
+    before it gives up. Per-step metrics never wait: they queue, then spool to disk."""
 
 
 class ShapeConfig(_Section):

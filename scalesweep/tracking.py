@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
@@ -39,6 +39,11 @@ SPOOLED_TAG = "scalesweep.spooled"
 SWEEP_ROLE, TRIAL_ROLE = "sweep", "trial"
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 MAX_PARAMS = 100  # ... and at most 100 params
+CELL_TAG = "scalesweep.cell"
+"""The trial's grid cell as JSON (exact values, for resume)."""
+SAMPLED_TAG = "scalesweep.sampled"
+"""The searcher's sampled values as JSON (exact values, for resume)."""
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,6 +86,23 @@ def check_reachable(uri: str) -> None:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:
         raise UserError(f"tracking.uri: cannot open the MLflow store at {uri} ({error})") from None
+
+
+def with_retries(call: Callable[[], T], *, what: str, timeout_s: float) -> T:
+    """`call()`, retried with backoff while the tracking server is unreachable, for at most
+    `timeout_s`; then the last error is raised. For the few calls a sweep cannot go on
+    without (creating and finding runs, marking them finished)."""
+    deadline = time.monotonic() + timeout_s
+    wait = 1.0
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if time.monotonic() + wait > deadline:
+                raise
+            print(f"tracking: {what} failed ({str(error)[:200]}); retrying in {wait:.0f} s")
+            time.sleep(wait)
+            wait = min(wait * 2, 30.0)
 
 
 def client(tracking_uri: str | None) -> MlflowClient:
@@ -146,7 +168,12 @@ def find_child_run(client: MlflowClient, experiment: str, parent_id: str, trial:
 
 
 def get_or_create_child_run(
-    client: MlflowClient, experiment: str, parent_id: str, trial: str, params: Mapping[str, Any]
+    client: MlflowClient,
+    experiment: str,
+    parent_id: str,
+    trial: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
 ) -> tuple[str, Any]:
     """The trial's child run, reused when it exists (a resumed or retried trial), so a trial
     never has two runs. Returns (run_id, existing run or None)."""
@@ -162,6 +189,7 @@ def get_or_create_child_run(
             TRIAL_TAG: trial,
             SWEEP_TAG: experiment,
             STATUS_TAG: m.RUNNING,
+            **(tags or {}),
         },
     )
     log_params(client, run.info.run_id, params)
@@ -306,6 +334,15 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
         token = page.token
         if not token:
             return runs
+
+
+def child_runs(client: MlflowClient, experiment: str, parent_id: str) -> list[Any]:
+    """Every trial run of one sweep invocation (the children of `parent_id`)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}' and tags.`{PARENT_TAG}` = '{parent_id}'"
+    return _search_all(client, found.experiment_id, query)
 
 
 def _param_column(values: pd.Series) -> pd.Series:

@@ -66,12 +66,7 @@ def _plan_table(plan: Any, experiment: Any) -> Any:
         table.add_column(column, justify="left" if column in ("trial", "optimizer") else "right")
     sampled = set(plan.sampled_keys)
     for trial in plan.trials:
-        config = experiment.resolve(
-            {
-                **{k: s.probe_values()[0] for k, s in experiment.sampled_spaces().items()},
-                **trial.cell,
-            }
-        )
+        config = trial.config
         optim = config.optim
         lr = "sampled" if "optim.lr" in sampled else f"{optim.lr:.3g}"
         wd = "sampled" if "optim.weight_decay" in sampled else f"{optim.weight_decay:.3g}"
@@ -173,8 +168,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         f"{result.total_flops:.3g} training FLOPs"
     )
 
+    from scalesweep.sweep.driver import run_sweep
     from scalesweep.sweep.preflight import preflight
-    from scalesweep.sweep.runner import run_sweep
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     preflight(experiment, address=address)

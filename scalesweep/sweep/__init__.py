@@ -1,1 +1,1 @@
-"""Sweeps on Ray: plan (pure), search spaces, the Tune/Train runner, MLflow tracking."""
+"""Sweeps on Ray: plan (pure), search spaces, the Tune driver, the trial (in place or Train)."""

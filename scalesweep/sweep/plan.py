@@ -16,7 +16,7 @@ from typing import Any
 
 from scalesweep.config import ExperimentConfig, total_steps
 from scalesweep.errors import UserError
-from scalesweep.experiment import Experiment
+from scalesweep.experiment import Experiment, set_dotted
 from scalesweep.flops import count_params, flops_per_token
 
 # Short names for the keys that most often differ between trials, for readable trial names.
@@ -37,6 +37,9 @@ class PlannedTrial:
     name: str
     cell: dict[str, Any]
     """The dotted keys this cell sets."""
+    config: ExperimentConfig
+    """The cell's resolved config (sampled keys at their first value): resolved and validated
+    here, once; a trial sets its sampled keys on it (`trial_config`)."""
     params: int
     tokens: int
     """Tokens actually trained: whole steps of batch_size · seq_len."""
@@ -89,11 +92,28 @@ def trial_name(assignment: dict[str, Any]) -> str:
 
 
 def _vocab_size(config: ExperimentConfig) -> int:
-    if config.model.vocab_size is not None:
-        return config.model.vocab_size
+    """The model's vocabulary: `model.vocab_size`, which must hold the data's, or the data's."""
     from scalesweep.data import load_shards
 
-    return load_shards(config.data.path).vocab_size
+    data_vocab = load_shards(config.data.path).vocab_size
+    if config.model.vocab_size is None:
+        return data_vocab
+    if config.model.vocab_size < data_vocab:
+        raise UserError(
+            f"model.vocab_size: got {config.model.vocab_size}, but the data at "
+            f"{config.data.path} has vocab_size {data_vocab}"
+        )
+    return config.model.vocab_size
+
+
+def trial_config(cell_config: ExperimentConfig, sampled: dict[str, Any]) -> ExperimentConfig:
+    """A trial's config: its cell's resolved config with the searcher's sampled keys set."""
+    if not sampled:
+        return cell_config
+    tree = cell_config.model_dump(mode="json")
+    for key, value in sampled.items():
+        set_dotted(tree, key, value)
+    return ExperimentConfig.model_validate(tree)
 
 
 def _budget_cells(experiment: Experiment, vocab: int, notes: list[str]) -> list[dict[str, Any]]:
@@ -140,12 +160,12 @@ def plan(experiment: Experiment) -> Plan:
         for values in itertools.product(*(space.grid_values() for space in grid.values()))
     ]
     samples = config.search.num_samples
-    if config.search.algorithm == "grid" and samples > 1:
-        # Repeats of a grid differ only by their training seed.
+    sampled = experiment.sampled_spaces()
+    if samples > 1 and (config.search.algorithm == "grid" or not sampled):
+        # Repeats of a cell differ only by their training seed (else they would be one trial).
         seeds = [config.train.seed + i for i in range(samples)]
         grid_points = [{**p, "train.seed": s} for p in grid_points for s in seeds]
         samples = 1
-    sampled = experiment.sampled_spaces()
     probe = {key: space.probe_values()[0] for key, space in sampled.items()}
     trials = []
     for point, budget_cell in itertools.product(
@@ -161,6 +181,7 @@ def plan(experiment: Experiment) -> Plan:
             PlannedTrial(
                 name=trial_name(cell),
                 cell=cell,
+                config=resolved,
                 params=count_params(resolved.model, vocab).total,
                 tokens=tokens,
                 flops=per_token * tokens,

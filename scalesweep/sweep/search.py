@@ -3,16 +3,22 @@
 Grid spaces (`grid`, `logspace`) and isoFLOP budgets are expanded into *cells* before Tune sees
 them (see plan.py); the other spaces are sampled within each cell:
 
-- `grid` / `random`: Tune's own variant generator, `tune.grid_search` over the cells and Tune
-  distributions for the sampled keys, `num_samples` per cell.
-- `tpe` / `gp` / `cmaes`: one `OptunaSearch` per cell, each with its own seeded Optuna sampler.
-  OptunaSearch refuses a space that contains `tune.grid_search`, so grid × Optuna is done on
-  purpose this way: TPE over the LR within each width, say, never across widths.
+- nothing sampled: Tune's own variant generator over the cells (`tune.grid_search`).
+- sampled keys: one Optuna sampler per cell (`random`, `tpe`, `gp` or `cmaes`, seeded
+  `search.seed + cell index`), `num_samples` trials per cell. OptunaSearch refuses a space that
+  contains `tune.grid_search`, so grid × Optuna is done on purpose this way: TPE over the LR
+  within each width, say, never across widths.
+
+A resumed sweep builds its search afresh from what MLflow holds: finished trials are told to
+their cell's sampler (and count against its samples), trials that were running are suggested
+again with their exact values, and only the rest is sampled. Tune's own experiment restore is
+not used (see docs/architecture.md, "Resume").
 """
 
 from __future__ import annotations
 
-import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -44,6 +50,8 @@ def tune_domain(space: SearchSpace) -> Any:
 def optuna_sampler(algorithm: str, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for `search.algorithm`, seeded (OptunaSearch ignores its own seed
     when given a sampler)."""
+    if algorithm in ("grid", "random"):
+        return optuna.samplers.RandomSampler(seed=seed)
     if algorithm == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if algorithm == "gp":
@@ -51,6 +59,16 @@ def optuna_sampler(algorithm: str, seed: int) -> optuna.samplers.BaseSampler:
     if algorithm == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
     raise ValueError(f"no Optuna sampler for {algorithm!r}")
+
+
+@dataclass(frozen=True)
+class Done:
+    """A trial of an earlier run of the sweep, read back from MLflow."""
+
+    cell: dict[str, Any]
+    sampled: dict[str, Any]
+    value: float | None
+    """The searcher's objective; None for a trial that did not finish (suggested again)."""
 
 
 class CellwiseSearch(Searcher):
@@ -66,6 +84,7 @@ class CellwiseSearch(Searcher):
         metric: str,
         mode: str,
         seed: int,
+        history: Sequence[Done] = (),
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         space = {key: tune_domain(s) for key, s in sampled.items()}
@@ -82,8 +101,22 @@ class CellwiseSearch(Searcher):
         ]
         self.started = [0] * len(cells)
         self.owner: dict[str, int] = {}
+        self.requeued: list[list[dict[str, Any]]] = [[] for _ in cells]
+        self.requeued_ids: set[str] = set()
+        for done in history:
+            index = cells.index(done.cell)
+            self.started[index] += 1
+            if done.value is None:
+                self.requeued[index].append(done.sampled)
+            else:
+                self.searchers[index].add_evaluated_point(done.sampled, done.value)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        for index, queue in enumerate(self.requeued):
+            if queue:  # a trial that was running when the sweep stopped: its exact values
+                self.owner[trial_id] = index
+                self.requeued_ids.add(trial_id)
+                return {CELL_KEY: self.cells[index], **queue.pop(0)}
         open_cells = [i for i, n in enumerate(self.started) if n < self.samples_per_cell]
         if not open_cells:
             return Searcher.FINISHED  # type: ignore[return-value]
@@ -96,22 +129,24 @@ class CellwiseSearch(Searcher):
         return {CELL_KEY: self.cells[index], **sampled}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self.owner:
+        if trial_id in self.owner and trial_id not in self.requeued_ids:
             self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        if trial_id in self.owner:
-            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as stream:
-            pickle.dump(self.__dict__, stream)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as stream:
-            self.__dict__.update(pickle.load(stream))
+        if trial_id not in self.owner:
+            return
+        searcher = self.searchers[self.owner[trial_id]]
+        if trial_id in self.requeued_ids:
+            value = (result or {}).get(self.metric)
+            if value is not None and not error:
+                params = {
+                    k: v for k, v in (result or {}).get("config", {}).items() if k != CELL_KEY
+                }
+                searcher.add_evaluated_point(params, value)
+            return
+        searcher.on_trial_complete(trial_id, result, error)
 
 
 def build_search(
@@ -120,23 +155,25 @@ def build_search(
     samples_per_cell: int,
     *,
     max_concurrent: int,
+    history: Sequence[Done] = (),
 ) -> tuple[dict[str, Any], Searcher | BasicVariantGenerator, int]:
-    """(param_space, search_alg, num_samples) for `tune.Tuner`. The concurrency cap lives in
-    the search algorithm: Tune ignores `max_concurrent_trials` for a BasicVariantGenerator
-    passed in, and wraps a Searcher in a ConcurrencyLimiter itself."""
+    """(param_space, search_alg, num_samples) for `tune.Tuner`, over the trials not yet
+    finished. The concurrency cap lives in the search algorithm: Tune ignores
+    `max_concurrent_trials` for a BasicVariantGenerator passed in, and wraps a Searcher in a
+    ConcurrencyLimiter itself."""
     search = experiment.config.search
     sampled = experiment.sampled_spaces()
-    if search.algorithm in ("grid", "random"):
-        param_space = {CELL_KEY: tune.grid_search(cells)}
-        param_space.update({key: tune_domain(s) for key, s in sampled.items()})
-        generator = BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)
-        return param_space, generator, samples_per_cell
     if not sampled:
-        raise UserError(
-            f"search.algorithm: got {search.algorithm!r}, but no key is sampled (every space "
-            "is a grid or logspace); use `algorithm: grid`, or write the keys to tune as "
-            "loguniform/uniform/int/choice"
-        )
+        if search.algorithm not in ("grid", "random"):
+            raise UserError(
+                f"search.algorithm: got {search.algorithm!r}, but no key is sampled (every "
+                "space is a grid or logspace); use `algorithm: grid`, or write the keys to "
+                "tune as loguniform/uniform/int/choice"
+            )
+        finished = [done.cell for done in history if done.value is not None]
+        param_space = {CELL_KEY: tune.grid_search([c for c in cells if c not in finished])}
+        generator = BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)
+        return param_space, generator, 1
     searcher = CellwiseSearch(
         cells,
         sampled,
@@ -145,5 +182,6 @@ def build_search(
         metric=search.metric,
         mode=search.mode,
         seed=search.seed,
+        history=history,
     )
-    return {}, searcher, len(cells) * samples_per_cell
+    return {}, searcher, len(cells) * samples_per_cell - sum(d.value is not None for d in history)

@@ -1,0 +1,366 @@
+"""The sweep driver: a Ray Tune `Tuner` over the plan's trials, the MLflow parent run, resume.
+
+    run_sweep
+      ├─ storage/<sweep>/scalesweep_state.json   parent run, tracking URI, plan digest, attempts
+      ├─ MLflow parent run (created, or reopened by --resume)
+      ├─ Tuner(run_trial) over the trials not finished yet (grid cells, or a sampler per cell)
+      └─ one row per trial, read back from the child runs
+
+Resume never uses Tune's experiment restore: its searcher and trial states are saved apart,
+and a restore from between the two can wait forever on a trial it believes is live. Instead
+MLflow says what is done: finished trials are not scheduled again, trials that were running
+start again (from their own checkpoint) with their exact sampled values, and the rest is new.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scalesweep import metrics as m
+from scalesweep import tracking
+from scalesweep.config import ExperimentConfig, ResourcesConfig
+from scalesweep.errors import UserError
+from scalesweep.experiment import Experiment
+from scalesweep.sweep.plan import Plan, trial_name
+from scalesweep.sweep.search import Done
+from scalesweep.sweep.trial import TrialSettings, assignment_of, objective, run_trial
+
+STATE_FILE = "scalesweep_state.json"
+DRIVER_CPUS = 0.01  # Tune refuses 0; a distributed trial's driver only waits on its TorchTrainer
+
+
+def _storage_root(config: ExperimentConfig) -> Path:
+    root = config.storage_path or "runs"
+    if "://" in root:
+        raise UserError(
+            f"storage_path: got {root!r}; give a filesystem path (mount shared storage, e.g. "
+            "NFS or a FUSE-mounted bucket, at the same path on every node)"
+        )
+    return Path(root).resolve()
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
+def _environment_tags() -> dict[str, str]:
+    import importlib.metadata
+    import subprocess
+
+    tags = {}
+    for package in ("scalesweep", "torch", "ray", "optuna", "mlflow"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            tags[f"version.{package}"] = importlib.metadata.version(package)
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        tags["git.sha"] = sha
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
+def plan_digests(experiment: Experiment, plan: Plan) -> dict[str, str]:
+    """A digest per trial cell (its resolved config) and one for the search: what --resume
+    compares, so an edited file is refused instead of mixed into the sweep."""
+
+    def digest(value: Any) -> str:
+        return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+    digests = {t.name: digest(t.config.model_dump(mode="json")) for t in plan.trials}
+    sampled = {k: s.to_yaml() for k, s in experiment.sampled_spaces().items()}
+    digests["<search>"] = digest([sampled, experiment.config.search.model_dump(mode="json")])
+    return digests
+
+
+def check_unchanged(before: dict[str, str], now: dict[str, str], name: str) -> None:
+    """Refuse to resume a sweep whose file changed: say which trials were added, removed or
+    changed, and what to do."""
+    if before == now:
+        return
+    added = sorted(set(now) - set(before))
+    removed = sorted(set(before) - set(now))
+    changed = sorted(k for k in set(before) & set(now) if before[k] != now[k])
+    parts = [f"{what}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
+             for what, keys in (("added", added), ("removed", removed), ("changed", changed))
+             if keys]  # fmt: skip
+    raise UserError(
+        f"--resume: the sweep file of {name!r} changed since the sweep started "
+        f"({'; '.join(parts)}); resume it with the file it started with, or pass --restart "
+        "to start it over (its MLflow runs are kept)"
+    )
+
+
+def default_concurrency(cluster: dict[str, float], resources: ResourcesConfig) -> int:
+    """As many trials as the cluster's CPUs (and GPUs) hold at once. Without a cap, Tune would
+    start every distributed trial's driver at once (each needs only a CPU fraction) and pile up
+    idle TorchTrainers waiting for workers."""
+    per_trial_cpus = resources.workers_per_trial * resources.cpus_per_worker
+    fits = int(cluster.get("CPU", 1) // per_trial_cpus)
+    if resources.gpus_per_worker > 0:
+        per_trial_gpus = resources.workers_per_trial * resources.gpus_per_worker
+        fits = min(fits, int(cluster.get("GPU", 0) // per_trial_gpus))
+    return max(1, fits)
+
+
+def trial_resources(resources: ResourcesConfig) -> dict[str, float]:
+    """What Tune reserves for a trial's own process: the whole single worker when it trains in
+    place, a CPU fraction when it only drives a TorchTrainer (whose workers reserve theirs)."""
+    if resources.workers_per_trial == 1:
+        return {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
+    return {"CPU": DRIVER_CPUS}
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    parent_run_id: str
+    tracking_uri: str
+    rows: list[dict[str, Any]]
+    """One per trial: name, width, LR, assignment, status, final_val_loss, init_loss."""
+    finished: bool = True
+    """Every planned trial ran to an end (completed, diverged or failed)."""
+
+
+@dataclass
+class _Session:
+    """The sweep's storage and MLflow parent run, new or reopened."""
+
+    storage: Path
+    tracking_uri: str
+    parent_run_id: str
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, **updates: Any) -> None:
+        self.state.update(updates)
+        _write_state(self.storage / STATE_FILE, self.state)
+
+
+def _open_session(
+    experiment: Experiment, plan: Plan, *, resume: bool, restart: bool, address: str | None
+) -> _Session:
+    import ray
+    import yaml
+
+    config = experiment.config
+    tracking_uri = tracking.resolve_tracking_uri(config.tracking.uri)
+    tracking.check_reachable(tracking_uri)
+    storage = _storage_root(config) / config.name
+    state = _read_state(storage / STATE_FILE)
+    digests = plan_digests(experiment, plan)
+    if resume and not state:
+        raise UserError(f"--resume: no sweep named {config.name!r} to resume under {storage}")
+    if resume:
+        check_unchanged(state.get("plan", {}), digests, config.name)
+    if state and not resume:
+        if not state.get("finished") and not restart:
+            raise UserError(
+                f"sweep {config.name!r} at {storage} did not finish: pass --resume to finish it, "
+                "or --restart to start it over (its MLflow runs are kept)"
+            )
+        shutil.rmtree(storage)  # a finished (or abandoned) sweep: start a fresh one
+        state = {}
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    client = tracking.MlflowClient(tracking_uri)
+    if state:
+        session = _Session(storage, tracking_uri, state["parent_run_id"], state)
+        client.update_run(session.parent_run_id, status="RUNNING")
+        session.save(attempts=state.get("attempts", 1) + 1)
+        return session
+    resources = {
+        k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")
+    }
+    parent_run_id = tracking.start_parent_run(
+        client,
+        config.name,
+        params={
+            "search.algorithm": config.search.algorithm,
+            "search.num_samples": config.search.num_samples,
+            "n_trials": plan.n_trials,
+            "total_flops": f"{plan.total_flops:.4g}",
+        },
+        tags={**_environment_tags(), "ray.cluster_resources": json.dumps(resources)},
+        artifacts={"sweep.yaml": yaml.safe_dump(experiment.raw, sort_keys=False)},
+    )
+    session = _Session(storage, tracking_uri, parent_run_id)
+    session.save(parent_run_id=parent_run_id, tracking_uri=tracking_uri, finished=False,
+                 plan=digests, attempts=1)  # fmt: skip
+    return session
+
+
+def _history(experiment: Experiment, session: _Session) -> list[Done]:
+    """What earlier runs of this sweep left in MLflow: finished trials with their objective,
+    unfinished ones (running or failed) to run again with their exact values."""
+    client = tracking.MlflowClient(session.tracking_uri)
+    for spool in sorted((session.storage / "spool").glob("*.jsonl")):
+        tracking.replay_spool(client, spool)  # statuses that an outage kept out of MLflow
+    history = []
+    for run in tracking.child_runs(client, experiment.config.name, session.parent_run_id):
+        tags, metrics = run.data.tags, run.data.metrics
+        if tracking.CELL_TAG not in tags:
+            continue
+        finished = tags.get(tracking.STATUS_TAG) in m.FINISHED_STATUSES
+        value = objective({**metrics, m.STATUS: tags[tracking.STATUS_TAG]}) if finished else None
+        history.append(
+            Done(json.loads(tags[tracking.CELL_TAG]), json.loads(tags[tracking.SAMPLED_TAG]), value)
+        )
+    return history
+
+
+def _tuner(
+    experiment: Experiment, plan: Plan, session: _Session, history: list[Done], progress: Any
+) -> Any:
+    import ray
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from scalesweep.sweep.search import build_search
+
+    config = experiment.config
+    settings = TrialSettings(
+        tracking_uri=session.tracking_uri,
+        parent_run_id=session.parent_run_id,
+        storage=str(session.storage),
+        cells={t.name: t.config.model_dump(mode="json") for t in plan.trials},
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, settings=settings), trial_resources(config.resources)
+    )
+    max_concurrent = config.resources.max_concurrent_trials or default_concurrency(
+        ray.cluster_resources(), config.resources
+    )
+    param_space, search_alg, num_samples = build_search(
+        experiment, plan.cells, plan.samples_per_cell, max_concurrent=max_concurrent,
+        history=history,
+    )  # fmt: skip
+    scheduler = None
+    if config.search.scheduler == "asha":
+        scheduler = tune.schedulers.ASHAScheduler(grace_period=1, reduction_factor=3)
+    in_place = config.resources.workers_per_trial == 1
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=config.search.metric,
+            mode=config.search.mode,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=None
+            if isinstance(search_alg, BasicVariantGenerator)
+            else max_concurrent,
+            trial_name_creator=lambda t: trial_name(assignment_of(t.config)),
+            trial_dirname_creator=lambda t: trial_name(assignment_of(t.config)),
+            # Keep each trial's process for the next trial: no process start, torch and the
+            # data already loaded (the in-place path's ~1 s start, docs/performance.md).
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"tune-{session.state['attempts']}",
+            storage_path=str(session.storage),
+            # In place, Tune restarts a trial whose process died; distributed, Ray Train does.
+            failure_config=tune.FailureConfig(
+                max_failures=config.resources.max_failures if in_place else 0
+            ),
+            callbacks=[progress],
+            verbose=0,
+        ),
+    )
+
+
+def _rows(
+    experiment: Experiment, plan: Plan, session: _Session, errors: set[str]
+) -> list[dict[str, Any]]:
+    """One row per trial of this sweep, from its child run; trials that Tune saw fail without a
+    status in MLflow count as failed."""
+    client = tracking.MlflowClient(session.tracking_uri)
+    runs = tracking.with_retries(
+        lambda: tracking.child_runs(client, experiment.config.name, session.parent_run_id),
+        what="reading the trials' runs",
+        timeout_s=experiment.config.tracking.outage_timeout_s,
+    )
+    cells = {t.name: t for t in plan.trials}
+    rows = []
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        name = tags[tracking.TRIAL_TAG]
+        cell, sampled = (
+            json.loads(tags.get(tracking.CELL_TAG, "{}")),
+            json.loads(tags.get(tracking.SAMPLED_TAG, "{}")),
+        )
+        planned = cells.get(trial_name(cell))
+        status = tags.get(tracking.STATUS_TAG, m.RUNNING)
+        if status == m.RUNNING and name in errors:
+            status = m.FAILED
+        rows.append(
+            {
+                "trial": name,
+                # the summary's columns, also when the file pins them instead of sweeping them
+                "model.width": planned.config.model.width if planned else None,
+                "optim.lr": sampled.get("optim.lr", planned.config.optim.lr if planned else None),
+                **cell,
+                **sampled,
+                m.STATUS: status,
+                m.INIT_LOSS: metrics.get(m.INIT_LOSS),
+                m.FINAL_VAL_LOSS: metrics.get(m.FINAL_VAL_LOSS) if status == m.COMPLETED else None,
+            }
+        )
+    return sorted(rows, key=lambda row: row["trial"])
+
+
+def run_sweep(
+    experiment: Experiment,
+    plan: Plan,
+    *,
+    resume: bool = False,
+    restart: bool = False,
+    address: str | None = None,
+) -> SweepOutcome:
+    """Run (or resume) the sweep on Ray and return one row per trial."""
+    from scalesweep.sweep.progress import SweepProgress
+
+    session = _open_session(experiment, plan, resume=resume, restart=restart, address=address)
+    history = _history(experiment, session) if resume else []
+    already_done = sum(d.value is not None for d in history)
+    progress = SweepProgress(
+        plan, already_done=already_done, metric=experiment.config.search.metric
+    )
+    errors: set[str] = set()
+    if already_done < plan.n_trials:
+        try:
+            grid = _tuner(experiment, plan, session, history, progress).fit()
+        finally:
+            progress.close()
+        errors = {trial_name(assignment_of(r.config or {})) for r in grid if r.error is not None}
+    client = tracking.MlflowClient(session.tracking_uri)
+    for spool in sorted((session.storage / "spool").glob("*.jsonl")):
+        tracking.with_retries(
+            lambda spool=spool: tracking.replay_spool(client, spool),  # type: ignore[misc]
+            what=f"writing the metrics spooled in {spool.name}",
+            timeout_s=experiment.config.tracking.outage_timeout_s,
+        )
+    rows = _rows(experiment, plan, session, errors)
+    ended = (m.COMPLETED, m.DIVERGED, m.FAILED)
+    finished = len(rows) == plan.n_trials and all(r[m.STATUS] in ended for r in rows)
+    tracking.with_retries(
+        lambda: client.set_terminated(session.parent_run_id, "FINISHED" if finished else "KILLED"),
+        what="marking the sweep's parent run",
+        timeout_s=experiment.config.tracking.outage_timeout_s,
+    )
+    session.save(finished=finished)
+    return SweepOutcome(session.parent_run_id, session.tracking_uri, rows, finished)

@@ -1,0 +1,116 @@
+"""The live view of a running sweep: trials done, running, diverged and failed, the best value
+so far, and an ETA from the plan's FLOPs (trained FLOPs per second so far, against what is left).
+
+A Tune `Callback` in the driver; Tune's own trial table is silenced. On a terminal it is one
+rich progress bar; elsewhere (CI, `ray job logs`) a line each time a trial ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+
+from scalesweep import metrics as m
+from scalesweep.sweep.plan import Plan, trial_name
+from scalesweep.sweep.trial import CHECKPOINT_STEP
+
+
+@dataclass
+class Tally:
+    """Counts and FLOPs of a sweep in progress (pure; the callback feeds it)."""
+
+    total_trials: int
+    total_flops: float
+    done: int = 0
+    diverged: int = 0
+    failed: int = 0
+    best: float | None = None
+    flops_done: float = 0.0
+    running: dict[str, float] = field(default_factory=dict)
+    """Trial -> FLOPs it has trained so far."""
+    started: float = field(default_factory=time.monotonic)
+
+    def eta_s(self) -> float | None:
+        trained = self.flops_done + sum(self.running.values())
+        elapsed = time.monotonic() - self.started
+        if trained <= 0 or elapsed <= 0:
+            return None
+        return max(0.0, self.total_flops - trained) / (trained / elapsed)
+
+    def line(self) -> str:
+        eta = self.eta_s()
+        when = "?" if eta is None else f"{eta / 60:.1f} min" if eta >= 60 else f"{eta:.0f} s"
+        best = "-" if self.best is None else f"{self.best:.4g}"
+        counts = f"{self.done}/{self.total_trials} done · {len(self.running)} running"
+        return (
+            f"{counts} · {self.diverged} diverged · {self.failed} failed · best {best} · ETA {when}"
+        )
+
+
+class SweepProgress(Callback):
+    """Keeps a `Tally` from Tune's trial events and shows it."""
+
+    def __init__(self, plan: Plan, *, already_done: int = 0, metric: str) -> None:
+        self.plan = plan
+        self.metric = metric
+        self.flops = {t.name: t.flops for t in plan.trials}
+        self.steps = {t.name: t.steps for t in plan.trials}
+        self.tally = Tally(plan.n_trials, plan.total_flops, done=already_done)
+        self.bar: Any = None
+        self.task: Any = None
+
+    def _cell_name(self, trial: Any) -> str:
+        return trial_name((trial.config or {}).get("cell", {}))
+
+    def _show(self, *, ended: bool = False) -> None:
+        if self.bar is None:
+            from rich.console import Console
+
+            if not Console().is_terminal:
+                if ended:
+                    print(f"sweep: {self.tally.line()}", flush=True)
+                return
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            self.bar = Progress(TextColumn("sweep"), BarColumn(), TextColumn("{task.description}"))
+            self.bar.start()
+            self.task = self.bar.add_task("", total=self.tally.total_trials)
+        self.bar.update(self.task, completed=self.tally.done, description=self.tally.line())
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.tally.running[trial.trial_id] = 0.0
+        self._show()
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        cell = self._cell_name(trial)
+        step = result.get(CHECKPOINT_STEP)
+        if step is not None and cell in self.steps:
+            self.tally.running[trial.trial_id] = self.flops[cell] * step / max(1, self.steps[cell])
+        self._show()
+
+    def _end(self, trial: Any, status: str, value: float | None) -> None:
+        self.tally.running.pop(trial.trial_id, None)
+        self.tally.done += 1
+        self.tally.flops_done += self.flops.get(self._cell_name(trial), 0.0)
+        self.tally.diverged += status == m.DIVERGED
+        self.tally.failed += status == m.FAILED
+        if status == m.COMPLETED and value is not None and math.isfinite(value):
+            self.tally.best = value if self.tally.best is None else min(self.tally.best, value)
+        self._show(ended=True)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        self._end(trial, result.get(m.STATUS, m.FAILED), result.get(self.metric))
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._end(trial, m.FAILED, None)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,303 @@
+"""One trial of a sweep: its MLflow child run, then `scalesweep.train` on one of two paths.
+
+    run_trial (a Tune function trainable; Tune reuses its process between trials)
+      ├─ workers_per_trial == 1: Trainer in this process; tune.report at evaluations, with a
+      │                          tune.Checkpoint when one is due (Tune's FailureConfig restarts)
+      └─ workers_per_trial > 1:  TorchTrainer(train_fn_per_worker): the same Trainer on every
+                                 rank (DDP); ray.train.report (Train's FailureConfig restarts)
+
+Only a callback differs between the paths; the training function does not know which one runs
+it. Why two: a Ray Train worker group (controller, worker and helper actors, each a fresh
+process importing torch) costs seconds to start, which dominates the small proxies sweeps are
+made of, and a single-process trial gains nothing from it (docs/performance.md).
+
+The config crosses into Ray once: the driver's plan resolves every cell, and a trial only sets
+its sampled keys on its cell's config (`plan.trial_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalesweep import metrics as m
+from scalesweep import tracking
+from scalesweep.config import ExperimentConfig, run_params
+from scalesweep.errors import UserError
+from scalesweep.sweep.plan import trial_config, trial_name
+from scalesweep.sweep.search import CELL_KEY
+
+CHECKPOINT_STEP = "step"
+"""Reported with every evaluation; Tune orders results by it."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial needs from the driver besides its config; shipped once per sweep."""
+
+    tracking_uri: str
+    parent_run_id: str
+    storage: str
+    """Absolute `<storage_path>/<sweep name>`: Tune's experiment dir; Train runs under train/."""
+    cells: dict[str, dict[str, Any]]
+    """Cell name -> the cell's resolved config as `model_dump()`."""
+
+    def checkpoints(self, trial: str) -> Path:
+        """Where an in-place trial keeps its `latest` checkpoint: a path derived from its name,
+        so a restarted trial (same driver or a resumed one) finds it."""
+        return Path(self.storage) / "checkpoints" / trial
+
+
+def assignment_of(tune_config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's dotted assignment: its grid cell plus the sampled keys."""
+    return {
+        **tune_config.get(CELL_KEY, {}),
+        **{k: v for k, v in tune_config.items() if k != CELL_KEY},
+    }
+
+
+def objective(summary: dict[str, Any]) -> float:
+    """The finite value the searcher is told: final_val_loss, or ℓ0 for a diverged run."""
+    final = summary.get(m.FINAL_VAL_LOSS)
+    if summary.get(m.STATUS) == m.COMPLETED and final is not None:
+        return float(final)
+    return float(summary[m.INIT_LOSS])
+
+
+def final_report(summary: dict[str, Any], metric: str) -> dict[str, Any]:
+    """What the trial's last report to Tune carries: the summary, its status and the objective."""
+    return {**{k: v for k, v in summary.items() if v is not None}, metric: objective(summary)}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A Tune trial as scalesweep sees it: its name, cell, sampled values and config."""
+
+    name: str
+    cell: dict[str, Any]
+    sampled: dict[str, Any]
+    config: ExperimentConfig
+
+    @classmethod
+    def of(cls, tune_config: dict[str, Any], settings: TrialSettings) -> Trial:
+        cell = tune_config.get(CELL_KEY, {})
+        sampled = {k: v for k, v in tune_config.items() if k != CELL_KEY}
+        config = ExperimentConfig.model_validate(settings.cells[trial_name(cell)])
+        return cls(trial_name({**cell, **sampled}), cell, sampled, trial_config(config, sampled))
+
+
+class TrialRun:
+    """The trial's MLflow child run: found or created, fed per-step metrics, marked at the end."""
+
+    def __init__(self, settings: TrialSettings, trial: Trial) -> None:
+        self.settings = settings
+        self.name = trial.name
+        self.config = config = trial.config
+        self.client = tracking.MlflowClient(settings.tracking_uri)
+        tags = {
+            tracking.CELL_TAG: json.dumps(trial.cell),
+            tracking.SAMPLED_TAG: json.dumps(trial.sampled),
+        }
+        self.run_id, existing = tracking.with_retries(
+            lambda: tracking.get_or_create_child_run(
+                self.client,
+                config.name,
+                settings.parent_run_id,
+                trial.name,
+                run_params(config),
+                tags,
+            ),
+            what=f"opening the child run of {trial.name}",
+            timeout_s=config.tracking.outage_timeout_s,
+        )
+        self.done: dict[str, Any] | None = None
+        if (
+            existing is not None
+            and existing.data.tags.get(tracking.STATUS_TAG) in m.FINISHED_STATUSES
+        ):
+            self.done = {**existing.data.metrics, m.STATUS: existing.data.tags[tracking.STATUS_TAG]}
+
+    def batcher(self) -> tracking.MetricBatcher:
+        return tracking.MetricBatcher(
+            self.client,
+            self.run_id,
+            every_s=self.config.tracking.log_every_s,
+            spool=Path(self.settings.storage) / "spool" / f"{self.name}.jsonl",
+        )
+
+    def fail(self, error: BaseException) -> None:
+        self.client.set_tag(self.run_id, tracking.STATUS_TAG, m.FAILED)
+        self.client.set_tag(self.run_id, tracking.ERROR_TAG, str(error)[:5000])
+        self.client.set_terminated(self.run_id, "FAILED")
+
+
+def finish_run(batcher: tracking.MetricBatcher, summary: dict[str, Any]) -> None:
+    """Log the summary and the status, and mark the child run finished (rank 0, both paths)."""
+    tags = {tracking.STATUS_TAG: summary[m.STATUS]}
+    if summary.get("reason"):
+        tags[tracking.REASON_TAG] = summary["reason"]
+    batcher.close(summary=tracking.summary_metrics(summary), tags=tags)
+    batcher.client.set_terminated(batcher.run_id, "FINISHED")
+
+
+# --- the in-process path -------------------------------------------------------------------------
+
+
+class TuneReporter:
+    """train.Callback: evaluations to Tune, from the trial's own process. Checkpoints stay in
+    the trial's own folder (`TrialSettings.checkpoints`), where a restart finds them."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        from ray import tune
+
+        payload = {self.metric: metrics[m.VAL_LOSS], CHECKPOINT_STEP: step, m.STATUS: m.RUNNING}
+        tune.report(payload)
+
+
+def _train_here(config: ExperimentConfig, run: TrialRun) -> dict[str, Any]:
+    import torch
+
+    from scalesweep.checkpoint import STATE_FILE
+    from scalesweep.train import Trainer
+
+    torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
+    batcher = run.batcher()
+    checkpoints = run.settings.checkpoints(run.name)
+    trainer = Trainer(
+        config,
+        callbacks=[TuneReporter(config.search.metric), batcher],
+        checkpoint_dir=checkpoints,
+    )
+    if (checkpoints / "latest" / STATE_FILE).is_file():  # restarted, by Tune or by --resume
+        trainer.resume(checkpoints / "latest")
+    summary = trainer.run().to_dict()
+    finish_run(batcher, summary)
+    return summary
+
+
+# --- the distributed path -------------------------------------------------------------------------
+
+
+class TrainReporter:
+    """train.Callback: evaluations (and checkpoints) to Ray Train, which passes them to Tune."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        import ray.train
+
+        saved = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
+        payload = {self.metric: metrics[m.VAL_LOSS], CHECKPOINT_STEP: step, m.STATUS: m.RUNNING}
+        ray.train.report(payload, checkpoint=saved)
+
+
+def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker: the same Trainer as the in-process path, on every rank; rank 0 logs to
+    MLflow and marks the child run finished."""
+    import ray.train
+    import ray.train.torch
+
+    from scalesweep.train import Trainer
+
+    trial = Trial(
+        **{**loop_config["trial"], "config": ExperimentConfig.model_validate(loop_config["config"])}
+    )
+    config = trial.config
+    settings = TrialSettings(**loop_config["settings"])
+    callbacks: list[Any] = [TrainReporter(config.search.metric)]
+    batcher = None
+    if ray.train.get_context().get_world_rank() == 0:
+        run = TrialRun(settings, trial)
+        batcher = run.batcher()
+        callbacks.append(batcher)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(
+            config,
+            callbacks=callbacks,
+            device=ray.train.torch.get_device(),
+            checkpoint_dir=Path(scratch),
+        )
+        resume = ray.train.get_checkpoint()
+        if resume is not None:
+            with resume.as_directory() as directory:
+                trainer.resume(Path(directory))
+        summary = trainer.run().to_dict()
+    if batcher is not None:
+        finish_run(batcher, summary)
+    ray.train.report(final_report(summary, config.search.metric))
+
+
+def _train_distributed(trial: Trial, run: TrialRun) -> None:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = trial.config.resources
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(resources.report_interval_s)
+    settings = run.settings
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={
+            "config": trial.config.model_dump(mode="json"),
+            "settings": {**settings.__dict__, "cells": {}},
+            "trial": {"name": trial.name, "cell": trial.cell, "sampled": trial.sampled},
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.workers_per_trial,
+            use_gpu=resources.gpus_per_worker > 0,
+            resources_per_worker={
+                "CPU": resources.cpus_per_worker,
+                "GPU": resources.gpus_per_worker,
+            },
+        ),
+        run_config=ray.train.RunConfig(
+            name=run.name,  # the same name on resume: Train picks up the run's latest checkpoint
+            storage_path=str(Path(settings.storage) / "train"),
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
+        ),
+    )
+    trainer.fit()
+
+
+# --- the Tune function ----------------------------------------------------------------------------
+
+
+def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
+    """One trial: find or create its MLflow child run, then train it on the path its
+    `resources.workers_per_trial` asks for, unless the child run says it already finished."""
+    from ray import tune
+
+    trial = Trial.of(tune_config, settings)
+    config, metric = trial.config, trial.config.search.metric
+    run = TrialRun(settings, trial)
+    if run.done is not None:
+        # Finished before the driver was killed: report what MLflow holds, do not train again.
+        tune.report(final_report(run.done, metric))
+        return
+    try:
+        if config.resources.workers_per_trial == 1:
+            tune.report(final_report(_train_here(config, run), metric))
+        else:
+            _train_distributed(trial, run)
+    except UserError as error:
+        # Bad input that only training could find: retrying cannot fix it, so the trial ends
+        # here, recorded as failed (the driver reads the status from its child run).
+        run.fail(error)
+    except Exception as error:
+        run.fail(error)
+        raise
