@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from scalesweep import metrics as m
+
 RUN_SECTIONS = ("model", "optim", "schedule", "data", "train")
 
 
@@ -202,7 +204,7 @@ class SearchConfig(_Section):
     algorithm: Literal["grid", "random", "tpe", "gp", "cmaes"] = "grid"
     num_samples: int = Field(1, gt=0)
     """Trials per grid cell (for `grid`: repeats of the whole grid, each with another seed)."""
-    metric: Literal["final_val_loss"] = "final_val_loss"
+    metric: m.SearchMetric = m.FINAL_VAL_LOSS
     """What the searcher minimizes. A diverged trial reports its init_loss ℓ0 here, a finite
     value (Optuna breaks on NaN) that ranks it with the untrained model."""
     mode: Literal["min"] = "min"

@@ -5,15 +5,14 @@ holding the sweep file and the fit outputs; one child run per trial (`scalesweep
 `mlflow.parentRunId`, `scalesweep.trial_id`) with the trial's params under dotted names, the
 per-step metrics of `scalesweep.metrics`, the summary metrics and a `status` tag.
 
-Writers: the sweep driver (parent and child runs, statuses), the trial (per-step metrics in
-batches from rank 0, with a spool for a server that stays down), `scalesweep fit` (outputs
+Writers: the sweep driver (parent run), the trial (its child run, its status; per-step metrics
+go through `scalesweep.metric_log`, which never blocks training), `scalesweep fit` (outputs
 logged back to the parent). Reader: `runs_table`, the one-row-per-trial DataFrame the fitter
 consumes, and `curves`, the per-step histories.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from scalesweep import metrics as m
@@ -200,104 +199,6 @@ def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     """The numeric per-trial summary; absent or None fields (final_val_loss of a diverged run)
     are left out."""
     return {k: float(summary[k]) for k in m.SUMMARY_METRICS if summary.get(k) is not None}
-
-
-# --------------------------------------------------------------------------------------------
-# Writing: per-step metrics
-# --------------------------------------------------------------------------------------------
-
-
-class MetricBatcher:
-    """Per-step metrics from rank 0 to MLflow, one `log_batch` at most every `every_s` seconds.
-
-    A tracking server that is down must not kill the trial: failed batches stay queued and are
-    retried at the next flush; what is still unsent at the end goes to a JSONL spool file that
-    `replay_spool` writes later. The run's tags say so (`RETRIES_TAG`, `SPOOLED_TAG`).
-    """
-
-    def __init__(
-        self,
-        client: MlflowClient,
-        run_id: str,
-        *,
-        every_s: float,
-        spool: Path,
-        close_retries: int = 4,
-    ) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.every_s = every_s
-        self.spool = spool
-        self.close_retries = close_retries
-        self.pending: list[Metric] = []
-        self.last_flush = time.monotonic()
-        self.failures = 0
-
-    # train.Callback
-    def on_log(self, step: int, metrics: dict[str, float]) -> None:
-        now = int(time.time() * 1000)
-        self.pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        if time.monotonic() - self.last_flush >= self.every_s:
-            self.flush()
-
-    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        pass
-
-    def flush(self) -> bool:
-        self.last_flush = time.monotonic()
-        while self.pending:
-            batch = self.pending[:MAX_BATCH]
-            try:
-                self.client.log_batch(self.run_id, metrics=batch)
-            except Exception:
-                self.failures += 1
-                return False
-            del self.pending[: len(batch)]
-        return True
-
-    def close(self, *, summary: Mapping[str, float], tags: Mapping[str, str]) -> None:
-        """Log the summary metrics and tags, retrying a few times, else spool everything."""
-        now = int(time.time() * 1000)
-        self.pending.extend(Metric(k, float(v), now, 0) for k, v in summary.items())
-        final_tags = dict(tags)
-        if self.failures:
-            final_tags[RETRIES_TAG] = str(self.failures)
-        for attempt in range(self.close_retries):
-            if self.flush():
-                try:
-                    self.client.log_batch(
-                        self.run_id, tags=[RunTag(k, v) for k, v in final_tags.items()]
-                    )
-                    return
-                except Exception:
-                    self.failures += 1
-            if attempt + 1 < self.close_retries:
-                time.sleep(2**attempt)
-        self.spool.parent.mkdir(parents=True, exist_ok=True)
-        with self.spool.open("a") as stream:
-            for x in self.pending:
-                stream.write(json.dumps({"metric": [x.key, x.value, x.timestamp, x.step]}) + "\n")
-            stream.write(json.dumps({"run_id": self.run_id, "tags": final_tags}) + "\n")
-
-
-def replay_spool(client: MlflowClient, spool: Path) -> int:
-    """Write a spool file left by `MetricBatcher.close` into MLflow, then delete it."""
-    metrics: list[Metric] = []
-    tags: dict[str, str] = {}
-    run_id = None
-    for line in spool.read_text().splitlines():
-        record = json.loads(line)
-        if "metric" in record:
-            metrics.append(Metric(*record["metric"]))
-        else:
-            run_id, tags = record["run_id"], record["tags"]
-    if run_id is None:
-        return 0
-    for start in range(0, len(metrics), MAX_BATCH):
-        client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, SPOOLED_TAG: "true"}.items()])
-    spool.unlink()
-    return len(metrics)
 
 
 # --------------------------------------------------------------------------------------------

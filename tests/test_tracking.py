@@ -1,10 +1,11 @@
-"""MLflow tracking: URI resolution, child-run reuse, batching, and surviving a dead server."""
+"""MLflow tracking: URI resolution, child-run reuse, background batches, surviving a dead server."""
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from scalesweep import tracking
 from scalesweep.errors import UserError
+from scalesweep.metric_log import MetricLog, logged_through, replay_spool
 
 
 class FlakyClient:
@@ -52,15 +53,15 @@ def test_child_run_is_reused_not_duplicated(client):
     assert len(runs) == 2
 
 
-def test_batcher_retries_after_a_failed_flush_and_says_so(client, tmp_path):
-    # Rule: a failed batch stays queued and is sent at the next flush; the run is tagged with
-    # how many retries it took. Nothing raises into the training loop.
+def test_metric_log_retries_a_failed_batch_and_says_so(client, tmp_path):
+    # Rule: a batch the server refused stays queued and is sent later; the run is tagged with
+    # how many sends failed. Nothing raises into the training loop, and nothing is doubled.
     _, child = parent_and_child(client)
     flaky = FlakyClient(client, failures=1)
-    batcher = tracking.MetricBatcher(flaky, child, every_s=0, spool=tmp_path / "spool.jsonl")
-    batcher.on_log(10, {"train/loss": 3.0})  # this flush fails
-    batcher.on_log(20, {"train/loss": 2.5})  # this one sends both points
-    batcher.close(summary={"final_val_loss": 2.4}, tags={"status": "completed"})
+    log = MetricLog(flaky, child, every_s=0.01, spool=tmp_path / "spool.jsonl")
+    log.on_log(10, {"train/loss": 3.0})
+    log.on_log(20, {"train/loss": 2.5})
+    assert log.close(summary={"final_val_loss": 2.4}, tags={"status": "completed"}, timeout_s=30)
     history = client.get_metric_history(child, "train/loss")
     assert [(m.step, m.value) for m in history] == [(10, 3.0), (20, 2.5)]
     run = client.get_run(child)
@@ -75,15 +76,50 @@ def test_unreachable_server_spools_and_replay_writes_it_later(client, tmp_path):
     _, child = parent_and_child(client)
     spool = tmp_path / "spool" / "w32-abc.jsonl"
     dead = FlakyClient(client, failures=10**6)
-    batcher = tracking.MetricBatcher(dead, child, every_s=0, spool=spool, close_retries=2)
-    batcher.on_log(5, {"train/loss": 4.0})
-    batcher.close(summary={"init_loss": 5.5}, tags={"status": "diverged"})
+    log = MetricLog(dead, child, every_s=0.01, spool=spool)
+    log.on_log(5, {"train/loss": 4.0})
+    assert not log.close(summary={"init_loss": 5.5}, tags={"status": "diverged"}, timeout_s=1)
     assert spool.is_file()
-    assert tracking.replay_spool(client, spool) == 2
+    assert replay_spool(client, spool) == 2
     run = client.get_run(child)
     assert run.data.metrics["init_loss"] == 5.5 and run.data.tags["status"] == "diverged"
     assert run.data.tags["scalesweep.spooled"] == "true"
+    assert run.data.tags["scalesweep.tracking_retries"] != "0"
     assert not spool.exists()
+
+
+def test_long_outage_spills_to_disk_and_close_writes_it_once(client, tmp_path):
+    # Rule: while the server is down, memory stays bounded (the oldest points spill to the
+    # spool file); once it is back, close writes the spilled and the queued points, each once.
+    _, child = parent_and_child(client)
+    flaky = FlakyClient(client, failures=3)
+    log = MetricLog(flaky, child, every_s=0.01, spool=tmp_path / "spool.jsonl", max_pending=4)
+    for step in range(1, 11):
+        log.on_log(step, {"train/loss": float(step)})
+    assert log.close(summary={}, tags={"status": "completed"}, timeout_s=30)
+    steps = [m.step for m in client.get_metric_history(child, "train/loss")]
+    assert sorted(steps) == list(range(1, 11))
+    assert not (tmp_path / "spool.jsonl").exists()
+
+
+def test_restarted_trial_skips_steps_it_had_logged(client, tmp_path):
+    # Rule: a trial restarted from a checkpoint at step 10 retrains steps 11-15, which its
+    # first attempt had logged; they are not logged twice (points at or below the run's last
+    # logged step of each key are dropped), and later steps are logged.
+    _, child = parent_and_child(client)
+    first = MetricLog(client, child, every_s=0.01, spool=tmp_path / "a.jsonl")
+    for step in (5, 10, 15):
+        first.on_log(step, {"train/loss": 1.0})
+    first.on_log(10, {"val/loss": 1.0})
+    assert first.close(summary={}, tags={}, timeout_s=30)
+    assert logged_through(client, child) == {"train/loss": 15, "val/loss": 10}
+    second = MetricLog(client, child, every_s=0.01, spool=tmp_path / "b.jsonl",
+                       skip_through=logged_through(client, child))  # fmt: skip
+    for step in (15, 20):
+        second.on_log(step, {"train/loss": 2.0, "val/loss": 2.0})
+    assert second.close(summary={}, tags={}, timeout_s=30)
+    assert [m.step for m in client.get_metric_history(child, "train/loss")] == [5, 10, 15, 20]
+    assert [m.step for m in client.get_metric_history(child, "val/loss")] == [10, 15, 20]
 
 
 @pytest.mark.parametrize(

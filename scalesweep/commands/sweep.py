@@ -114,38 +114,27 @@ def summary_table(name: str, rows: list[dict[str, Any]]) -> Any:
     by_width: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_width[row.get("model.width", "-")].append(row)
+    from scalesweep import metrics as m
+
     table = Table(title=f"{name}: best learning rate per width")
-    for column in (
-        "width",
-        "best lr",
-        "final_val_loss",
-        "trials",
-        "completed",
-        "diverged",
-        "failed",
-    ):
+    for column in ("width", "best lr", m.FINAL_VAL_LOSS, "trials", *m.ENDED_STATUSES):
         table.add_column(column, justify="right")
     for width in sorted(by_width, key=lambda w: (isinstance(w, str), w)):
         group = by_width[width]
         done = [
             r
             for r in group
-            if r["status"] == "completed"
-            and r["final_val_loss"] is not None
-            and math.isfinite(r["final_val_loss"])
+            if r[m.STATUS] == m.COMPLETED
+            and r[m.FINAL_VAL_LOSS] is not None
+            and math.isfinite(r[m.FINAL_VAL_LOSS])
         ]
-        best = min(done, key=lambda r: r["final_val_loss"]) if done else None
-        counts = {
-            s: sum(r["status"] == s for r in group) for s in ("completed", "diverged", "failed")
-        }
+        best = min(done, key=lambda r: r[m.FINAL_VAL_LOSS]) if done else None
         table.add_row(
             str(width),
             f"{best['optim.lr']:.3g}" if best and "optim.lr" in best else "-",
-            f"{best['final_val_loss']:.4f}" if best else "-",
+            f"{best[m.FINAL_VAL_LOSS]:.4f}" if best else "-",
             str(len(group)),
-            str(counts["completed"]),
-            str(counts["diverged"]),
-            str(counts["failed"]),
+            *(str(sum(r[m.STATUS] == s for r in group)) for s in m.ENDED_STATUSES),
         )
     return table
 
@@ -184,7 +173,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         f"{uri}\n  compare trials: {ui}\n  fit: scalesweep fit {experiment.config.name} "
         f"--kind all --tracking-uri {uri} --out fit-{experiment.config.name}"
     )
-    failed = sum(r["status"] == "failed" for r in outcome.rows)
+    from scalesweep import metrics as m
+
+    failed = sum(r[m.STATUS] == m.FAILED for r in outcome.rows)
     return 1 if failed else 0
 
 

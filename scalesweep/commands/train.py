@@ -57,10 +57,12 @@ class ProgressBar:
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         self.bar.update(step - self.bar.n)
+        from scalesweep import metrics as m
+
         shown = {
             k.split("/")[-1]: f"{v:.4g}"
             for k, v in metrics.items()
-            if k in ("train/loss", "val/loss", "perf/tokens_per_s")
+            if k in (m.TRAIN_LOSS, m.VAL_LOSS, m.TOKENS_PER_S)
         }
         self.bar.set_postfix(shown, refresh=False)
 

@@ -232,7 +232,9 @@ def _lr_section(fit: Mapping[str, Any]) -> Lines:
     lines = [
         f"Wortsman et al. 2023 LR sensitivity over LRs in [{lo:g}, {hi:g}] (diverged = ℓ0).",
         "",
-        "| " + " | ".join([*cols, "sensitivity", "best LR", "best loss", "LRs", "diverged"]) + " |",
+        "| "
+        + " | ".join([*cols, "sensitivity", "best LR", "best loss", "LRs", "diverged runs"])
+        + " |",
         "|" + "---|" * (len(cols) + 5),
     ]
     for g in fit["groups"]:

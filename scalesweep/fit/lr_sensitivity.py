@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scalesweep import metrics as m
 from scalesweep.errors import UserError
 from scalesweep.fit.regression import loglog_ols
 from scalesweep.fit.runs import finite_or_none
@@ -65,7 +66,7 @@ class GroupSensitivity:
             "sensitivity": finite_or_none(self.sensitivity),
             "best_lr": finite_or_none(self.best_lr),
             "best_loss": finite_or_none(self.best_loss),
-            "init_loss": finite_or_none(self.init_loss),
+            m.INIT_LOSS: finite_or_none(self.init_loss),
             "n_lr": self.n_lr,
             "n_runs": self.n_runs,
             "n_diverged": self.n_diverged,
@@ -143,13 +144,13 @@ def _init_losses(frame: pd.DataFrame, init_loss: float | None) -> pd.Series:
         if not (math.isfinite(init_loss) and init_loss > 0):
             raise UserError(f"`init_loss > 0` must hold, but got ({init_loss=})")
         return pd.Series(init_loss, index=frame.index, dtype=float)
-    if "init_loss" not in frame.columns:
+    if m.INIT_LOSS not in frame.columns:
         raise UserError(
             "lr-sensitivity needs ℓ0, the loss at initialization: a column `init_loss` "
             "(map one with --col init_loss=SOURCE) or a constant with --init-loss VALUE "
             "(e.g. ln(vocab size))"
         )
-    return pd.to_numeric(frame["init_loss"], errors="coerce")
+    return pd.to_numeric(frame[m.INIT_LOSS], errors="coerce")
 
 
 def fit_lr_sensitivity(
@@ -166,7 +167,7 @@ def fit_lr_sensitivity(
     Example:
         >>> import pandas as pd
         >>> runs = pd.DataFrame({"lr": [1e-3, 1e-2, 1e-1], "loss": [3.0, 2.5, float("nan")],
-        ...                      "init_loss": 5.0, "status": ["completed"] * 2 + ["diverged"]})
+        ...                      m.INIT_LOSS: 5.0, "status": ["completed"] * 2 + ["diverged"]})
         >>> fit_lr_sensitivity(runs, group_by=()).groups[0].sensitivity  # mean(.5, 0, 2.5)
         1.0
     """
@@ -188,11 +189,11 @@ def fit_lr_sensitivity(
         )
     frame = runs.reset_index(drop=True)
     status = (
-        frame["status"].astype(str)
-        if "status" in frame.columns
-        else pd.Series("completed", index=frame.index)
+        frame[m.STATUS].astype(str)
+        if m.STATUS in frame.columns
+        else pd.Series(m.COMPLETED, index=frame.index)
     )
-    failed = status == "failed"
+    failed = status == m.FAILED
     lr = pd.to_numeric(frame["lr"], errors="coerce")
     bad_lr = ~failed & ~(np.isfinite(lr) & (lr > 0))
     if bad_lr.any():
@@ -203,7 +204,7 @@ def fit_lr_sensitivity(
         )
     ell0 = _init_losses(frame, init_loss)
     loss = pd.to_numeric(frame["loss"], errors="coerce")
-    diverged = ~failed & ((status == "diverged") | ~np.isfinite(loss))
+    diverged = ~failed & ((status == m.DIVERGED) | ~np.isfinite(loss))
     notes: list[str] = []
     if not groups:
         keys = pd.Series(0, index=frame.index)

@@ -28,6 +28,7 @@ from scalesweep import tracking
 from scalesweep.config import ExperimentConfig, ResourcesConfig
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment
+from scalesweep.metric_log import replay_spool
 from scalesweep.sweep.plan import Plan, trial_name
 from scalesweep.sweep.search import Done
 from scalesweep.sweep.trial import TrialSettings, assignment_of, objective, run_trial
@@ -208,7 +209,7 @@ def _history(experiment: Experiment, session: _Session) -> list[Done]:
     unfinished ones (running or failed) to run again with their exact values."""
     client = tracking.MlflowClient(session.tracking_uri)
     for spool in sorted((session.storage / "spool").glob("*.jsonl")):
-        tracking.replay_spool(client, spool)  # statuses that an outage kept out of MLflow
+        replay_spool(client, spool)  # statuses that an outage kept out of MLflow
     history = []
     for run in tracking.child_runs(client, experiment.config.name, session.parent_run_id):
         tags, metrics = run.data.tags, run.data.metrics
@@ -350,7 +351,7 @@ def run_sweep(
     client = tracking.MlflowClient(session.tracking_uri)
     for spool in sorted((session.storage / "spool").glob("*.jsonl")):
         tracking.with_retries(
-            lambda spool=spool: tracking.replay_spool(client, spool),  # type: ignore[misc]
+            lambda spool=spool: replay_spool(client, spool),  # type: ignore[misc]
             what=f"writing the metrics spooled in {spool.name}",
             timeout_s=experiment.config.tracking.outage_timeout_s,
         )

@@ -28,6 +28,7 @@ from scalesweep import metrics as m
 from scalesweep import tracking
 from scalesweep.config import ExperimentConfig, run_params
 from scalesweep.errors import UserError
+from scalesweep.metric_log import MetricLog, logged_through, replay_spool
 from scalesweep.sweep.plan import trial_config, trial_name
 from scalesweep.sweep.search import CELL_KEY
 
@@ -50,6 +51,17 @@ class TrialSettings:
         """Where an in-place trial keeps its `latest` checkpoint: a path derived from its name,
         so a restarted trial (same driver or a resumed one) finds it."""
         return Path(self.storage) / "checkpoints" / trial
+
+
+def bound_mlflow_retries() -> None:
+    """Make one MLflow request give up within seconds, not minutes: outages are waited out by
+    our own retries (`tracking.with_retries`, `MetricLog`), which know what they may block."""
+    for key, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+    ):
+        os.environ.setdefault(key, value)
 
 
 def assignment_of(tune_config: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +114,8 @@ class TrialRun:
             tracking.CELL_TAG: json.dumps(trial.cell),
             tracking.SAMPLED_TAG: json.dumps(trial.sampled),
         }
-        self.run_id, existing = tracking.with_retries(
+        self.spool = Path(settings.storage) / "spool" / f"{trial.name}.jsonl"
+        self.run_id, existing = self._retry(
             lambda: tracking.get_or_create_child_run(
                 self.client,
                 config.name,
@@ -111,37 +124,50 @@ class TrialRun:
                 run_params(config),
                 tags,
             ),
-            what=f"opening the child run of {trial.name}",
-            timeout_s=config.tracking.outage_timeout_s,
+            "opening the child run",
         )
+        self.skip_through: dict[str, int] = {}
         self.done: dict[str, Any] | None = None
-        if (
-            existing is not None
-            and existing.data.tags.get(tracking.STATUS_TAG) in m.FINISHED_STATUSES
-        ):
-            self.done = {**existing.data.metrics, m.STATUS: existing.data.tags[tracking.STATUS_TAG]}
+        if existing is not None:  # a restarted trial: what did its earlier attempts leave?
+            self._retry(lambda: replay_spool(self.client, self.spool), "writing its spool")
+            run = self._retry(lambda: self.client.get_run(self.run_id), "reading its run")
+            if run.data.tags.get(tracking.STATUS_TAG) in m.FINISHED_STATUSES:
+                self.done = {**run.data.metrics, m.STATUS: run.data.tags[tracking.STATUS_TAG]}
+            self.skip_through = self._retry(
+                lambda: logged_through(self.client, self.run_id), "reading its metrics"
+            )
 
-    def batcher(self) -> tracking.MetricBatcher:
-        return tracking.MetricBatcher(
+    def _retry(self, call: Any, what: str) -> Any:
+        return tracking.with_retries(
+            call, what=f"{self.name}: {what}", timeout_s=self.config.tracking.outage_timeout_s
+        )
+
+    def metric_log(self) -> MetricLog:
+        return MetricLog(
             self.client,
             self.run_id,
             every_s=self.config.tracking.log_every_s,
-            spool=Path(self.settings.storage) / "spool" / f"{self.name}.jsonl",
+            spool=self.spool,
+            skip_through=self.skip_through,
         )
 
+    def finish(self, log: MetricLog, summary: dict[str, Any]) -> None:
+        """Log the summary, then the status, and mark the child run finished (rank 0, both
+        paths). A server that stays down gets them later, from the spool."""
+        tags = {tracking.STATUS_TAG: summary[m.STATUS]}
+        if summary.get("reason"):
+            tags[tracking.REASON_TAG] = summary["reason"]
+        timeout = self.config.tracking.outage_timeout_s
+        if log.close(summary=tracking.summary_metrics(summary), tags=tags, timeout_s=timeout):
+            self._retry(lambda: self.client.set_terminated(self.run_id, "FINISHED"), "marking it")
+
     def fail(self, error: BaseException) -> None:
-        self.client.set_tag(self.run_id, tracking.STATUS_TAG, m.FAILED)
-        self.client.set_tag(self.run_id, tracking.ERROR_TAG, str(error)[:5000])
-        self.client.set_terminated(self.run_id, "FAILED")
+        def mark() -> None:
+            self.client.set_tag(self.run_id, tracking.STATUS_TAG, m.FAILED)
+            self.client.set_tag(self.run_id, tracking.ERROR_TAG, str(error)[:5000])
+            self.client.set_terminated(self.run_id, "FAILED")
 
-
-def finish_run(batcher: tracking.MetricBatcher, summary: dict[str, Any]) -> None:
-    """Log the summary and the status, and mark the child run finished (rank 0, both paths)."""
-    tags = {tracking.STATUS_TAG: summary[m.STATUS]}
-    if summary.get("reason"):
-        tags[tracking.REASON_TAG] = summary["reason"]
-    batcher.close(summary=tracking.summary_metrics(summary), tags=tags)
-    batcher.client.set_terminated(batcher.run_id, "FINISHED")
+        self._retry(mark, "marking it failed")
 
 
 # --- the in-process path -------------------------------------------------------------------------
@@ -171,17 +197,17 @@ def _train_here(config: ExperimentConfig, run: TrialRun) -> dict[str, Any]:
     from scalesweep.train import Trainer
 
     torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
-    batcher = run.batcher()
+    log = run.metric_log()
     checkpoints = run.settings.checkpoints(run.name)
     trainer = Trainer(
         config,
-        callbacks=[TuneReporter(config.search.metric), batcher],
+        callbacks=[TuneReporter(config.search.metric), log],
         checkpoint_dir=checkpoints,
     )
     if (checkpoints / "latest" / STATE_FILE).is_file():  # restarted, by Tune or by --resume
         trainer.resume(checkpoints / "latest")
     summary = trainer.run().to_dict()
-    finish_run(batcher, summary)
+    run.finish(log, summary)
     return summary
 
 
@@ -218,12 +244,13 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     )
     config = trial.config
     settings = TrialSettings(**loop_config["settings"])
+    bound_mlflow_retries()
     callbacks: list[Any] = [TrainReporter(config.search.metric)]
-    batcher = None
+    run, log = None, None
     if ray.train.get_context().get_world_rank() == 0:
         run = TrialRun(settings, trial)
-        batcher = run.batcher()
-        callbacks.append(batcher)
+        log = run.metric_log()
+        callbacks.append(log)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(
             config,
@@ -236,8 +263,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             with resume.as_directory() as directory:
                 trainer.resume(Path(directory))
         summary = trainer.run().to_dict()
-    if batcher is not None:
-        finish_run(batcher, summary)
+    if run is not None and log is not None:
+        run.finish(log, summary)
     ray.train.report(final_report(summary, config.search.metric))
 
 
@@ -282,6 +309,7 @@ def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
     `resources.workers_per_trial` asks for, unless the child run says it already finished."""
     from ray import tune
 
+    bound_mlflow_retries()
     trial = Trial.of(tune_config, settings)
     config, metric = trial.config, trial.config.search.metric
     run = TrialRun(settings, trial)

@@ -12,6 +12,7 @@ import pytest
 
 from scalesweep import tracking
 from scalesweep.commands.fit import main, read_runs
+from tests.sweep_runs import write_sweep
 
 DATA = Path(__file__).parents[1] / "data"
 CHINCHILLA = str(DATA / "chinchilla_fig4_epoch_extracted.csv")
@@ -99,14 +100,16 @@ def test_mlflow_source_reads_children_and_logs_back(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)  # MLflow puts artifacts of a SQLite store under ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    parent = tracking.start_parent_run(client, "lrs", params={}, tags={}, artifacts={})
-    for row in lr_sweep_rows():
-        params = {k: v for k, v in row.items() if "." in k}
-        params["model.z_loss"] = None
-        child, _ = tracking.get_or_create_child_run(client, "lrs", parent, row["trial_id"], params)
-        summary = {k: row[k] for k in ("init_loss", "final_val_loss", "params", "flops")}
-        batcher = tracking.MetricBatcher(client, child, every_s=0, spool=tmp_path / "spool")
-        batcher.close(summary=tracking.summary_metrics(summary), tags={"status": row["status"]})
+    trials = [
+        {
+            "name": row["trial_id"],
+            "params": {**{k: v for k, v in row.items() if "." in k}, "model.z_loss": None},
+            "summary": {k: row[k] for k in ("init_loss", "final_val_loss", "params", "flops")},
+            "status": row["status"],
+        }
+        for row in lr_sweep_rows()
+    ]
+    parent = write_sweep(uri, "lrs", trials, spool_dir=tmp_path / "spool")
     table = tracking.runs_table("lrs", uri)
     assert len(table) == 15 and (table["status"] == "diverged").sum() == 1
     assert table["model.width"].dtype.kind in "iu" and table["model.qk_norm"].dtype == bool

@@ -1,0 +1,196 @@
+"""Per-step metrics of one MLflow run, sent from a background thread: training never waits.
+
+`MetricLog.on_log` (a `train.Callback`, rank 0) only appends to a queue. A sender thread sends
+a batch at most every `every_s` seconds. When the tracking server does not answer, the batch
+stays queued and is retried with backoff while training goes on; past `max_pending` points the
+oldest spill to a spool file on disk, so memory stays bounded and nothing is lost. `close` sends
+the rest and the summary, then the status tags, in that order: a run tagged finished has all its
+points. If the server is still down, what is left goes to the spool with the tags, and
+`replay_spool` writes it later (the sweep driver does, at the end and on --resume).
+
+Exactly once: a resent batch carries the same timestamps, which MLflow's SQL stores take as the
+same points; a trial restarted from a checkpoint retrains steps it had already logged, so points
+at or below `skip_through[key]` (the run's last logged step of that key) are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, RunTag
+
+from scalesweep import tracking
+
+RETRY_CAP_S = 30.0
+
+
+def logged_through(client: Any, run_id: str) -> dict[str, int]:
+    """The last step logged of each metric of a run (for a restarted trial's `skip_through`)."""
+    run = client.get_run(run_id)
+    return {
+        key: max(point.step for point in client.get_metric_history(run_id, key))
+        for key in run.data.metrics
+    }
+
+
+def _append(spool: Path, records: list[dict[str, Any]]) -> None:
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    with spool.open("a") as stream:
+        for record in records:
+            stream.write(json.dumps(record) + "\n")
+
+
+def _metric_record(run_id: str, point: Metric) -> dict[str, Any]:
+    return {"run_id": run_id, "metric": [point.key, point.value, point.timestamp, point.step]}
+
+
+class MetricLog:
+    """See the module docstring. The tag `tracking.RETRIES_TAG` counts failed sends."""
+
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        *,
+        every_s: float,
+        spool: Path,
+        skip_through: Mapping[str, int] | None = None,
+        max_pending: int = 200_000,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.every_s = every_s
+        self.spool = spool
+        self.skip_through = dict(skip_through or {})
+        self.max_pending = max_pending
+        self.failures = 0
+        self.spilled = False
+        self._pending: list[Metric] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send_loop, name="metric-log", daemon=True)
+        self._thread.start()
+
+    # train.Callback
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        points = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if step > self.skip_through.get(k, -1)
+        ]
+        with self._lock:
+            self._pending.extend(points)
+            if len(self._pending) > self.max_pending:  # a long outage: spill the oldest half
+                half = len(self._pending) // 2
+                spill, self._pending = self._pending[:half], self._pending[half:]
+                _append(self.spool, [_metric_record(self.run_id, p) for p in spill])
+                self.spilled = True
+
+    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        pass
+
+    def _send_one_batch(self) -> bool:
+        """Send the oldest batch; False (and the batch kept) when the server did not take it."""
+        with self._lock:
+            batch = self._pending[: tracking.MAX_BATCH]
+        if not batch:
+            return True
+        try:
+            self.client.log_batch(self.run_id, metrics=batch)
+        except Exception:
+            self.failures += 1
+            return False
+        with self._lock:
+            del self._pending[: len(batch)]
+        return True
+
+    def _send_loop(self) -> None:
+        wait = self.every_s
+        while not self._stop.is_set():
+            self._wake.wait(wait)
+            self._wake.clear()
+            ok = True
+            while ok and self._pending and not self._stop.is_set():
+                ok = self._send_one_batch()
+            wait = self.every_s if ok else min(max(wait * 2, 1.0), RETRY_CAP_S)
+
+    def _drain(self, deadline: float) -> bool:
+        """Send everything queued (the sender thread stopped); False if the deadline passed."""
+        wait = 1.0
+        while self._pending:
+            if self._send_one_batch():
+                continue
+            if time.monotonic() + wait > deadline:
+                return False
+            time.sleep(wait)
+            wait = min(wait * 2, RETRY_CAP_S)
+        return True
+
+    def close(
+        self, *, summary: Mapping[str, float], tags: Mapping[str, str], timeout_s: float
+    ) -> bool:
+        """Send the rest, the summary (at step 0) and then `tags`, waiting at most `timeout_s`
+        for the server; else spool them. True when everything reached MLflow now."""
+        now = int(time.time() * 1000)
+        with self._lock:
+            self._pending.extend(Metric(k, float(v), now, 0) for k, v in summary.items())
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()  # one send at most is in flight; the client's timeout bounds it
+        deadline = time.monotonic() + timeout_s
+        final_tags = dict(tags)
+        try:
+            if self._drain(deadline) and (not self.spilled or self._replay_spill()):
+                if self.failures:
+                    final_tags[tracking.RETRIES_TAG] = str(self.failures)
+                self.client.log_batch(
+                    self.run_id, tags=[RunTag(k, v) for k, v in final_tags.items()]
+                )
+                return True
+        except Exception:
+            self.failures += 1
+        final_tags[tracking.RETRIES_TAG] = str(self.failures)
+        with self._lock:
+            records = [_metric_record(self.run_id, p) for p in self._pending]
+            self._pending.clear()
+        _append(self.spool, [*records, {"run_id": self.run_id, "tags": final_tags}])
+        return False
+
+    def _replay_spill(self) -> bool:
+        try:
+            replay_spool(self.client, self.spool, final=False)
+        except Exception:
+            self.failures += 1
+            return False
+        self.spilled = False
+        return True
+
+
+def replay_spool(client: Any, spool: Path, *, final: bool = True) -> int:
+    """Write a spool file into MLflow (metrics first, then tags), then delete it; returns the
+    points written. `final` adds the `tracking.SPOOLED_TAG` to each run with tags in it."""
+    if not spool.is_file():
+        return 0
+    points: dict[str, list[Metric]] = {}
+    tags: dict[str, dict[str, str]] = {}
+    for line in spool.read_text().splitlines():
+        record = json.loads(line)
+        if "metric" in record:
+            points.setdefault(record["run_id"], []).append(Metric(*record["metric"]))
+        else:
+            tags.setdefault(record["run_id"], {}).update(record["tags"])
+    for run_id, metrics in points.items():
+        for start in range(0, len(metrics), tracking.MAX_BATCH):
+            client.log_batch(run_id, metrics=metrics[start : start + tracking.MAX_BATCH])
+    for run_id, run_tags in tags.items():
+        marked = {**run_tags, tracking.SPOOLED_TAG: "true"} if final else run_tags
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in marked.items()])
+    spool.unlink()
+    return sum(len(v) for v in points.values())
