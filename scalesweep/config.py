@@ -154,7 +154,11 @@ class TrainConfig(_Section):
     eval_every: int = Field(100, gt=0)
     """Steps between validation evaluations (step 0 and the last step are always evaluated)."""
     eval_batches: int = Field(8, gt=0)
-    """Validation batches per evaluation (fixed windows, the same at every evaluation)."""
+    """Validation batches per evaluation."""
+    eval_batch_size: int = Field(16, gt=0)
+    """Windows per validation batch. The validation set is eval_batches × eval_batch_size
+    windows evenly spaced over the validation split: the same tokens for every run of a sweep,
+    whatever its seed, micro-batch or number of ranks."""
     log_every: int = Field(10, gt=0)
     """Steps between metric records; the diagnostics are computed on these steps only."""
     seed: int = 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from scalesweep.errors import UserError
 
@@ -57,3 +58,31 @@ def peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def split_batch(batch_size: int, micro_batch_size: int | None, world: World) -> tuple[int, int]:
+    """(sequences per forward pass, micro-batches per step) on each rank.
+
+    Example:
+        >>> split_batch(32, 4, World(0, 2, torch.device("cpu")))
+        (4, 4)
+    """
+    per_rank, remainder = divmod(batch_size, world.size)
+    micro = micro_batch_size or per_rank
+    if remainder or per_rank % micro:
+        raise UserError(
+            f"train.batch_size: got {batch_size}, which does not split into {world.size} ranks "
+            f"× micro-batches of {micro}"
+        )
+    return micro, per_rank // micro
+
+
+def wrap(model: torch.nn.Module, world: World, *, compile: bool) -> torch.nn.Module:
+    """The module a step runs: compiled on CUDA when asked, inside DDP on several ranks."""
+    runner = model
+    if compile and world.device.type == "cuda":
+        runner = torch.compile(model)  # type: ignore[assignment]
+    if world.size > 1:
+        device_ids = [world.device.index] if world.device.type == "cuda" else None
+        runner = DistributedDataParallel(runner, device_ids=device_ids)
+    return runner

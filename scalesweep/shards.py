@@ -163,6 +163,39 @@ def write_shards(
         raise
 
 
+def _tokenize(
+    documents: Iterable[str], scratch: Path, encoder: _Encoder, dtype: np.dtype[Any], chunk: int
+) -> np.ndarray:
+    """Stream every non-empty document's tokens (plus end-of-text) into `scratch`; return the
+    length of each document. Memory stays O(number of documents)."""
+    lengths = array.array("q")  # 8 bytes per document, not a Python int object each
+    with scratch.open("wb") as sink:
+        for texts in _chunks((d for d in documents if d), chunk):
+            for ids in encoder.encode(texts):
+                if encoder.eot_id is not None:
+                    ids = np.append(ids, encoder.eot_id)
+                if ids.size and int(ids.max()) >= encoder.vocab_size:
+                    raise UserError(
+                        f"tokenizer {encoder.name} produced id {int(ids.max())} >= its "
+                        f"vocab size {encoder.vocab_size}"
+                    )
+                sink.write(ids.astype(dtype).tobytes())
+                lengths.append(len(ids))
+    return np.frombuffer(lengths, dtype=np.int64)
+
+
+def _complement(ranges: Sequence[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """The ranges of [0, total) not covered by the sorted, disjoint `ranges`."""
+    out, cursor = [], 0
+    for start, stop in ranges:
+        if cursor < start:
+            out.append((cursor, start))
+        cursor = stop
+    if cursor < total:
+        out.append((cursor, total))
+    return out
+
+
 def _write_shards(
     documents: Iterable[str],
     out_dir: Path,
@@ -174,42 +207,22 @@ def _write_shards(
     sources: Sequence[str],
     chunk_documents: int,
 ) -> dict[str, Any]:
-    lengths = array.array("q")  # 8 bytes per document, not a Python int object each
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-") as scratch_dir:
         scratch = Path(scratch_dir) / "all.bin"
-        with scratch.open("wb") as sink:
-            for chunk in _chunks((d for d in documents if d), chunk_documents):
-                for ids in encoder.encode(chunk):
-                    if encoder.eot_id is not None:
-                        ids = np.append(ids, encoder.eot_id)
-                    if ids.size and int(ids.max()) >= encoder.vocab_size:
-                        raise UserError(
-                            f"tokenizer {encoder.name} produced id {int(ids.max())} >= its "
-                            f"vocab size {encoder.vocab_size}"
-                        )
-                    sink.write(ids.astype(dtype).tobytes())
-                    lengths.append(len(ids))
-        total = sum(lengths)
+        lengths = _tokenize(documents, scratch, encoder, dtype, chunk_documents)
+        total = int(lengths.sum())
         if total < 2:
             raise UserError(
                 f"the inputs hold {total} tokens; need at least 2 for a train and a val split"
             )
-        doc_lengths = np.frombuffer(lengths, dtype=np.int64)
-        val_parts = split_documents(doc_lengths, val_fraction=val_fraction, seed=seed)
+        val_parts = split_documents(lengths, val_fraction=val_fraction, seed=seed)
         all_tokens = np.memmap(scratch, dtype=dtype, mode="r", shape=(total,))
-        offsets = np.concatenate([[0], np.cumsum(doc_lengths)])
-        val_ranges = sorted((int(offsets[d]) + a, int(offsets[d]) + b) for d, a, b in val_parts)
-        train_ranges, cursor = [], 0
-        for start, stop in val_ranges:
-            if cursor < start:
-                train_ranges.append((cursor, start))
-            cursor = stop
-        if cursor < total:
-            train_ranges.append((cursor, total))
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
         # Validation keeps the seeded visiting order; training keeps the input order.
-        val_ordered = [(int(offsets[d]) + a, int(offsets[d]) + b) for d, a, b in val_parts]
+        val_ranges = [(int(offsets[d]) + a, int(offsets[d]) + b) for d, a, b in val_parts]
+        train_ranges = _complement(sorted(val_ranges), total)
         train_tokens = _copy_ranges(all_tokens, train_ranges, out_dir / "train.bin")
-        val_tokens = _copy_ranges(all_tokens, val_ordered, out_dir / "val.bin")
+        val_tokens = _copy_ranges(all_tokens, val_ranges, out_dir / "val.bin")
         del all_tokens
     whole = sum(1 for _, start, _ in val_parts if start == 0)
     meta: dict[str, Any] = {

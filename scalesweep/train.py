@@ -22,13 +22,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from scalesweep import checkpoint, data
 from scalesweep import metrics as m
 from scalesweep.config import ExperimentConfig, total_steps
-from scalesweep.distributed import World, all_reduce_mean, peak_flops, resolve_world
+from scalesweep.distributed import (
+    World,
+    all_reduce_mean,
+    peak_flops,
+    resolve_world,
+    split_batch,
+    wrap,
+)
 from scalesweep.errors import UserError
+from scalesweep.evaluation import Validation
 from scalesweep.flops import count_params, flops_per_token
 from scalesweep.model import GPT
 from scalesweep.optim import build_optimizer, set_lr
@@ -129,7 +136,9 @@ class Trainer:
         self.world: World = resolve_world(config.train.device, device)
         self.shards = data.load_shards(config.data.path)
         self.model_config = self._model_config()
-        self.micro, self.accumulation = self._micro_batches()
+        self.micro, self.accumulation = split_batch(
+            config.train.batch_size, config.train.micro_batch_size, self.world
+        )
         self.n_steps = total_steps(config)
         self.tokens_per_step = config.train.batch_size * self.model_config.seq_len
         self.flops_per_token = flops_per_token(self.model_config, config.train.flop_counting)
@@ -142,7 +151,17 @@ class Trainer:
         assert self.model.num_params()["total"] == self.counts.total
         fused = self.world.device.type == "cuda"
         self.optimizer = build_optimizer(self.model, config.optim, fused=fused)
-        self.runner = self._wrap(self.model)
+        self.runner = wrap(self.model, self.world, compile=config.train.compile)
+        # Evaluation runs the model without DDP (no collective a rank could skip), compiled
+        # when training is: `runner` is DDP(compiled) or compiled or the model itself.
+        self.eval_model = getattr(self.runner, "module", self.runner)
+        self.validation = Validation(
+            self.shards.val,
+            batches=config.train.eval_batches,
+            batch_size=config.train.eval_batch_size,
+            seq_len=self.model_config.seq_len,
+            world=self.world,
+        )
         self.state = RunState()
         self.window = _Window()
         self.started = time.perf_counter()
@@ -160,27 +179,6 @@ class Trainer:
                 f"{self.config.data.path} has vocab_size {vocab}"
             )
         return model
-
-    def _micro_batches(self) -> tuple[int, int]:
-        """(sequences per forward pass, micro-batches per step) on this rank."""
-        batch, size = self.config.train.batch_size, self.world.size
-        per_rank, remainder = divmod(batch, size)
-        micro = self.config.train.micro_batch_size or per_rank
-        if remainder or per_rank % micro:
-            raise UserError(
-                f"train.batch_size: got {batch}, which does not split into {size} ranks × "
-                f"micro-batches of {micro}"
-            )
-        return micro, per_rank // micro
-
-    def _wrap(self, model: GPT) -> torch.nn.Module:
-        runner: torch.nn.Module = model
-        if self.config.train.compile and self.world.device.type == "cuda":
-            runner = torch.compile(model)  # type: ignore[assignment]
-        if self.world.size > 1:
-            device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
-            runner = DistributedDataParallel(runner, device_ids=device_ids)
-        return runner
 
     def autocast(self) -> Any:
         if self.world.device.type == "cuda" and self.config.train.precision == "bf16":
@@ -224,21 +222,9 @@ class Trainer:
     def lr_at(self, step: int) -> float:
         return self.config.optim.lr * lr_multiplier(self.config.schedule, step, self.n_steps)
 
-    @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean validation loss over `train.eval_batches` fixed windows, shared out across ranks."""
-        self.model.eval()
-        total = torch.zeros(2, device=self.world.device)
-        train = self.config.train
-        for index in range(self.world.rank, train.eval_batches, self.world.size):
-            x, y = self._batch(self.shards.val, step=0, index=index)
-            with self.autocast():
-                total[0] += self.runner(x, y).ce_loss.float()
-            total[1] += 1
-        if self.world.size > 1:
-            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
-        self.model.train()
-        return (total[0] / total[1]).item()
+        """Validation loss over the fixed windows (see `scalesweep.evaluation`)."""
+        return self.validation.loss(self.eval_model, self.autocast)
 
     def _batch(self, tokens: Any, *, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = data.sample_batch(

@@ -171,7 +171,7 @@ def _summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def fit_all(runs: Any, names: Sequence[str], options: Any, *, strict: bool) -> Any:
+def fit_all(data: Any, names: Sequence[str], options: Any, *, strict: bool) -> Any:
     """(fits, skipped, notes): every kind in `names` fitted; with `strict`, a kind that cannot
     be fitted raises, else it is skipped with the reason."""
     from scalesweep.errors import UserError
@@ -182,7 +182,7 @@ def fit_all(runs: Any, names: Sequence[str], options: Any, *, strict: bool) -> A
     notes: list[str] = []
     for name in names:
         try:
-            fits[name] = KINDS[name].fit(runs, options)
+            fits[name] = KINDS[name].fit(data, options)
         except UserError as error:
             if strict:
                 raise
@@ -195,6 +195,7 @@ def fit_all(runs: Any, names: Sequence[str], options: Any, *, strict: bool) -> A
 def run(args: argparse.Namespace) -> int:
     from scalesweep import metrics as m
     from scalesweep.errors import UserError
+    from scalesweep.fit.kinds import FitData
     from scalesweep.fit.runs import parse_column_map
 
     options = options_from(args)
@@ -207,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     if runs.empty:
         raise UserError(f"{args.source}: the runs table is empty")
     names = tuple(KINDS) if args.kind == "all" else (args.kind,)
-    fits, skipped, notes = fit_all(runs, names, options, strict=args.kind != "all")
+    data = FitData(runs, load_curves=lambda keys: _load_curves(args, keys))
+    fits, skipped, notes = fit_all(data, names, options, strict=args.kind != "all")
     if not fits:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise UserError(f"no fit could run on {args.source}: {reasons}")
@@ -251,6 +253,19 @@ def _json_default(value: Any) -> Any:
     if converted is value:
         raise TypeError(f"not JSON serialisable: {type(value).__name__}")
     return converted
+
+
+def _load_curves(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
+    """Per-step curves of an MLflow source (None for a file source): one row per (run, step)
+    with the metric `keys` as columns, and each run's params."""
+    if _is_file_source(args.source):
+        return None
+    from scalesweep import tracking
+
+    curves = tracking.curves(
+        args.source, args.tracking_uri, keys=keys, parent_run_id=args.parent_run_id
+    )
+    return None if curves.empty else curves
 
 
 def _curves(args: argparse.Namespace) -> Any:

@@ -60,6 +60,22 @@ class FitOptions:
 
 
 @dataclass(frozen=True)
+class FitData:
+    """What a fit reads: the runs table, and the per-step curves when the source has them."""
+
+    runs: pd.DataFrame
+    """One row per trial (see `fit.runs`)."""
+    load_curves: Callable[[tuple[str, ...]], pd.DataFrame | None] = field(
+        default=lambda keys: None, repr=False
+    )
+    """keys -> one row per (run, logged step): `run_id, trial_id, step` and a column per
+    metric key (`scalesweep.metrics` names); None when the source has no curves (a CSV)."""
+
+    def curves(self, *keys: str) -> pd.DataFrame | None:
+        return self.load_curves(tuple(keys))
+
+
+@dataclass(frozen=True)
 class FitKind:
     """One fit: how to run it and how it reads."""
 
@@ -67,8 +83,8 @@ class FitKind:
     """The `--kind` value."""
     title: str
     """Section title in the report."""
-    fit: Callable[[pd.DataFrame, FitOptions], Any]
-    """Runs table -> typed fit result (raises `UserError` when the table cannot be fitted)."""
+    fit: Callable[[FitData, FitOptions], Any]
+    """Runs (and curves) -> typed fit result (raises `UserError` when they cannot be fitted)."""
     headline: Callable[[Any], dict[str, float]]
     """Fit result -> numbers logged as metrics of the sweep's parent run."""
     summary: Callable[[Mapping[str, Any]], Lines]
@@ -98,10 +114,10 @@ def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:
 PARAMETRIC_KEYS = ("E", "A", "B", "alpha", "beta", "a", "b")
 
 
-def _parametric_fit(runs: pd.DataFrame, o: FitOptions) -> Any:
+def _parametric_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.parametric import fit_parametric
 
-    return fit_parametric(runs, n_bootstrap=o.bootstrap, rng=o.rng(), level=o.level)
+    return fit_parametric(data.runs, n_bootstrap=o.bootstrap, rng=o.rng(), level=o.level)
 
 
 def _parametric_summary(p: Mapping[str, Any]) -> Lines:
@@ -141,11 +157,11 @@ def _parametric_predict(fit: Any, flops: float) -> dict[str, Any]:
 # --- isoFLOP (Chinchilla Approach 2) -----------------------------------------------------------
 
 
-def _isoflop_fit(runs: pd.DataFrame, o: FitOptions) -> Any:
+def _isoflop_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.isoflop import fit_isoflop
 
     return fit_isoflop(
-        runs,
+        data.runs,
         method=o.isoflop_method,  # type: ignore[arg-type]
         window=o.window,
         robust=o.robust,
@@ -194,11 +210,11 @@ def _isoflop_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
 # --- LR sensitivity (Wortsman et al. 2023) -----------------------------------------------------
 
 
-def _lr_fit(runs: pd.DataFrame, o: FitOptions) -> Any:
+def _lr_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.lr_sensitivity import DEFAULT_LR_RANGE, fit_lr_sensitivity
 
     return fit_lr_sensitivity(
-        runs,
+        data.runs,
         group_by=o.group_by,
         lr_range=o.lr_range or DEFAULT_LR_RANGE,
         init_loss=o.init_loss,
@@ -261,10 +277,10 @@ def _lr_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
 # --- Kaplan power laws -------------------------------------------------------------------------
 
 
-def _power_fit(runs: pd.DataFrame, o: FitOptions) -> Any:
+def _power_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.power_law import fit_power_laws
 
-    return fit_power_laws(runs, saturating=o.saturating, level=o.level)
+    return fit_power_laws(data.runs, saturating=o.saturating, level=o.level)
 
 
 def _power_summary(fits: Mapping[str, Any]) -> Lines:
@@ -291,10 +307,10 @@ def _power_plots(fits: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
 # --- Step Law hyperparameter laws --------------------------------------------------------------
 
 
-def _hparams_fit(runs: pd.DataFrame, o: FitOptions) -> Any:
+def _hparams_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.hparams import fit_hparams
 
-    return fit_hparams(runs, level=o.level)
+    return fit_hparams(data.runs, level=o.level)
 
 
 def _hparams_headline(h: Any) -> dict[str, float]:

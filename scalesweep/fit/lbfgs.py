@@ -36,6 +36,72 @@ class BatchResult(NamedTuple):
     """(K,) True where a stopping rule (not the iteration cap) ended the start."""
 
 
+def _direction(
+    g: np.ndarray, s_hist: np.ndarray, y_hist: np.ndarray, rho: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The L-BFGS direction -H·g of each row by the two-loop recursion (newest pair last in
+    the buffer), and its slope d·g."""
+    memory = rho.shape[1]
+    q = g.copy()
+    alphas = np.zeros((g.shape[0], memory))
+    for j in range(memory - 1, -1, -1):
+        a = rho[:, j] * (s_hist[:, j] * q).sum(axis=1)
+        q -= a[:, None] * y_hist[:, j]
+        alphas[:, j] = a
+    sy = 1.0 / np.where(rho[:, -1] > 0, rho[:, -1], 1.0)
+    yy = (y_hist[:, -1] * y_hist[:, -1]).sum(axis=1)
+    gamma = np.where(rho[:, -1] > 0, sy / np.where(yy > 0, yy, 1.0), 1.0)
+    r = gamma[:, None] * q
+    for j in range(memory):
+        b = rho[:, j] * (y_hist[:, j] * r).sum(axis=1)
+        r += s_hist[:, j] * (alphas[:, j] - b)[:, None]
+    return -r, (-r * g).sum(axis=1)
+
+
+def _line_search(
+    fun: BatchObjective,
+    x: np.ndarray,
+    f: np.ndarray,
+    d: np.ndarray,
+    slope: np.ndarray,
+    step: np.ndarray,
+    rows: np.ndarray,
+    max_steps: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Backtracking Armijo search along `d` for each row: (x, f, g) where it was accepted and a
+    mask of the rows whose search failed (their x, f, g are unset)."""
+    x_new, g_new = np.empty_like(d), np.empty_like(d)
+    f_new = np.full(len(rows), np.nan)
+    pending = np.arange(len(rows))
+    for _ in range(max_steps):
+        if pending.size == 0:
+            break
+        trial = x[pending] + step[pending, None] * d[pending]
+        ft, gt = fun(trial, rows[pending])
+        ok = np.isfinite(ft) & (ft <= f[pending] + 1e-4 * step[pending] * slope[pending])
+        done = pending[ok]
+        x_new[done], f_new[done], g_new[done] = trial[ok], ft[ok], gt[ok]
+        pending = pending[~ok]
+        step[pending] *= 0.5
+    failed = np.zeros(len(rows), dtype=bool)
+    failed[pending] = True
+    return x_new, f_new, g_new, failed
+
+
+def _remember(
+    s_hist: np.ndarray, y_hist: np.ndarray, rho: np.ndarray, rows: np.ndarray, s: np.ndarray,
+    y: np.ndarray,
+) -> None:  # fmt: skip
+    """Push the pairs (s, y) with positive curvature into the rows' histories."""
+    curv = (s * y).sum(axis=1)
+    keep = curv > 1e-10 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
+    upd = rows[keep]
+    s_hist[upd, :-1] = s_hist[upd, 1:]
+    y_hist[upd, :-1] = y_hist[upd, 1:]
+    rho[upd, :-1] = rho[upd, 1:]
+    s_hist[upd, -1], y_hist[upd, -1], rho[upd, -1] = s[keep], y[keep], 1.0 / curv[keep]
+
+
 def minimize_batch(
     fun: BatchObjective,
     x0: np.ndarray,
@@ -49,10 +115,8 @@ def minimize_batch(
     """Minimise K independent problems, one per row of `x0`, with per-row L-BFGS."""
     x = np.array(x0, dtype=float, copy=True)
     k, p = x.shape
-    rows = np.arange(k)
-    f, g = fun(x, rows)
-    s_hist = np.zeros((k, memory, p))
-    y_hist = np.zeros((k, memory, p))
+    f, g = fun(x, np.arange(k))
+    s_hist, y_hist = np.zeros((k, memory, p)), np.zeros((k, memory, p))
     rho = np.zeros((k, memory))  # 0 marks an empty slot: it then contributes nothing
     n_iter = np.zeros(k, dtype=int)
     converged = np.zeros(k, dtype=bool)
@@ -62,66 +126,26 @@ def minimize_batch(
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        gi = g[idx]
-        hs, hy, hr = s_hist[idx], y_hist[idx], rho[idx]
-        # Two-loop recursion, newest pair last in the buffer.
-        q = gi.copy()
-        alphas = np.zeros((idx.size, memory))
-        for j in range(memory - 1, -1, -1):
-            a = hr[:, j] * (hs[:, j] * q).sum(axis=1)
-            q -= a[:, None] * hy[:, j]
-            alphas[:, j] = a
-        sy = 1.0 / np.where(hr[:, -1] > 0, hr[:, -1], 1.0)
-        yy = (hy[:, -1] * hy[:, -1]).sum(axis=1)
-        gamma = np.where(hr[:, -1] > 0, sy / np.where(yy > 0, yy, 1.0), 1.0)
-        r = gamma[:, None] * q
-        for j in range(memory):
-            b = hr[:, j] * (hy[:, j] * r).sum(axis=1)
-            r += hs[:, j] * (alphas[:, j] - b)[:, None]
-        d = -r
-        slope = (d * gi).sum(axis=1)
-        fresh = hr[:, -1] == 0
+        d, slope = _direction(g[idx], s_hist[idx], y_hist[idx], rho[idx])
+        fresh = rho[idx, -1] == 0
         reset = ~(slope < 0) | ~np.isfinite(slope)
         if reset.any():  # not a descent direction: forget the history, go down the gradient
-            d[reset] = -gi[reset]
-            slope[reset] = -(gi[reset] ** 2).sum(axis=1)
+            d[reset] = -g[idx[reset]]
+            slope[reset] = -(g[idx[reset]] ** 2).sum(axis=1)
             rho[idx[reset]] = 0.0
             fresh |= reset
         # scipy's first step has length 1 / |g|; later steps try the full quasi-Newton step.
         step = np.where(fresh, np.minimum(1.0, 1.0 / np.linalg.norm(d, axis=1)), 1.0)
-        x_new = np.empty_like(d)
-        f_new = np.full(idx.size, np.nan)
-        g_new = np.empty_like(d)
-        pending = np.arange(idx.size)
-        for _ls in range(max_line_search):
-            if pending.size == 0:
-                break
-            trial = x[idx[pending]] + step[pending, None] * d[pending]
-            ft, gt = fun(trial, idx[pending])
-            ok = np.isfinite(ft) & (ft <= f[idx[pending]] + 1e-4 * step[pending] * slope[pending])
-            done = pending[ok]
-            x_new[done], f_new[done], g_new[done] = trial[ok], ft[ok], gt[ok]
-            pending = pending[~ok]
-            step[pending] *= 0.5
-        failed = np.zeros(idx.size, dtype=bool)
-        failed[pending] = True  # line search failed: stop this start where it is
-        moved = ~failed
-        mi = idx[moved]
-        s = x_new[moved] - x[mi]
-        y = g_new[moved] - g[mi]
-        f_old = f[mi]
+        x_new, f_new, g_new, failed = _line_search(
+            fun, x[idx], f[idx], d, slope, step, idx, max_line_search
+        )
+        mi, moved = idx[~failed], ~failed  # a failed line search stops that start where it is
+        s, y, f_old = x_new[moved] - x[mi], g_new[moved] - g[mi], f[mi]
         x[mi], f[mi], g[mi] = x_new[moved], f_new[moved], g_new[moved]
         n_iter[idx] += 1
-        curv = (s * y).sum(axis=1)
-        keep = curv > 1e-10 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
-        upd = mi[keep]
-        s_hist[upd, :-1] = s_hist[upd, 1:]
-        y_hist[upd, :-1] = y_hist[upd, 1:]
-        rho[upd, :-1] = rho[upd, 1:]
-        s_hist[upd, -1], y_hist[upd, -1], rho[upd, -1] = s[keep], y[keep], 1.0 / curv[keep]
+        _remember(s_hist, y_hist, rho, mi, s, y)
         small = (f_old - f[mi]) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(f[mi])), 1)
-        flat = np.abs(g[mi]).max(axis=1) <= gtol
-        stop = small | flat
+        stop = small | (np.abs(g[mi]).max(axis=1) <= gtol)
         converged[mi[stop]] = True
         active[mi[stop]] = False
         active[idx[failed]] = False

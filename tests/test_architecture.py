@@ -1,0 +1,109 @@
+"""The shape of the package, checked: small modules and functions, one home for each name,
+and a fitter that is pure (no MLflow, no Ray)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scalesweep import metrics as m
+
+PACKAGE = Path(__file__).resolve().parents[1] / "scalesweep"
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+LONG_OK = "# long:"
+"""A function may pass the limit when a comment starting with this, on the line above its
+`def`, says why (e.g. one numerical algorithm that reads best in one piece)."""
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    kinds = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, kinds)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_and_functions_are_small(path):
+    # Rule: no module over 400 lines; no function over ~60 lines unless a `# long:` comment
+    # above it says why.
+    lines = path.read_text().splitlines()
+    assert len(lines) <= MAX_MODULE_LINES, f"{path.name} has {len(lines)} lines"
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            excused = lines[first - 2].strip().startswith(LONG_OK)
+            assert length <= MAX_FUNCTION_LINES or excused, f"{node.name}: {length} lines"
+
+
+def test_metric_and_status_names_live_in_metrics_only():
+    # Rule: the names that cross module borders are written once, in scalesweep/metrics.py;
+    # anywhere else they are used through its constants (docstrings may mention them).
+    names = {*m.STEP_METRICS, *m.ENDED_STATUSES, m.RUNNING, m.INIT_LOSS, m.FINAL_VAL_LOSS,
+             m.FINAL_VAL_LOSS_AVG, m.LAST_FINITE_LOSS, m.PARAMS_NONEMBED}  # fmt: skip
+    found = []
+    for path in SOURCES:
+        if path.name == "metrics.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and node.value in names
+            ):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value!r}")
+    assert not found, "literal metric/status names outside metrics.py: " + ", ".join(found)
+
+
+FIT_MODULES = sorted(
+    f"scalesweep.fit.{p.stem}" for p in (PACKAGE / "fit").glob("*.py") if p.stem != "__init__"
+)
+
+
+def test_fit_modules_import_neither_mlflow_nor_ray():
+    # Rule: fits are pure functions over DataFrames; reading MLflow is the command's edge.
+    code = (
+        "import importlib, sys\n"
+        f"for name in {FIT_MODULES!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(k for k in ('mlflow', 'ray') if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_fit_does_not_import_the_sweep_or_tracking_layer():
+    # Rule: `scalesweep fit` sits below the Ray layer, and reading MLflow is the command's
+    # edge: nothing in fit/ imports scalesweep.sweep or scalesweep.tracking.
+    offenders = [
+        f"{path.name}: {name}"
+        for path in (PACKAGE / "fit").glob("*.py")
+        for name in _imports(path)
+        if name.startswith(("scalesweep.sweep", "scalesweep.tracking"))
+    ]
+    assert not offenders
