@@ -52,7 +52,9 @@ class ModelConfig(_Section):
     """`mup`: attention scale 1/d_head, output logits scaled by base_width/width and hidden
     matrices' LR scaled by base_width/width (Yang et al. 2022, Table 8 for Adam)."""
     mup_base_width: int = Field(128, gt=0)
-    """Width at which a muP model equals the standard one."""
+    """Width at which muP's width multipliers are 1 (output logits, hidden-matrix LR). A muP
+    model at this width still differs from the standard one: its attention scale is 1/d_head,
+    not 1/sqrt(d_head)."""
     output_mult: float = Field(1.0, gt=0)
     """Multiplier on the output logits (muP's alpha_output)."""
 

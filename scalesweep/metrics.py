@@ -75,6 +75,13 @@ SUMMARY_METRICS: Final = (
 )
 """Every numeric summary field, in the order the runs table shows them."""
 
+# Params a sweep logs beside the config's dotted keys: what the plan meant, not what whole
+# steps gave (a planned 2e6 tokens trains 2,002,944 at batch 16 and 2,031,616 at batch 128).
+PLANNED_TOKENS: Final = "planned.tokens"
+"""The trial's planned token budget D: `train.tokens` when set, else steps × batch × seq_len."""
+PLANNED_FLOPS: Final = "planned.flops"
+"""The isoFLOP budget C the trial belongs to (only for trials of a `budget` section)."""
+
 # Trial statuses (the `status` tag of a child run and the `status` column of the runs table).
 STATUS: Final = "status"
 Status = Literal["completed", "diverged", "failed"]

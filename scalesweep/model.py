@@ -35,9 +35,15 @@ class ModelOutput:
     """Mean over tokens of log Z = logsumexp of the output logits."""
 
 
+# A normal truncated at ±2σ keeps 0.8796σ of its std; variance-scaling initializers (JAX's, as
+# in Wortsman et al.) divide by this so the weights really have the std they are given.
+TRUNCATED_STD = 0.87962566103423978
+
+
 def _trunc_normal_(weight: torch.Tensor, std: float) -> None:
-    # Truncated at ±2σ, as in Wortsman et al.'s init.
-    nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    """Truncated at ±2 of its own σ, with σ chosen so that the std after truncation is `std`."""
+    sigma = std / TRUNCATED_STD
+    nn.init.trunc_normal_(weight, mean=0.0, std=sigma, a=-2 * sigma, b=2 * sigma)
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:

@@ -64,8 +64,9 @@ def wsd(schedule: WSDSchedule, step: int, total_steps: int) -> float:
     cooldown_start = total_steps - n_cooldown
     if step < cooldown_start:
         return 1.0
-    # 2) cool down to the floor, reaching it at the last step
-    progress = min(1.0, (step - cooldown_start + 1) / n_cooldown)
+    # 2) cool down: the k-th of n cooldown steps runs at progress k/(n+1), so the floor comes
+    #    just after the last step and no step trains at the floor (at 0, a wasted step)
+    progress = min(1.0, (step - cooldown_start + 1) / (n_cooldown + 1))
     floor = schedule.min_lr_ratio
     return floor + (1 - floor) * _cooldown_shape(schedule.cooldown_shape, progress)
 

@@ -1,5 +1,6 @@
 """LR schedules at their turning points: warmup end, cooldown start, last step."""
 
+import itertools
 import math
 
 import pytest
@@ -47,16 +48,28 @@ def test_cosine_midpoint_and_floor():
 )
 def test_wsd_stable_then_cooldown_to_floor(shape, halfway):
     # Rule: WSD holds the peak until the cooldown starts at (1 − fraction)·T, then follows the
-    # shape (Hägele et al. 2024) and reaches the floor at the last step.
+    # shape (Hägele et al. 2024): its k-th of n steps at progress k/(n+1), halfway at step
+    # 80 + 10 (progress 11/21 ≈ 0.5), the floor just after the last step.
     schedule = WSDSchedule(warmup=0, cooldown_fraction=0.2, cooldown_shape=shape)
     assert cooldown_start(schedule, TOTAL) == 80
     assert lr_multiplier(schedule, 79, TOTAL) == 1.0
     assert lr_multiplier(schedule, 80, TOTAL) < 1.0  # the cooldown's first step already decays
-    assert lr_multiplier(schedule, 89, TOTAL) == pytest.approx(halfway)
-    assert lr_multiplier(schedule, TOTAL - 1, TOTAL) == pytest.approx(0.0)
+    assert lr_multiplier(schedule, 89, TOTAL) == pytest.approx(halfway, abs=0.06)
+    assert lr_multiplier(schedule, TOTAL, TOTAL) == pytest.approx(0.0)
+
+
+def test_wsd_last_step_trains():
+    # Rule: no step of a WSD run is spent at the floor. With a floor of 0 the last step used to
+    # run at LR 0 (a wasted step); now it runs at a small positive LR, the floor comes after.
+    schedule = WSDSchedule(cooldown_fraction=0.2, cooldown_shape="1-sqrt")
+    last = lr_multiplier(schedule, TOTAL - 1, TOTAL)
+    assert 0.0 < last < 0.05
+    steps = [lr_multiplier(schedule, s, TOTAL) for s in range(TOTAL)]
+    assert all(a >= b for a, b in itertools.pairwise(steps))
 
 
 def test_wsd_floor():
     schedule = WSDSchedule(cooldown_fraction=0.5, cooldown_shape="linear", min_lr_ratio=0.2)
-    assert lr_multiplier(schedule, TOTAL - 1, TOTAL) == pytest.approx(0.2)
+    assert lr_multiplier(schedule, TOTAL - 1, TOTAL) == pytest.approx(0.2 + 0.8 / 51)
+    assert lr_multiplier(schedule, TOTAL, TOTAL) == pytest.approx(0.2)
     assert cooldown_start(CosineSchedule(), TOTAL) is None

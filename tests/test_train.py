@@ -103,7 +103,7 @@ def test_resume_gives_the_same_next_step_loss(tmp_path):
 DDP_STEPS = {"steps": 6, "micro_batch_size": 4, "log_every": 1, "eval_every": 6}
 
 
-def _ddp_rank(rank, world_size, port, out_dir):
+def _ddp_rank(rank, world_size, port, out_dir, train_overrides=None):
     """One rank of a CPU (gloo) DDP run: rank r trains on micro-batch index r of each step."""
     import json
     import os
@@ -114,17 +114,16 @@ def _ddp_rank(rank, world_size, port, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         recorder = Recorder()
-        summary = train(config(train=DDP_STEPS), callbacks=[recorder])
+        summary = train(
+            config(train={**DDP_STEPS, **(train_overrides or {})}), callbacks=[recorder]
+        )
         record = {"losses": recorder.losses(), "logs": len(recorder.logs), **summary.to_dict()}
         (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
     finally:
         dist.destroy_process_group()
 
 
-def test_two_ddp_ranks_match_one_process_accumulating_their_micro_batches(tmp_path):
-    # Rule: 2 ranks × 1 micro-batch of 4 see the same windows as 1 process × 2 micro-batches of
-    # 4 (index = micro_step · world_size + rank), so their losses agree to float precision; only
-    # rank 0 calls on_log.
+def _spawn_two_ranks(tmp_path, train_overrides=None):
     import json
     import socket
 
@@ -133,11 +132,56 @@ def test_two_ddp_ranks_match_one_process_accumulating_their_micro_batches(tmp_pa
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    mp.spawn(_ddp_rank, args=(2, port, tmp_path), nprocs=2, join=True)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    mp.spawn(_ddp_rank, args=(2, port, tmp_path, train_overrides), nprocs=2, join=True)
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_ddp_ranks_match_one_process_accumulating_their_micro_batches(tmp_path):
+    # Rule: 2 ranks × 1 micro-batch of 4 see the same windows as 1 process × 2 micro-batches of
+    # 4 (index = micro_step · world_size + rank), so their losses agree to float precision; only
+    # rank 0 calls on_log.
+    ranks = _spawn_two_ranks(tmp_path)
     single = Recorder()
     summary = train(config(train=DDP_STEPS), callbacks=[single])
     expected = {str(step): loss for step, loss in single.losses().items()}
     assert ranks[0]["losses"] == pytest.approx(expected, rel=1e-5)
     assert ranks[0]["final_val_loss"] == pytest.approx(summary.final_val_loss, rel=1e-5)
     assert ranks[0]["tokens"] == summary.tokens and ranks[1]["logs"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_ddp_evaluation_with_fewer_windows_than_ranks_does_not_hang(tmp_path):
+    # Rule: one validation window for two ranks: rank 1 evaluates nothing, yet the run ends
+    # (evaluation never goes through DDP's forward, whose buffer broadcast rank 1 would skip;
+    # this hung before) with the validation loss of one process on that window.
+    one_window = {"eval_batches": 1, "eval_batch_size": 1}
+    ranks = _spawn_two_ranks(tmp_path, one_window)
+    single = train(config(train={**DDP_STEPS, **one_window}))
+    assert ranks[0]["final_val_loss"] == pytest.approx(single.final_val_loss, rel=1e-5)
+    assert ranks[1]["final_val_loss"] == ranks[0]["final_val_loss"]
+
+
+def test_validation_tokens_do_not_depend_on_micro_batch_or_seed():
+    # Rule: every run of a sweep is evaluated on the same tokens. Before, the windows were
+    # eval_batches × micro windows seeded by train.seed: micro 4 and 8 evaluated 8 vs 16
+    # windows, and two seeds shared almost none. Same model, other micro-batch: same ℓ0.
+    from scalesweep.train import Trainer
+
+    base = Trainer(config()).validation.mine
+    for train_section in ({"micro_batch_size": 4}, {"seed": 7}, {"batch_size": 16}):
+        assert (Trainer(config(train=train_section)).validation.mine == base).all()
+    assert len(base) == 2 * 16  # eval_batches × eval_batch_size
+    whole = train(config(train={"steps": 1}))
+    micro = train(config(train={"steps": 1, "micro_batch_size": 2}))
+    assert micro.init_loss == pytest.approx(whole.init_loss, rel=1e-6)
+
+
+def test_resume_from_the_last_checkpoint_still_evaluates(tmp_path):
+    # Rule: a run restarted from the checkpoint written at its last step has nothing left to
+    # train, and still completes with its final validation loss (before, it returned
+    # `completed` with no final_val_loss, and the searcher was told ℓ0).
+    steps = {"steps": 20, "eval_every": 10, "checkpoint_every": 10}
+    first = train(config(train=steps), checkpoint_dir=tmp_path)
+    again = train(config(train=steps), resume_from=tmp_path / "latest")
+    assert again.status == "completed" and again.steps == 20
+    assert again.final_val_loss == pytest.approx(first.final_val_loss, rel=1e-6)

@@ -238,6 +238,7 @@ def _tuner(
         parent_run_id=session.parent_run_id,
         storage=str(session.storage),
         cells={t.name: t.config.model_dump(mode="json") for t in plan.trials},
+        budgets={t.name: t.budget for t in plan.trials if t.budget is not None},
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, settings=settings), trial_resources(config.resources)

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from scalesweep import metrics as m
 from scalesweep.config import ExperimentConfig, total_steps
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment, set_dotted
@@ -104,6 +105,18 @@ def _vocab_size(config: ExperimentConfig) -> int:
             f"{config.data.path} has vocab_size {data_vocab}"
         )
     return config.model.vocab_size
+
+
+def planned_params(config: ExperimentConfig, budget: float | None) -> dict[str, Any]:
+    """The plan's intent as params: the token budget D, and the FLOP budget C of an isoFLOP
+    trial. Fits group runs by these, not by the whole steps each batch size rounds to."""
+    tokens = config.train.tokens
+    if tokens is None:
+        tokens = total_steps(config) * config.train.batch_size * config.model.seq_len
+    planned: dict[str, Any] = {m.PLANNED_TOKENS: tokens}
+    if budget is not None:
+        planned[m.PLANNED_FLOPS] = budget
+    return planned
 
 
 def trial_config(cell_config: ExperimentConfig, sampled: dict[str, Any]) -> ExperimentConfig:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from scalesweep import tracking
 from scalesweep.config import ExperimentConfig, run_params
 from scalesweep.errors import UserError
 from scalesweep.metric_log import MetricLog, logged_through, replay_spool
-from scalesweep.sweep.plan import trial_config, trial_name
+from scalesweep.sweep.plan import planned_params, trial_config, trial_name
 from scalesweep.sweep.search import CELL_KEY
 
 CHECKPOINT_STEP = "step"
@@ -46,6 +46,8 @@ class TrialSettings:
     """Absolute `<storage_path>/<sweep name>`: Tune's experiment dir; Train runs under train/."""
     cells: dict[str, dict[str, Any]]
     """Cell name -> the cell's resolved config as `model_dump()`."""
+    budgets: dict[str, float] = field(default_factory=dict)
+    """Cell name -> its isoFLOP budget C, for the cells of a `budget` section."""
 
     def checkpoints(self, trial: str) -> Path:
         """Where an in-place trial keeps its `latest` checkpoint: a path derived from its name,
@@ -94,12 +96,18 @@ class Trial:
     sampled: dict[str, Any]
     config: ExperimentConfig
 
+    budget: float | None = None
+    """The isoFLOP budget C of its cell, if any."""
+
     @classmethod
     def of(cls, tune_config: dict[str, Any], settings: TrialSettings) -> Trial:
         cell = tune_config.get(CELL_KEY, {})
         sampled = {k: v for k, v in tune_config.items() if k != CELL_KEY}
         config = ExperimentConfig.model_validate(settings.cells[trial_name(cell)])
-        return cls(trial_name({**cell, **sampled}), cell, sampled, trial_config(config, sampled))
+        budget = settings.budgets.get(trial_name(cell))
+        return cls(
+            trial_name({**cell, **sampled}), cell, sampled, trial_config(config, sampled), budget
+        )
 
 
 class TrialRun:
@@ -121,7 +129,7 @@ class TrialRun:
                 config.name,
                 settings.parent_run_id,
                 trial.name,
-                run_params(config),
+                {**run_params(config), **planned_params(config, trial.budget)},
                 tags,
             ),
             "opening the child run",
@@ -281,7 +289,12 @@ def _train_distributed(trial: Trial, run: TrialRun) -> None:
         train_loop_config={
             "config": trial.config.model_dump(mode="json"),
             "settings": {**settings.__dict__, "cells": {}},
-            "trial": {"name": trial.name, "cell": trial.cell, "sampled": trial.sampled},
+            "trial": {
+                "name": trial.name,
+                "cell": trial.cell,
+                "sampled": trial.sampled,
+                "budget": trial.budget,
+            },
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers_per_trial,
