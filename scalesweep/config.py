@@ -20,7 +20,10 @@ RUN_SECTIONS = ("model", "optim", "schedule", "data", "train")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: `lr: 1e400` reads as inf, and must be refused, not "diverge".
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +235,10 @@ class ResourcesConfig(_Section):
     """Restarts of a trial whose worker died; it resumes from its last checkpoint."""
     report_interval_s: float = Field(0.1, gt=0)
     """Ray Train's controller poll interval; each report to Tune waits up to this long."""
+    autoscaling_timeout_s: float | None = Field(None, gt=0)
+    """On a cluster that adds nodes on demand (cluster launcher, KubeRay autoscaler): ask it
+    for the nodes a trial needs and wait this long for them. None: the cluster is what it is
+    now, and a trial it cannot hold is refused before any compute (Tune would wait forever)."""
 
 
 class TrackingConfig(_Section):

@@ -15,6 +15,7 @@ and the rule, and are raised as `UserError` (exit code 2 from the CLI).
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,21 @@ from scalesweep.errors import UserError
 
 class _Loader(yaml.SafeLoader):
     """PyYAML follows YAML 1.1, where `3e-4` (no dot) is a string; researchers write LRs that
-    way, so read it as a float like YAML 1.2 does."""
+    way, so read it as a float like YAML 1.2 does. A key written twice in one mapping is an
+    error (PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line})",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -97,6 +112,9 @@ def _parse_space(key: str, spec: Mapping[str, Any]) -> SearchSpace:
     where = f"{key}: {{{kind}: {args!r}}}"
     if not isinstance(args, list) or not args:
         raise UserError(f"{where}: a `{kind}` space takes a non-empty list")
+    bad = [a for a in args if isinstance(a, float) and not math.isfinite(a)]
+    if bad:
+        raise UserError(f"{where}: every value must be a finite number, but got {bad[0]}")
     if kind in ("grid", "choice"):
         return SearchSpace(kind, tuple(args))
     if not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args):
@@ -264,11 +282,18 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
     """Read and validate a YAML file. Every problem is a `UserError` naming the key."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise UserError(f"{path}: cannot read the config ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (it is not UTF-8); give a YAML file") from None
     try:
         raw = read_yaml(text)
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({error})") from None
+    if raw is None:
+        raise UserError(
+            f"{path}: the file is empty; a sweep file needs at least one section (see "
+            "search_spaces/ for examples). Defaults alone would run a full default sweep"
+        )
     return parse_experiment(raw, overrides=overrides, source=str(path))

@@ -105,7 +105,17 @@ def with_retries(call: Callable[[], T], *, what: str, timeout_s: float) -> T:
 
 
 def client(tracking_uri: str | None) -> MlflowClient:
-    return MlflowClient(resolve_tracking_uri(tracking_uri))
+    """A client for reading a store that must exist: opening a missing SQLite file would
+    create an empty one (and then report "no such experiment")."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise UserError(
+                f"no MLflow store at {path}: nothing has been tracked there (pass --tracking-uri, "
+                "or run from the folder the sweep ran in)"
+            )
+    return MlflowClient(uri)
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -356,9 +366,8 @@ def log_fit_outputs(
 ) -> str:
     """Log fit files (fit.json, the report, plots) and headline numbers to the sweep's parent
     run (the latest one unless `parent_run_id`); returns that run's id."""
-    uri = resolve_tracking_uri(tracking_uri)
-    parent = parent_run_id or latest_parent_run_id(experiment, uri)
-    mlflow = MlflowClient(uri)
+    mlflow = client(tracking_uri)
+    parent = parent_run_id or latest_parent_run_id(experiment, tracking_uri)
     for file in files:
         mlflow.log_artifact(parent, str(file), artifact_path=artifact_path)
     now = int(time.time() * 1000)

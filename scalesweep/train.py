@@ -308,7 +308,7 @@ class Trainer:
         """Log a step's metrics; False when the training loss says the run diverged."""
         loss = metrics[m.TRAIN_LOSS]
         reason = _diverged(loss, self.state.init_loss, self.config.train.divergence_margin)
-        if reason is None:
+        if math.isfinite(loss):  # also when it is already above the margin
             self.state.last_finite_loss = loss
         self.log(self.state.step, metrics)
         if reason is not None:

@@ -158,10 +158,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     )
 
     from scalesweep.sweep.driver import run_sweep
-    from scalesweep.sweep.preflight import preflight
 
     address = args.address or os.environ.get("RAY_ADDRESS")
-    preflight(experiment, address=address)
     outcome = run_sweep(
         experiment, result, resume=args.resume, restart=args.restart, address=address
     )

@@ -5,8 +5,7 @@ sweep's parent run), how it reads in the text summary and in the report, which p
 and, for the laws that allocate compute, what it predicts at a new budget. Adding a kind is one
 `FitKind` in `KINDS`; the command and the report loop over the registry.
 
-Summaries and report sections read the JSON-ready dict (`to_dict`), so the text says exactly
-what fit.json says.
+Summaries and report sections read the JSON-ready dict, so the text says what fit.json says.
 """
 
 from __future__ import annotations

@@ -30,11 +30,11 @@ from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment
 from scalesweep.metric_log import replay_spool
 from scalesweep.sweep.plan import Plan, trial_name
+from scalesweep.sweep.preflight import trial_bundles
 from scalesweep.sweep.search import Done
 from scalesweep.sweep.trial import TrialSettings, assignment_of, objective, run_trial
 
 STATE_FILE = "scalesweep_state.json"
-DRIVER_CPUS = 0.01  # Tune refuses 0; a distributed trial's driver only waits on its TorchTrainer
 
 
 def _storage_root(config: ExperimentConfig) -> Path:
@@ -119,14 +119,6 @@ def default_concurrency(cluster: dict[str, float], resources: ResourcesConfig) -
     return max(1, fits)
 
 
-def trial_resources(resources: ResourcesConfig) -> dict[str, float]:
-    """What Tune reserves for a trial's own process: the whole single worker when it trains in
-    place, a CPU fraction when it only drives a TorchTrainer (whose workers reserve theirs)."""
-    if resources.workers_per_trial == 1:
-        return {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
-    return {"CPU": DRIVER_CPUS}
-
-
 @dataclass(frozen=True)
 class SweepOutcome:
     parent_run_id: str
@@ -151,9 +143,7 @@ class _Session:
         _write_state(self.storage / STATE_FILE, self.state)
 
 
-def _open_session(
-    experiment: Experiment, plan: Plan, *, resume: bool, restart: bool, address: str | None
-) -> _Session:
+def _open_session(experiment: Experiment, plan: Plan, *, resume: bool, restart: bool) -> _Session:
     import ray
     import yaml
 
@@ -175,8 +165,6 @@ def _open_session(
             )
         shutil.rmtree(storage)  # a finished (or abandoned) sweep: start a fresh one
         state = {}
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
     client = tracking.MlflowClient(tracking_uri)
     if state:
         session = _Session(storage, tracking_uri, state["parent_run_id"], state)
@@ -241,7 +229,7 @@ def _tuner(
         budgets={t.name: t.budget for t in plan.trials if t.budget is not None},
     )
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, settings=settings), trial_resources(config.resources)
+        tune.with_parameters(run_trial, settings=settings), trial_bundles(config.resources)[0]
     )
     max_concurrent = config.resources.max_concurrent_trials or default_concurrency(
         ray.cluster_resources(), config.resources
@@ -309,6 +297,10 @@ def _rows(
         status = tags.get(tracking.STATUS_TAG, m.RUNNING)
         if status == m.RUNNING and name in errors:
             status = m.FAILED
+            client.set_tag(run.info.run_id, tracking.STATUS_TAG, m.FAILED)
+        if status in m.ENDED_STATUSES and run.info.status == "RUNNING":
+            # Ended, but its driver died before marking the run (or Tune saw it fail).
+            client.set_terminated(run.info.run_id, "FAILED" if status == m.FAILED else "FINISHED")
         rows.append(
             {
                 "trial": name,
@@ -334,9 +326,11 @@ def run_sweep(
     address: str | None = None,
 ) -> SweepOutcome:
     """Run (or resume) the sweep on Ray and return one row per trial."""
+    from scalesweep.sweep.preflight import preflight
     from scalesweep.sweep.progress import SweepProgress
 
-    session = _open_session(experiment, plan, resume=resume, restart=restart, address=address)
+    preflight(experiment, address=address)  # before any MLflow run: refusals leave no trace
+    session = _open_session(experiment, plan, resume=resume, restart=restart)
     history = _history(experiment, session) if resume else []
     already_done = sum(d.value is not None for d in history)
     progress = SweepProgress(

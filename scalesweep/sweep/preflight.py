@@ -1,5 +1,9 @@
 """Checks that need the cluster but no compute: run before any trial starts.
 
+Resources: a trial asking for more than any node (or the whole cluster) holds is never placed,
+and Ray says nothing: Tune shows it pending forever. Refuse it, naming the key; on an
+autoscaling cluster, ask for the nodes and wait a bounded time instead.
+
 On a multi-node cluster every node must reach the same tracking store and the same trial
 storage. A SQLite file or a local directory exists on one node only, so trials elsewhere would
 write to stores nobody reads: refuse them with an error that says what to do instead.
@@ -10,8 +14,10 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from scalesweep.config import ResourcesConfig
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment
 from scalesweep.tracking import is_local_uri, resolve_tracking_uri
@@ -90,16 +96,101 @@ def check_storage_for_cluster(storage: Path, explicit: bool, n_nodes: int) -> No
         )
 
 
-def preflight(experiment: Experiment, *, address: str | None) -> None:
-    """Connect to the cluster named by `address` (if any) and check it can run this sweep."""
-    if address is None:
+DRIVER_CPUS = 0.01  # Tune refuses 0; a distributed trial's driver only waits on its TorchTrainer
+
+
+def trial_bundles(resources: ResourcesConfig) -> list[dict[str, float]]:
+    """What one trial reserves, as Ray bundles: its own process (the single worker when it
+    trains in place, a CPU fraction when it drives a TorchTrainer), plus each Train worker."""
+    worker = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        worker["GPU"] = resources.gpus_per_worker
+    if resources.workers_per_trial == 1:
+        return [worker]
+    return [{"CPU": DRIVER_CPUS}, *([worker] * resources.workers_per_trial)]
+
+
+def unplaceable(resources: ResourcesConfig, nodes: list[dict[str, float]]) -> str | None:
+    """Why no trial could ever start on nodes with these resources, or None (pure)."""
+    per_worker = (("CPU", resources.cpus_per_worker, "cpus_per_worker"),
+                  ("GPU", resources.gpus_per_worker, "gpus_per_worker"))  # fmt: skip
+    for kind, want, key in per_worker:
+        largest = max((node.get(kind, 0.0) for node in nodes), default=0.0)
+        if want > largest:
+            have = f"the largest node has {largest:g}" if largest else f"no node has a {kind}"
+            return f"resources.{key}: got {want:g}, but {have}; one worker must fit on one node"
+    bundles = trial_bundles(resources)
+    for kind in ("CPU", "GPU"):
+        want = sum(bundle.get(kind, 0.0) for bundle in bundles)
+        total = sum(node.get(kind, 0.0) for node in nodes)
+        if want > total + 1e-9:
+            per = resources.cpus_per_worker if kind == "CPU" else resources.gpus_per_worker
+            parts = f"{resources.workers_per_trial} workers × {per:g} {kind}"
+            if kind == "CPU" and resources.workers_per_trial > 1:
+                parts += f" + {DRIVER_CPUS} for the trial's driver"
+            return (
+                f"resources.workers_per_trial × {kind.lower()}s_per_worker: a trial needs "
+                f"{parts} = {want:g} {kind}s, but the cluster has {total:g}; lower "
+                f"resources.workers_per_trial or {kind.lower()}s_per_worker"
+            )
+    if resources.gpus_per_worker > 1 and not float(resources.gpus_per_worker).is_integer():
+        gpus = resources.gpus_per_worker
+        return f"resources.gpus_per_worker: got {gpus:g}; above 1 it must be a whole number"
+    return None
+
+
+def _node_resources() -> list[dict[str, float]]:
+    resources: list[dict[str, float]] = []
+    for node in alive_nodes():
+        given: Any = node.get("Resources") or {}
+        resources.append({str(k): float(v) for k, v in given.items()})
+    return resources
+
+
+def check_resources(resources: ResourcesConfig) -> None:
+    """Refuse a trial no node can hold, or on an autoscaling cluster wait for one (bounded)."""
+    import time
+
+    why = unplaceable(resources, _node_resources())
+    if why is None:
         return
+    if resources.autoscaling_timeout_s is None:
+        raise UserError(
+            f"{why}. (On a cluster that adds nodes on demand, set "
+            "resources.autoscaling_timeout_s to wait for them.)"
+        )
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=trial_bundles(resources))
+    deadline = time.monotonic() + resources.autoscaling_timeout_s
+    while (why := unplaceable(resources, _node_resources())) is not None:
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"{why}; the autoscaler added no node that holds it within "
+                f"resources.autoscaling_timeout_s={resources.autoscaling_timeout_s:g} s"
+            )
+        time.sleep(5)
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address`, or start a local Ray that listens on loopback only (a
+    laptop sweep needs no network, and Ray would otherwise listen on every interface)."""
     import ray
 
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return
+    if address is None:
+        ray.init(_node_ip_address="127.0.0.1", log_to_driver=False)
+    else:
         ray.init(address=address, log_to_driver=False)
-    n_nodes = len(alive_nodes())
+
+
+def preflight(experiment: Experiment, *, address: str | None) -> None:
+    """Connect to the cluster (or start a local one) and check it can run this sweep."""
+    connect(address)
     config = experiment.config
+    n_nodes = len(alive_nodes())
     check_tracking_for_cluster(resolve_tracking_uri(config.tracking.uri), n_nodes)
     storage = Path(config.storage_path or "runs").resolve()
     check_storage_for_cluster(storage, config.storage_path is not None, n_nodes)
+    check_resources(config.resources)

@@ -260,12 +260,19 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
         log = run.metric_log()
         callbacks.append(log)
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(
-            config,
-            callbacks=callbacks,
-            device=ray.train.torch.get_device(),
-            checkpoint_dir=Path(scratch),
-        )
+        try:
+            trainer = Trainer(
+                config,
+                callbacks=callbacks,
+                device=ray.train.torch.get_device(),
+                checkpoint_dir=Path(scratch),
+            )
+        except UserError as error:
+            # Bad input that only a worker could find (every rank finds it): retrying cannot
+            # fix it, so the ranks return instead of raising into Train's FailureConfig.
+            if run is not None:
+                run.fail(error)
+            return
         resume = ray.train.get_checkpoint()
         if resume is not None:
             with resume.as_directory() as directory:
