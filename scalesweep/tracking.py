@@ -66,6 +66,14 @@ def is_local_uri(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+def check_local_store(uri: str) -> None:
+    """A SQLite store's folder must exist (checked without opening anything)."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise UserError(f"tracking.uri: {uri}: the folder {folder} does not exist")
+
+
 def check_reachable(uri: str) -> None:
     """Fail before any compute if the tracking store cannot be opened. An HTTP server gets one
     short health check (MLflow's client would retry with backoff for minutes)."""
@@ -77,10 +85,7 @@ def check_reachable(uri: str) -> None:
         except requests.RequestException as error:
             raise UserError(f"tracking.uri: no MLflow server answers at {uri} ({error})") from None
         return
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise UserError(f"tracking.uri: {uri}: the folder {folder} does not exist")
+    check_local_store(uri)
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:

@@ -25,8 +25,10 @@ RAY_DASHBOARD_PORT=${RAY_DASHBOARD_PORT:-8265}
 
 export RAY_AUTH_MODE=token
 if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ]; then
-  ray get-auth-token --generate >/dev/null   # creates ~/.ray/auth_token once; prints nothing here
-  chmod 600 ~/.ray/auth_token                 # Ray writes it readable by every local user
+  # Created under umask 077, so the token is never readable by other local users, not even
+  # for a moment (Ray would create it world-readable); chmod for a token made before.
+  (umask 077 && mkdir -p ~/.ray && ray get-auth-token --generate >/dev/null)
+  chmod 600 ~/.ray/auth_token
 fi
 
 exec ray start --head \

@@ -17,17 +17,21 @@ set -euo pipefail
 DB_USER=${MLFLOW_DB_USER:-mlflow}
 DB_NAME=${MLFLOW_DB_NAME:-mlflow}
 
+export MLFLOW_DB_PASSWORD
 if [ -n "${PGHOST:-}" ]; then
   PSQL=(psql)                               # libpq's PGHOST/PGPORT/PGUSER/PGPASSWORD
 elif [ "$(id -u)" = 0 ]; then
-  PSQL=(runuser -u postgres -- psql)
+  PSQL=(runuser -u postgres -- psql)        # runuser keeps the environment
 else
-  PSQL=(sudo -u postgres psql)
+  PSQL=(sudo --preserve-env=MLFLOW_DB_PASSWORD -u postgres psql)
 fi
 
-# psql variables are quoted by format(%I, %L): no SQL injection through the names or password.
+# The password never appears on a command line (every local user can read those in the
+# process list): psql reads it from the environment inside the session. psql variables are
+# quoted by format(%I, %L): no SQL injection through the names or the password.
 "${PSQL[@]}" -X -q -v ON_ERROR_STOP=1 -d postgres \
-  -v db_user="$DB_USER" -v db_name="$DB_NAME" -v db_password="$MLFLOW_DB_PASSWORD" <<'SQL'
+  -v db_user="$DB_USER" -v db_name="$DB_NAME" <<'SQL'
+\set db_password `printenv MLFLOW_DB_PASSWORD`
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'db_user', :'db_password')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'db_user') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db_name', :'db_user')

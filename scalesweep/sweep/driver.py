@@ -143,34 +143,43 @@ class _Session:
         _write_state(self.storage / STATE_FILE, self.state)
 
 
-def _open_session(experiment: Experiment, plan: Plan, *, resume: bool, restart: bool) -> _Session:
+def _check_storage(
+    experiment: Experiment, plan: Plan, *, resume: bool, restart: bool
+) -> tuple[Path, dict[str, Any]]:
+    """The sweep's storage folder and its state file, checked against --resume/--restart and
+    the plan; nothing is started or written yet. An empty state means a fresh sweep."""
+    config = experiment.config
+    storage = _storage_root(config) / config.name
+    state = _read_state(storage / STATE_FILE)
+    if resume and not state:
+        raise UserError(f"--resume: no sweep named {config.name!r} to resume under {storage}")
+    if resume:
+        check_unchanged(state.get("plan", {}), plan_digests(experiment, plan), config.name)
+        return storage, state
+    if state and not state.get("finished") and not restart:
+        raise UserError(
+            f"sweep {config.name!r} at {storage} did not finish: pass --resume to finish it, "
+            "or --restart to start it over (its MLflow runs are kept)"
+        )
+    return storage, {}
+
+
+def _open_session(
+    experiment: Experiment, plan: Plan, storage: Path, state: dict[str, Any], tracking_uri: str
+) -> _Session:
+    """Reopen the parent run of a resumed sweep, or start a fresh sweep's (replacing the
+    storage of an earlier one of the same name)."""
     import ray
     import yaml
 
     config = experiment.config
-    tracking_uri = tracking.resolve_tracking_uri(config.tracking.uri)
-    tracking.check_reachable(tracking_uri)
-    storage = _storage_root(config) / config.name
-    state = _read_state(storage / STATE_FILE)
-    digests = plan_digests(experiment, plan)
-    if resume and not state:
-        raise UserError(f"--resume: no sweep named {config.name!r} to resume under {storage}")
-    if resume:
-        check_unchanged(state.get("plan", {}), digests, config.name)
-    if state and not resume:
-        if not state.get("finished") and not restart:
-            raise UserError(
-                f"sweep {config.name!r} at {storage} did not finish: pass --resume to finish it, "
-                "or --restart to start it over (its MLflow runs are kept)"
-            )
-        shutil.rmtree(storage)  # a finished (or abandoned) sweep: start a fresh one
-        state = {}
     client = tracking.MlflowClient(tracking_uri)
     if state:
         session = _Session(storage, tracking_uri, state["parent_run_id"], state)
         client.update_run(session.parent_run_id, status="RUNNING")
         session.save(attempts=state.get("attempts", 1) + 1)
         return session
+    shutil.rmtree(storage, ignore_errors=True)  # a finished (or abandoned) sweep's folder
     resources = {
         k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")
     }
@@ -188,7 +197,7 @@ def _open_session(experiment: Experiment, plan: Plan, *, resume: bool, restart: 
     )
     session = _Session(storage, tracking_uri, parent_run_id)
     session.save(parent_run_id=parent_run_id, tracking_uri=tracking_uri, finished=False,
-                 plan=digests, attempts=1)  # fmt: skip
+                 plan=plan_digests(experiment, plan), attempts=1)  # fmt: skip
     return session
 
 
@@ -329,8 +338,13 @@ def run_sweep(
     from scalesweep.sweep.preflight import preflight
     from scalesweep.sweep.progress import SweepProgress
 
-    preflight(experiment, address=address)  # before any MLflow run: refusals leave no trace
-    session = _open_session(experiment, plan, resume=resume, restart=restart)
+    # Checks first, cheapest first; no MLflow run exists until they pass.
+    tracking_uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
+    tracking.check_local_store(tracking_uri)
+    storage, state = _check_storage(experiment, plan, resume=resume, restart=restart)
+    preflight(experiment, address=address)  # starts or joins Ray; cluster and resources
+    tracking.check_reachable(tracking_uri)
+    session = _open_session(experiment, plan, storage, state, tracking_uri)
     history = _history(experiment, session) if resume else []
     already_done = sum(d.value is not None for d in history)
     progress = SweepProgress(
