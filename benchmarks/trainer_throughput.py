@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from scalesweep.callbacks import Callback
+
 
 @dataclass(frozen=True)
 class Case:
@@ -59,7 +61,7 @@ def experiment(case: Case, *, log_every: int) -> Any:
     ).resolve()
 
 
-class Throughput:
+class Throughput(Callback):
     """Wall-clock throughput between the first logged step after `warmup` and the last one, so
     everything the loop does (diagnostics, metrics, callbacks) is inside the timed span."""
 
@@ -74,9 +76,6 @@ class Throughput:
             if self.cuda:
                 torch.cuda.synchronize()
             self.marks.append((step, time.perf_counter()))
-
-    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Any) -> None:
-        pass
 
     def tokens_per_s(self) -> float:
         (first_step, first_time), (last_step, last_time) = self.marks[0], self.marks[-1]

@@ -25,8 +25,11 @@ from typing import Any
 from mlflow.entities import Metric, RunTag
 
 from scalesweep import tracking
+from scalesweep.callbacks import Callback
 
 RETRY_CAP_S = 30.0
+CHECKPOINT_WAIT_S = 5.0
+"""How long a checkpoint waits for a healthy server to take the queued points."""
 
 
 def logged_through(client: Any, run_id: str) -> dict[str, int]:
@@ -49,7 +52,7 @@ def _metric_record(run_id: str, point: Metric) -> dict[str, Any]:
     return {"run_id": run_id, "metric": [point.key, point.value, point.timestamp, point.step]}
 
 
-class MetricLog:
+class MetricLog(Callback):
     """See the module docstring. The tag `tracking.RETRIES_TAG` counts failed sends."""
 
     def __init__(
@@ -69,15 +72,20 @@ class MetricLog:
         self.skip_through = dict(skip_through or {})
         self.max_pending = max_pending
         self.failures = 0
+        self.healthy = True
+        """Whether the last send went through."""
         self.spilled = False
         self._pending: list[Metric] = []
+        self._in_flight: list[Metric] = []
+        self._in_flight_spooled = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._send_loop, name="metric-log", daemon=True)
         self._thread.start()
 
-    # train.Callback
+    # --- train.Callback -------------------------------------------------------------------------
+
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
         points = [
@@ -87,29 +95,57 @@ class MetricLog:
         ]
         with self._lock:
             self._pending.extend(points)
-            if len(self._pending) > self.max_pending:  # a long outage: spill the oldest half
-                half = len(self._pending) // 2
-                spill, self._pending = self._pending[:half], self._pending[half:]
-                _append(self.spool, [_metric_record(self.run_id, p) for p in spill])
+            full = len(self._pending) > self.max_pending
+        if full:  # a long outage: keep memory bounded
+            self.spill()
+
+    def on_checkpoint(self, step: int) -> None:
+        """Every point logged so far reaches MLflow or the spool before the checkpoint exists:
+        a run resumed from it does not train those steps again, so a point still queued in
+        memory when the process died would be lost. A healthy server takes them in one
+        request; a server that is down is not waited for (they go to the spool)."""
+        if self.healthy:
+            self._wake.set()
+            deadline = time.monotonic() + CHECKPOINT_WAIT_S
+            while (self._pending or self._in_flight) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if self._pending or self._in_flight:
+            self.spill()
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def spill(self) -> None:
+        """Move every unsent point (the batch in flight too) to the spool file on disk."""
+        with self._lock:
+            points, self._pending = [*self._in_flight, *self._pending], []
+            self._in_flight_spooled = bool(self._in_flight)
+            if points:
+                _append(self.spool, [_metric_record(self.run_id, p) for p in points])
                 self.spilled = True
 
-    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        pass
-
     def _send_one_batch(self) -> bool:
-        """Send the oldest batch; False (and the batch kept) when the server did not take it."""
+        """Send the oldest batch; False when the server did not take it (the batch is kept,
+        unless a spill took it meanwhile)."""
         with self._lock:
-            batch = self._pending[: tracking.MAX_BATCH]
+            batch, self._pending = (
+                self._pending[: tracking.MAX_BATCH],
+                self._pending[tracking.MAX_BATCH :],
+            )
+            self._in_flight, self._in_flight_spooled = batch, False
         if not batch:
             return True
         try:
             self.client.log_batch(self.run_id, metrics=batch)
+            ok = True
         except Exception:
-            self.failures += 1
-            return False
+            ok = False
         with self._lock:
-            del self._pending[: len(batch)]
-        return True
+            if not ok and not self._in_flight_spooled:
+                self._pending[:0] = batch
+            self._in_flight = []
+            self.failures += not ok
+            self.healthy = ok
+        return ok
 
     def _send_loop(self) -> None:
         wait = self.every_s
@@ -122,15 +158,25 @@ class MetricLog:
             wait = self.every_s if ok else min(max(wait * 2, 1.0), RETRY_CAP_S)
 
     def _drain(self, deadline: float) -> bool:
-        """Send everything queued (the sender thread stopped); False if the deadline passed."""
+        """Send everything queued, then what was spilled to the spool (the sender thread has
+        stopped), retrying with backoff; False if the deadline passed first."""
         wait = 1.0
-        while self._pending:
-            if self._send_one_batch():
+        while self._pending or self.spilled:
+            if self._send_one_batch() and (self._pending or not self.spilled or self._replay()):
                 continue
             if time.monotonic() + wait > deadline:
                 return False
             time.sleep(wait)
             wait = min(wait * 2, RETRY_CAP_S)
+        return True
+
+    def _replay(self) -> bool:
+        try:
+            replay_spool(self.client, self.spool, final=False)
+        except Exception:
+            self.failures += 1
+            return False
+        self.spilled = False
         return True
 
     def close(
@@ -147,7 +193,7 @@ class MetricLog:
         deadline = time.monotonic() + timeout_s
         final_tags = dict(tags)
         try:
-            if self._drain(deadline) and (not self.spilled or self._replay_spill()):
+            if self._drain(deadline):
                 if self.failures:
                     final_tags[tracking.RETRIES_TAG] = str(self.failures)
                 self.client.log_batch(
@@ -157,20 +203,9 @@ class MetricLog:
         except Exception:
             self.failures += 1
         final_tags[tracking.RETRIES_TAG] = str(self.failures)
-        with self._lock:
-            records = [_metric_record(self.run_id, p) for p in self._pending]
-            self._pending.clear()
-        _append(self.spool, [*records, {"run_id": self.run_id, "tags": final_tags}])
+        self.spill()
+        _append(self.spool, [{"run_id": self.run_id, "tags": final_tags}])
         return False
-
-    def _replay_spill(self) -> bool:
-        try:
-            replay_spool(self.client, self.spool, final=False)
-        except Exception:
-            self.failures += 1
-            return False
-        self.spilled = False
-        return True
 
 
 def replay_spool(client: Any, spool: Path, *, final: bool = True) -> int:

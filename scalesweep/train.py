@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from scalesweep import checkpoint, data
 from scalesweep import metrics as m
+from scalesweep.callbacks import Callback
 from scalesweep.config import ExperimentConfig, total_steps
 from scalesweep.distributed import (
     World,
@@ -69,15 +70,6 @@ class TrainSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class Callback(Protocol):
-    """Hooks into the loop. `on_log` runs on rank 0 only; `on_report` runs on every rank (Ray
-    Train wants every worker to report) at each evaluation and checkpoint."""
-
-    def on_log(self, step: int, metrics: dict[str, float]) -> None: ...
-
-    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None: ...
 
 
 @dataclass
@@ -330,9 +322,12 @@ class Trainer:
             self.state.final_val_loss = val
         self.log(step, {m.VAL_LOSS: val})
         saved = None
-        if is_checkpoint and self.checkpoint_dir is not None and self.world.is_main:
-            saved = Path(self.checkpoint_dir) / "latest"
-            checkpoint.save(saved, self.state_dict())
+        if is_checkpoint and self.checkpoint_dir is not None:
+            for callback in self.callbacks:
+                callback.on_checkpoint(step)
+            if self.world.is_main:
+                saved = Path(self.checkpoint_dir) / "latest"
+                checkpoint.save(saved, self.state_dict())
         self.report(step, {m.VAL_LOSS: val, "step": step}, saved)
         return True
 

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from scalesweep.callbacks import Callback
 from scalesweep.experiment import parse_experiment
 from scalesweep.train import train
 
@@ -21,7 +22,7 @@ def config(**sections):
     return parse_experiment(raw).resolve()
 
 
-class Recorder:
+class Recorder(Callback):
     """Keeps every log and report; copies the checkpoint reported at `keep_step`."""
 
     def __init__(self, keep_step=None, keep_to=None):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
+from scalesweep.callbacks import Callback
 from scalesweep.commands import add_config_args
 
 
@@ -35,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-class JsonlMetrics:
+class JsonlMetrics(Callback):
     """Appends every logged step as one JSON line."""
 
     def __init__(self, stream: IO[str]) -> None:
@@ -45,11 +46,8 @@ class JsonlMetrics:
         self.stream.write(json.dumps({"step": step, **metrics}) + "\n")
         self.stream.flush()
 
-    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        pass
 
-
-class ProgressBar:
+class ProgressBar(Callback):
     def __init__(self, total: int) -> None:
         from tqdm import tqdm
 
@@ -65,9 +63,6 @@ class ProgressBar:
             if k in (m.TRAIN_LOSS, m.VAL_LOSS, m.TOKENS_PER_S)
         }
         self.bar.set_postfix(shown, refresh=False)
-
-    def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        pass
 
     def close(self) -> None:
         self.bar.close()

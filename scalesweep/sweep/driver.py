@@ -345,6 +345,8 @@ def run_sweep(
     preflight(experiment, address=address)  # starts or joins Ray; cluster and resources
     tracking.check_reachable(tracking_uri)
     session = _open_session(experiment, plan, storage, state, tracking_uri)
+    # Tune's own output: its new engine prints a configuration box even when silenced.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     history = _history(experiment, session) if resume else []
     already_done = sum(d.value is not None for d in history)
     progress = SweepProgress(

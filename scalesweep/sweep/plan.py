@@ -174,6 +174,12 @@ def plan(experiment: Experiment) -> Plan:
     ]
     samples = config.search.num_samples
     sampled = experiment.sampled_spaces()
+    if not sampled and config.search.algorithm not in ("grid", "random"):
+        raise UserError(
+            f"search.algorithm: got {config.search.algorithm!r}, but no key is sampled (every "
+            "space is a grid or logspace); use `algorithm: grid`, or write the keys to tune as "
+            "loguniform/uniform/int/choice"
+        )
     if samples > 1 and (config.search.algorithm == "grid" or not sampled):
         # Repeats of a cell differ only by their training seed (else they would be one trial).
         seeds = [config.train.seed + i for i in range(samples)]

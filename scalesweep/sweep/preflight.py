@@ -12,6 +12,7 @@ write to stores nobody reads: refuse them with an error that says what to do ins
 from __future__ import annotations
 
 import ipaddress
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,13 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address is None:
-        ray.init(_node_ip_address="127.0.0.1", log_to_driver=False)
+        # No dashboard either: it would listen on a port and start six processes on a laptop.
+        ray.init(
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
     else:
         ray.init(address=address, log_to_driver=False)
 

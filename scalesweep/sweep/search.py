@@ -27,7 +27,6 @@ from ray.tune.search import Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment, SearchSpace
 
 CELL_KEY = "cell"
@@ -164,12 +163,6 @@ def build_search(
     search = experiment.config.search
     sampled = experiment.sampled_spaces()
     if not sampled:
-        if search.algorithm not in ("grid", "random"):
-            raise UserError(
-                f"search.algorithm: got {search.algorithm!r}, but no key is sampled (every "
-                "space is a grid or logspace); use `algorithm: grid`, or write the keys to "
-                "tune as loguniform/uniform/int/choice"
-            )
         finished = [done.cell for done in history if done.value is not None]
         param_space = {CELL_KEY: tune.grid_search([c for c in cells if c not in finished])}
         generator = BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)

@@ -26,6 +26,7 @@ from typing import Any
 
 from scalesweep import metrics as m
 from scalesweep import tracking
+from scalesweep.callbacks import Callback
 from scalesweep.config import ExperimentConfig, run_params
 from scalesweep.errors import UserError
 from scalesweep.metric_log import MetricLog, logged_through, replay_spool
@@ -181,15 +182,12 @@ class TrialRun:
 # --- the in-process path -------------------------------------------------------------------------
 
 
-class TuneReporter:
+class TuneReporter(Callback):
     """train.Callback: evaluations to Tune, from the trial's own process. Checkpoints stay in
     the trial's own folder (`TrialSettings.checkpoints`), where a restart finds them."""
 
     def __init__(self, metric: str) -> None:
         self.metric = metric
-
-    def on_log(self, step: int, metrics: dict[str, float]) -> None:
-        pass
 
     def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         from ray import tune
@@ -222,14 +220,11 @@ def _train_here(config: ExperimentConfig, run: TrialRun) -> dict[str, Any]:
 # --- the distributed path -------------------------------------------------------------------------
 
 
-class TrainReporter:
+class TrainReporter(Callback):
     """train.Callback: evaluations (and checkpoints) to Ray Train, which passes them to Tune."""
 
     def __init__(self, metric: str) -> None:
         self.metric = metric
-
-    def on_log(self, step: int, metrics: dict[str, float]) -> None:
-        pass
 
     def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         import ray.train

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -106,53 +101,3 @@ def test_tpe_sweep_of_three_samples_runs(ray_address, tmp_path):
     assert len(children) == 3
     lrs = {float(c.data.params["optim.lr"]) for c in children}
     assert len(lrs) == 3 and all(1e-3 <= lr <= 1e-1 for lr in lrs)
-
-
-def test_killed_driver_then_resume_runs_nothing_twice(ray_address, tmp_path):
-    # Rule: after the driver is killed mid-sweep, --resume finishes the rest; a finished trial
-    # is not trained again and no trial gets a second child run.
-    path, uri = write_sweep(
-        tmp_path,
-        "resume",
-        optim={"lr": {"grid": [0.01, 0.005, 0.003, 0.002]}},
-        train={"steps": 60, "checkpoint_every": 20, "eval_every": 20},
-        resources={"max_concurrent_trials": 1},
-    )
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "scalesweep", "sweep", str(path), "--address", ray_address],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ},
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                done = [
-                    c
-                    for c in runs_of(uri, "resume", "trial")
-                    if c.data.tags.get("status") == "completed"
-                ]
-            except (AssertionError, Exception):
-                done = []
-            if done:
-                break
-            time.sleep(1)
-        assert done, "no trial finished before the deadline"
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finished_before = {c.data.tags["scalesweep.trial_id"] for c in done}
-    assert main(["sweep", str(path), "--resume"]) == 0
-    children = runs_of(uri, "resume", "trial")
-    names = [c.data.tags["scalesweep.trial_id"] for c in children]
-    assert len(names) == 4 and len(set(names)) == 4
-    assert all(c.data.tags["status"] == "completed" for c in children)
-    assert len(runs_of(uri, "resume", "sweep")) == 1
-    client = MlflowClient(uri)
-    for child in children:
-        if child.data.tags["scalesweep.trial_id"] in finished_before:
-            # trained once: one step-0 validation point, not two
-            steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/loss")]
-            assert steps.count(0) == 1
