@@ -109,16 +109,17 @@ def with_retries(call: Callable[[], T], *, what: str, timeout_s: float) -> T:
             wait = min(wait * 2, 30.0)
 
 
-def client(tracking_uri: str | None) -> MlflowClient:
+def client(tracking_uri: str | None, experiment: str | None = None) -> MlflowClient:
     """A client for reading a store that must exist: opening a missing SQLite file would
     create an empty one (and then report "no such experiment")."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_file():
+            what = f"no experiment {experiment!r}: there is " if experiment else ""
             raise UserError(
-                f"no MLflow store at {path}: nothing has been tracked there (pass --tracking-uri, "
-                "or run from the folder the sweep ran in)"
+                f"{what}no MLflow store at {path}, nothing has been tracked there (pass "
+                "--tracking-uri, or run from the folder the sweep ran in)"
             )
     return MlflowClient(uri)
 
@@ -281,7 +282,7 @@ def runs_table(
     status`, the summary metrics, then every param under its dotted name. By default the
     children of every parent (sweep invocation) of the experiment; `parent_run_id` restricts
     to one."""
-    mlflow = client(tracking_uri)
+    mlflow = client(tracking_uri, experiment)
     found = open_experiment(mlflow, experiment)
     query = f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}'"
     if parent_run_id is not None:
@@ -312,7 +313,7 @@ def runs_table(
 
 def latest_parent_run_id(experiment: str, tracking_uri: str | None) -> str:
     """The most recently started sweep (parent) run of `experiment`, where fit outputs go."""
-    mlflow = client(tracking_uri)
+    mlflow = client(tracking_uri, experiment)
     found = open_experiment(mlflow, experiment)
     runs = mlflow.search_runs(
         [found.experiment_id],
@@ -335,7 +336,7 @@ def curves(
     """Per-step histories of every completed trial: `run_id, trial_id, step` and one column per
     metric in `keys`; a step is kept when every key was logged at it."""
     keys = tuple(keys)
-    mlflow = client(tracking_uri)
+    mlflow = client(tracking_uri, experiment)
     table = runs_table(experiment, tracking_uri, parent_run_id=parent_run_id)
     parts: list[pd.DataFrame] = []
     for row in table.itertuples(index=False):
@@ -371,7 +372,7 @@ def log_fit_outputs(
 ) -> str:
     """Log fit files (fit.json, the report, plots) and headline numbers to the sweep's parent
     run (the latest one unless `parent_run_id`); returns that run's id."""
-    mlflow = client(tracking_uri)
+    mlflow = client(tracking_uri, experiment)
     parent = parent_run_id or latest_parent_run_id(experiment, tracking_uri)
     for file in files:
         mlflow.log_artifact(parent, str(file), artifact_path=artifact_path)

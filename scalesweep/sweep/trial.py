@@ -62,7 +62,7 @@ def bound_mlflow_retries() -> None:
     for key, value in (
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
         ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
-        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "5"),
     ):
         os.environ.setdefault(key, value)
 

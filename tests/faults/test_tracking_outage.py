@@ -23,13 +23,13 @@ from tests.faults.conftest import (
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
-OUTAGE_S = 25.0
-"""Longer than one MLflow request's retry window in a trial (1 retry, 10 s timeout)."""
+OUTAGE_S = 15.0
+"""Longer than one MLflow request's retry window in a trial (5 s timeout, 1 retry, 1 s wait)."""
 STEPS = 600
 
 
 def test_tracking_outage_loses_and_doubles_nothing(ray_address, tmp_path, mlflow_server):
-    # Rule: with the server down for 25 s while the first trial trains (its last points and
+    # Rule: with the server down for 15 s while the first trial trains (its last points and
     # its summary come during the outage, the second trial's run is created after), the
     # sweep exits 0, both trials are completed and FINISHED, each logged point is in MLflow
     # exactly once, and the first trial's run says the outage happened.
