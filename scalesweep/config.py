@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scalesweep import metrics as m
 
-RUN_SECTIONS = ("model", "optim", "schedule", "data", "train")
+RUN_SECTIONS = ("model", "optim", "schedule", "data", "train", "averaging")
 
 
 class _Section(BaseModel):
@@ -137,6 +137,33 @@ SCHEDULE_TYPES = ("constant", "cosine", "wsd")
 ScheduleConfig = Annotated[
     ConstantSchedule | CosineSchedule | WSDSchedule, Field(discriminator="type")
 ]
+
+
+class AveragingConfig(_Section):
+    """Weight averaging along the run, evaluated as `val/loss_avg` (Hägele et al. 2024 §4); the
+    trained weights are not changed. See scalesweep/averaging.py."""
+
+    kind: Literal["swa", "ema"] = "swa"
+    """`swa`: the mean of the snapshots of the last `window` steps; `ema`: a moving average
+    with a horizon of about `window` steps."""
+    every: int = Field(50, gt=0)
+    """Steps between snapshots (swa) or updates (ema)."""
+    window: int = Field(500, gt=0)
+    """Steps the average spans."""
+
+    @model_validator(mode="after")
+    def _window_holds_snapshots(self) -> AveragingConfig:
+        n = self.window // self.every
+        if not 1 <= n <= MAX_SNAPSHOTS:
+            raise ValueError(
+                f"`1 <= averaging.window // averaging.every <= {MAX_SNAPSHOTS}` must hold (SWA "
+                f"keeps that many copies of the weights), but got (window={self.window}, "
+                f"every={self.every})"
+            )
+        return self
+
+
+MAX_SNAPSHOTS = 32
 
 
 class DataConfig(_Section):
@@ -280,6 +307,8 @@ class ExperimentConfig(_Section):
     schedule: ScheduleConfig = CosineSchedule()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    averaging: AveragingConfig | None = None
+    """Weight averaging (off when absent)."""
     search: SearchConfig = SearchConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -45,7 +45,7 @@ STEP_METRICS: Final = (
     MFU,
 )
 
-# Per-trial summary: the fields of `train.TrainSummary` that are logged as MLflow metrics.
+# Per-trial summary: the fields of `summary.TrainSummary` that are logged as MLflow metrics.
 INIT_LOSS: Final = "init_loss"
 """ℓ0: the validation loss at step 0."""
 FINAL_VAL_LOSS: Final = "final_val_loss"

@@ -25,6 +25,7 @@ import torch
 
 from scalesweep import checkpoint, data
 from scalesweep import metrics as m
+from scalesweep.averaging import WeightAverage
 from scalesweep.callbacks import Callback
 from scalesweep.config import ExperimentConfig, total_steps
 from scalesweep.distributed import (
@@ -41,35 +42,7 @@ from scalesweep.flops import count_params, flops_per_token
 from scalesweep.model import GPT
 from scalesweep.optim import build_optimizer, set_lr
 from scalesweep.schedules import lr_multiplier
-
-
-@dataclass(frozen=True)
-class TrainSummary:
-    """What one run produced; the per-trial summary names of `scalesweep.metrics`."""
-
-    status: m.Status
-    init_loss: float
-    """ℓ0: validation loss at step 0."""
-    final_val_loss: float | None
-    """Validation loss after the last step; None when the run diverged."""
-    last_finite_loss: float | None
-    """Last finite training loss seen, for diverged runs."""
-    steps: int
-    """Optimizer steps taken."""
-    total_steps: int
-    params: int
-    params_nonembed: int
-    tokens: int
-    """Training tokens consumed (steps · batch_size · seq_len)."""
-    flops: float
-    """Training FLOPs under train.flop_counting."""
-    tokens_per_s: float
-    wall_s: float
-    diverged_step: int | None = None
-    reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from scalesweep.summary import TrainSummary
 
 
 @dataclass
@@ -81,6 +54,8 @@ class RunState:
     last_finite_loss: float | None = None
     final_val_loss: float | None = None
     """The validation loss at step `n_steps`, once evaluated."""
+    final_val_loss_avg: float | None = None
+    """The same for the averaged weights (with `averaging`)."""
     status: m.Status = m.COMPLETED
     reason: str | None = None
     diverged_step: int | None = None
@@ -154,6 +129,7 @@ class Trainer:
             seq_len=self.model_config.seq_len,
             world=self.world,
         )
+        self.average = WeightAverage(config.averaging) if config.averaging else None
         self.state = RunState()
         self.window = _Window()
         self.started = time.perf_counter()
@@ -185,12 +161,15 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "run": asdict(self.state),
             "rng": checkpoint.rng_state(),
+            "averaging": self.average.state_dict() if self.average else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.state = RunState(**state["run"])
+        if self.average is not None and state.get("averaging") is not None:
+            self.average.load_state_dict(state["averaging"])
         checkpoint.set_rng_state(state["rng"])
         self.tokens_at_start = self.state.step * self.tokens_per_step
 
@@ -271,6 +250,8 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
+        if self.average is not None:
+            self.average.update(self.model, self.state.step)
         self.window.tokens += self.tokens_per_step
         if not is_log:
             return None
@@ -318,9 +299,11 @@ class Trainer:
         if not math.isfinite(val):
             self._stop(f"non-finite validation loss ({val})")
             return False
+        logged = {m.VAL_LOSS: val, **self._averaged_loss()}
         if step == self.n_steps:
             self.state.final_val_loss = val
-        self.log(step, {m.VAL_LOSS: val})
+            self.state.final_val_loss_avg = logged.get(m.VAL_LOSS_AVG)
+        self.log(step, logged)
         saved = None
         if is_checkpoint and self.checkpoint_dir is not None:
             for callback in self.callbacks:
@@ -330,6 +313,11 @@ class Trainer:
                 checkpoint.save(saved, self.state_dict())
         self.report(step, {m.VAL_LOSS: val, "step": step}, saved)
         return True
+
+    def _averaged_loss(self) -> dict[str, float]:
+        if self.average is None or not self.average.ready:
+            return {}
+        return {m.VAL_LOSS_AVG: self.validation.loss(self.average.model(self.model), self.autocast)}
 
     def begin(self) -> None:
         """Step 0: evaluate the untrained model for ℓ0 (once per run, not on resume)."""
@@ -354,15 +342,17 @@ class Trainer:
         finished = self.state.step == self.n_steps and self.state.status == m.COMPLETED
         if finished and self.state.final_val_loss is None:  # resumed from the last checkpoint
             self.state.final_val_loss = self.evaluate()
+            self.state.final_val_loss_avg = self._averaged_loss().get(m.VAL_LOSS_AVG)
         return self.summary()
 
     def summary(self) -> TrainSummary:
         wall = time.perf_counter() - self.started
+        completed = self.state.status == m.COMPLETED
         tokens = self.state.step * self.tokens_per_step
         return TrainSummary(
             status=self.state.status,
             init_loss=self.state.init_loss,
-            final_val_loss=self.state.final_val_loss if self.state.status == m.COMPLETED else None,
+            final_val_loss=self.state.final_val_loss if completed else None,
             last_finite_loss=self.state.last_finite_loss,
             steps=self.state.step,
             total_steps=self.n_steps,
@@ -374,6 +364,7 @@ class Trainer:
             wall_s=wall,
             diverged_step=self.state.diverged_step,
             reason=self.state.reason,
+            final_val_loss_avg=self.state.final_val_loss_avg if completed else None,
         )
 
 

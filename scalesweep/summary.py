@@ -1,0 +1,39 @@
+"""What one training run produced: the per-trial summary of `scalesweep.metrics`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from scalesweep import metrics as m
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What one run produced; the per-trial summary names of `scalesweep.metrics`."""
+
+    status: m.Status
+    init_loss: float
+    """ℓ0: validation loss at step 0."""
+    final_val_loss: float | None
+    """Validation loss after the last step; None when the run diverged."""
+    last_finite_loss: float | None
+    """Last finite training loss seen, for diverged runs."""
+    steps: int
+    """Optimizer steps taken."""
+    total_steps: int
+    params: int
+    params_nonembed: int
+    tokens: int
+    """Training tokens consumed (steps · batch_size · seq_len)."""
+    flops: float
+    """Training FLOPs under train.flop_counting."""
+    tokens_per_s: float
+    wall_s: float
+    diverged_step: int | None = None
+    reason: str | None = None
+    final_val_loss_avg: float | None = None
+    """Validation loss of the averaged weights after the last step (with `averaging`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
