@@ -294,6 +294,28 @@ class BudgetConfig(_Section):
     max_tokens_per_param: float | None = Field(None, gt=0)
 
 
+class BranchesConfig(_Section):
+    """Cooldown branches (Hägele et al. 2024 §5): each trial is a trunk trained with the WSD
+    schedule; at each smaller token budget D_i it forks at the step where a standalone WSD run
+    of D_i tokens would start its cooldown, cools down over the rest of D_i and is evaluated: a
+    run of D_i tokens, for the price of its cooldown. See scalesweep/branches.py."""
+
+    tokens: list[Annotated[int, Field(gt=0)]] | None = None
+    """Token budgets of the branches, each below the trunk's own (`train.tokens`/`steps`)."""
+    budgets_from: Literal["isoflop"] | None = None
+    """`isoflop`: the cells of the `budget` section that differ only in their budget become one
+    trunk (at the largest budget that shape keeps) with a branch at each other budget."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BranchesConfig:
+        if (self.tokens is None) == (self.budgets_from is None):
+            raise ValueError(
+                "exactly one of `branches.tokens` and `branches.budgets_from` must be set, but "
+                f"got (tokens={self.tokens}, budgets_from={self.budgets_from})"
+            )
+        return self
+
+
 class ExperimentConfig(_Section):
     """A whole YAML file. `scalesweep train` uses the run sections and ignores the sweep ones."""
 
@@ -313,6 +335,21 @@ class ExperimentConfig(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
     budget: BudgetConfig | None = None
+    branches: BranchesConfig | None = None
+    """Cooldown branches of every trial (off when absent)."""
+
+    @model_validator(mode="after")
+    def _branches_need_a_constant_phase(self) -> ExperimentConfig:
+        if self.branches is None:
+            return self
+        if self.schedule.type != "wsd":
+            raise ValueError(
+                f"`branches` needs `schedule.type: wsd` (a constant phase to fork cooldowns "
+                f"from), but got schedule.type={self.schedule.type!r}"
+            )
+        if self.branches.budgets_from == "isoflop" and self.budget is None:
+            raise ValueError("`branches.budgets_from: isoflop` needs a `budget` section")
+        return self
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

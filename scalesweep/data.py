@@ -146,6 +146,18 @@ def _memmap(file: Path, dtype: np.dtype[Any], count: int) -> np.ndarray:
     return np.memmap(file, dtype=dtype, mode="r", shape=(count,))
 
 
+def model_vocab(configured: int | None, data_vocab: int, data_path: str) -> int:
+    """The model's vocabulary: `model.vocab_size`, which must hold the data's, else the data's."""
+    if configured is None:
+        return data_vocab
+    if configured < data_vocab:
+        raise UserError(
+            f"model.vocab_size: got {configured}, but the data at {data_path} has vocab_size "
+            f"{data_vocab}"
+        )
+    return configured
+
+
 def load_shards(path: str | os.PathLike[str]) -> TokenShards:
     """Memory-map the shards at `path`, or the built-in corpus when `path == "builtin"`.
 

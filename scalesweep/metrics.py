@@ -82,6 +82,13 @@ PLANNED_TOKENS: Final = "planned.tokens"
 PLANNED_FLOPS: Final = "planned.flops"
 """The isoFLOP budget C the trial belongs to (only for trials of a `budget` section)."""
 
+BRANCH_OF: Final = "branch.of"
+"""A cooldown branch's trunk (its trial name); absent on a trunk or a run trained alone."""
+BRANCH_TOKENS: Final = "branch.tokens"
+"""The token budget D_i a cooldown branch stands for."""
+BRANCH_FORK_STEP: Final = "branch.fork_step"
+"""The trunk step a cooldown branch forked from."""
+
 # Trial statuses (the `status` tag of a child run and the `status` column of the runs table).
 STATUS: Final = "status"
 Status = Literal["completed", "diverged", "failed"]

@@ -1,8 +1,10 @@
-"""What one training run produced: the per-trial summary of `scalesweep.metrics`."""
+"""Where a training run is (`RunState`, saved in checkpoints) and what it produced
+(`TrainSummary`, the per-trial summary of `scalesweep.metrics`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scalesweep import metrics as m
@@ -37,3 +39,21 @@ class TrainSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class RunState:
+    """Where a run is; saved in checkpoints and copied into forks."""
+
+    step: int = 0
+    init_loss: float = math.nan
+    last_finite_loss: float | None = None
+    final_val_loss: float | None = None
+    """The validation loss at step `n_steps`, once evaluated."""
+    final_val_loss_avg: float | None = None
+    """The same for the averaged weights (with `averaging`)."""
+    status: m.Status = m.COMPLETED
+    reason: str | None = None
+    diverged_step: int | None = None
+    branches_done: list[str] = field(default_factory=list)
+    """Cooldown branches that have run from this trunk (see scalesweep/branches.py)."""

@@ -40,6 +40,8 @@ MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 MAX_PARAMS = 100  # ... and at most 100 params
 CELL_TAG = "scalesweep.cell"
 """The trial's grid cell as JSON (exact values, for resume)."""
+BRANCH_TAG = "scalesweep.branch_of"
+"""On a cooldown branch's run: its trunk's trial id (a branch is not a Tune trial)."""
 SAMPLED_TAG = "scalesweep.sampled"
 """The searcher's sampled values as JSON (exact values, for resume)."""
 T = TypeVar("T")

@@ -13,9 +13,10 @@ a run can be checkpointed, resumed, or forked mid-way (cooldown branches) withou
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,29 +37,12 @@ from scalesweep.distributed import (
     split_batch,
     wrap,
 )
-from scalesweep.errors import UserError
 from scalesweep.evaluation import Validation
 from scalesweep.flops import count_params, flops_per_token
 from scalesweep.model import GPT
 from scalesweep.optim import build_optimizer, set_lr
 from scalesweep.schedules import lr_multiplier
-from scalesweep.summary import TrainSummary
-
-
-@dataclass
-class RunState:
-    """Where a run is; saved in checkpoints and copied into forks."""
-
-    step: int = 0
-    init_loss: float = math.nan
-    last_finite_loss: float | None = None
-    final_val_loss: float | None = None
-    """The validation loss at step `n_steps`, once evaluated."""
-    final_val_loss_avg: float | None = None
-    """The same for the averaged weights (with `averaging`)."""
-    status: m.Status = m.COMPLETED
-    reason: str | None = None
-    diverged_step: int | None = None
+from scalesweep.summary import RunState, TrainSummary
 
 
 @dataclass
@@ -102,7 +86,8 @@ class Trainer:
         self.checkpoint_dir = checkpoint_dir
         self.world: World = resolve_world(config.train.device, device)
         self.shards = data.load_shards(config.data.path)
-        self.model_config = self._model_config()
+        vocab = data.model_vocab(config.model.vocab_size, self.shards.vocab_size, config.data.path)
+        self.model_config = config.model.model_copy(update={"vocab_size": vocab})
         self.micro, self.accumulation = split_batch(
             config.train.batch_size, config.train.micro_batch_size, self.world
         )
@@ -132,21 +117,12 @@ class Trainer:
         self.average = WeightAverage(config.averaging) if config.averaging else None
         self.state = RunState()
         self.window = _Window()
+        self.last_eval: tuple[int, float] = (-1, math.nan)
+        """(step, validation loss) of the latest evaluation."""
         self.started = time.perf_counter()
         self.tokens_at_start = 0
 
     # --- setup ---------------------------------------------------------------------------------
-
-    def _model_config(self) -> Any:
-        model, vocab = self.config.model, self.shards.vocab_size
-        if model.vocab_size is None:
-            return model.model_copy(update={"vocab_size": vocab})
-        if model.vocab_size < vocab:
-            raise UserError(
-                f"model.vocab_size: got {model.vocab_size}, but the data at "
-                f"{self.config.data.path} has vocab_size {vocab}"
-            )
-        return model
 
     def autocast(self) -> Any:
         if self.world.device.type == "cuda" and self.config.train.precision == "bf16":
@@ -288,22 +264,29 @@ class Trainer:
             self._stop(reason)
         return reason is None
 
-    def _evaluate_and_save(self) -> bool:
-        """Evaluate and checkpoint when due; False when the validation loss is non-finite."""
+    def _evaluate_and_save(self, *, force_checkpoint: bool = False) -> bool:
+        """Evaluate and checkpoint when due (at most one evaluation a step); False when the
+        validation loss is non-finite."""
         step, every = self.state.step, self.config.train.checkpoint_every
         is_eval = step % self.config.train.eval_every == 0 or step == self.n_steps
-        is_checkpoint = every is not None and (step % every == 0 or step == self.n_steps)
+        is_checkpoint = force_checkpoint or (
+            every is not None and (step % every == 0 or step == self.n_steps)
+        )
         if not (is_eval or is_checkpoint):
             return True
-        val = self.evaluate()
-        if not math.isfinite(val):
-            self._stop(f"non-finite validation loss ({val})")
-            return False
-        logged = {m.VAL_LOSS: val, **self._averaged_loss()}
-        if step == self.n_steps:
-            self.state.final_val_loss = val
-            self.state.final_val_loss_avg = logged.get(m.VAL_LOSS_AVG)
-        self.log(step, logged)
+        if self.last_eval[0] == step:
+            val = self.last_eval[1]
+        else:
+            val = self.evaluate()
+            if not math.isfinite(val):
+                self._stop(f"non-finite validation loss ({val})")
+                return False
+            logged = {m.VAL_LOSS: val, **self._averaged_loss()}
+            if step == self.n_steps:
+                self.state.final_val_loss = val
+                self.state.final_val_loss_avg = logged.get(m.VAL_LOSS_AVG)
+            self.log(step, logged)
+            self.last_eval = (step, val)
         saved = None
         if is_checkpoint and self.checkpoint_dir is not None:
             for callback in self.callbacks:
@@ -313,6 +296,30 @@ class Trainer:
                 checkpoint.save(saved, self.state_dict())
         self.report(step, {m.VAL_LOSS: val, "step": step}, saved)
         return True
+
+    def save_fork(self) -> bool:
+        """A checkpoint at this step, where a cooldown branch forks (see scalesweep/branches.py);
+        False when the validation loss there is non-finite."""
+        return self._evaluate_and_save(force_checkpoint=True)
+
+    @contextlib.contextmanager
+    def branch(self, config: ExperimentConfig, callbacks: Sequence[Callback]) -> Iterator[Trainer]:
+        """This trainer, from its current state, as the run `config` (a cooldown branch) with
+        its own callbacks; the trunk's state and settings come back when the block ends."""
+        trunk_state = checkpoint.snapshot(self.state_dict())
+        trunk = (self.config, self.n_steps, self.callbacks, self.checkpoint_dir, self.started)
+        self.config, self.n_steps = config, total_steps(config)
+        self.callbacks, self.checkpoint_dir, self.started = (
+            list(callbacks),
+            None,
+            time.perf_counter(),
+        )
+        self.state.final_val_loss = self.state.final_val_loss_avg = None
+        try:
+            yield self
+        finally:
+            self.config, self.n_steps, self.callbacks, self.checkpoint_dir, self.started = trunk
+            self.load_state_dict(checkpoint.restore(trunk_state, self.world.device))
 
     def _averaged_loss(self) -> dict[str, float]:
         if self.average is None or not self.average.ready:

@@ -98,13 +98,36 @@ def run_plan_command(args: argparse.Namespace) -> int:
             f"sampled per cell by {experiment.config.search.algorithm}: "
             f"{', '.join(result.sampled_keys)}"
         )
+    if any(t.branches for t in result.trials):
+        console.print(_branch_table(result))
     for note in result.notes:
         console.print(f"note: {note}")
     console.print(
         f"total: {result.n_trials} trials, {result.total_flops:.4g} training FLOPs "
         f"({experiment.config.train.flop_counting} counting)"
     )
+    if any(t.branches for t in result.trials):
+        console.print(
+            f"cooldown branches: {result.n_runs} runs from {result.n_trials} trunks; the same "
+            f"runs trained from scratch: {result.from_scratch_flops:.4g} FLOPs; branched / "
+            f"from scratch = {result.total_flops / result.from_scratch_flops:.3f}"
+        )
     return 0
+
+
+def _branch_table(plan: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title="cooldown branches (forked from their trunk at the fork step)")
+    for column in ("trunk", "branch", "tokens", "fork step", "steps", "cooldown FLOPs"):
+        table.add_column(column, justify="left" if column in ("trunk", "branch") else "right")
+    for trial in plan.trials:
+        per_step = trial.flops / trial.steps
+        for branch in trial.branches:
+            cooldown = (branch.steps - branch.fork_step) * per_step
+            table.add_row(trial.name, branch.name, f"{branch.tokens:,}", str(branch.fork_step),
+                          str(branch.steps), f"{cooldown:.3e}")  # fmt: skip
+    return table
 
 
 def summary_table(name: str, rows: list[dict[str, Any]]) -> Any:

@@ -210,8 +210,8 @@ def _history(experiment: Experiment, session: _Session) -> list[Done]:
     history = []
     for run in tracking.child_runs(client, experiment.config.name, session.parent_run_id):
         tags, metrics = run.data.tags, run.data.metrics
-        if tracking.CELL_TAG not in tags:
-            continue
+        if tracking.CELL_TAG not in tags or tracking.BRANCH_TAG in tags:
+            continue  # a cooldown branch is its trunk's business, not a Tune trial
         finished = tags.get(tracking.STATUS_TAG) in m.FINISHED_STATUSES
         value = objective({**metrics, m.STATUS: tags[tracking.STATUS_TAG]}) if finished else None
         history.append(
@@ -236,6 +236,7 @@ def _tuner(
         storage=str(session.storage),
         cells={t.name: t.config.model_dump(mode="json") for t in plan.trials},
         budgets={t.name: t.budget for t in plan.trials if t.budget is not None},
+        branches={t.name: t.budgets for t in plan.trials if t.branches},
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, settings=settings), trial_bundles(config.resources)[0]
@@ -368,7 +369,7 @@ def run_sweep(
         )
     rows = _rows(experiment, plan, session, errors)
     ended = (m.COMPLETED, m.DIVERGED, m.FAILED)
-    finished = len(rows) == plan.n_trials and all(r[m.STATUS] in ended for r in rows)
+    finished = len(rows) == plan.n_runs and all(r[m.STATUS] in ended for r in rows)
     tracking.with_retries(
         lambda: client.set_terminated(session.parent_run_id, "FINISHED" if finished else "KILLED"),
         what="marking the sweep's parent run",

@@ -11,11 +11,12 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scalesweep import metrics as m
-from scalesweep.config import ExperimentConfig, total_steps
+from scalesweep.branches import Branch, cooldown_flops, plan_branch
+from scalesweep.config import BranchesConfig, ExperimentConfig, total_steps
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment, set_dotted
 from scalesweep.flops import count_params, flops_per_token
@@ -30,6 +31,7 @@ SHORT_NAMES = {
     "model.z_loss": "z",
     "train.tokens": "tok",
     "train.seed": "seed",
+    m.BRANCH_TOKENS: "b",
 }
 
 
@@ -48,6 +50,16 @@ class PlannedTrial:
     steps: int
     budget: float | None = None
     """The isoFLOP budget C this trial belongs to, if any."""
+    branches: tuple[Branch, ...] = ()
+    """Its cooldown branches (with a `branches` section): runs at smaller budgets forked from
+    this trial, the trunk."""
+    branch_flops: float = 0.0
+    """What the branches add: their cooldowns."""
+
+    @property
+    def budgets(self) -> list[tuple[int, float | None]]:
+        """(tokens, isoFLOP budget) of each branch, what a trial needs to rebuild them."""
+        return [(b.tokens, b.budget) for b in self.branches]
 
 
 @dataclass(frozen=True)
@@ -66,9 +78,20 @@ class Plan:
         return len(self.trials) * self.samples_per_cell
 
     @property
+    def n_runs(self) -> int:
+        """MLflow child runs: the trials and their cooldown branches."""
+        return sum(1 + len(t.branches) for t in self.trials) * self.samples_per_cell
+
+    @property
     def total_flops(self) -> float:
         """Exact when nothing is sampled; with sampled keys, per-cell FLOPs × samples."""
-        return sum(t.flops for t in self.trials) * self.samples_per_cell
+        return sum(t.flops + t.branch_flops for t in self.trials) * self.samples_per_cell
+
+    @property
+    def from_scratch_flops(self) -> float:
+        """The same runs each trained from step 0 (what `branches` saves against)."""
+        full = sum(t.flops * (1 + sum(b.steps for b in t.branches) / t.steps) for t in self.trials)
+        return full * self.samples_per_cell
 
 
 def _format_value(value: Any) -> str:
@@ -93,18 +116,10 @@ def trial_name(assignment: dict[str, Any]) -> str:
 
 
 def _vocab_size(config: ExperimentConfig) -> int:
-    """The model's vocabulary: `model.vocab_size`, which must hold the data's, or the data's."""
-    from scalesweep.data import load_shards
+    from scalesweep.data import load_shards, model_vocab
 
     data_vocab = load_shards(config.data.path).vocab_size
-    if config.model.vocab_size is None:
-        return data_vocab
-    if config.model.vocab_size < data_vocab:
-        raise UserError(
-            f"model.vocab_size: got {config.model.vocab_size}, but the data at "
-            f"{config.data.path} has vocab_size {data_vocab}"
-        )
-    return config.model.vocab_size
+    return model_vocab(config.model.vocab_size, data_vocab, config.data.path)
 
 
 def planned_params(config: ExperimentConfig, budget: float | None) -> dict[str, Any]:
@@ -162,6 +177,35 @@ def _budget_cells(experiment: Experiment, vocab: int, notes: list[str]) -> list[
     return cells
 
 
+def _trunk(trial: PlannedTrial, budgets: list[tuple[int, float | None]]) -> PlannedTrial:
+    per_step = trial.flops / trial.steps
+    branches = tuple(
+        plan_branch(trial.config, tokens, trial_name({**trial.cell, m.BRANCH_TOKENS: tokens}), c)
+        for tokens, c in sorted(budgets, key=lambda pair: pair[0])
+    )
+    flops = sum(cooldown_flops(b, per_step) for b in branches)
+    return replace(trial, branches=branches, branch_flops=flops)
+
+
+def with_branches(trials: list[PlannedTrial], branches: BranchesConfig) -> list[PlannedTrial]:
+    """The trials as trunks with their cooldown branches: every trial with a branch at each
+    of `branches.tokens`, or (`budgets_from: isoflop`) the trials that differ only in their
+    budget as one trunk, the largest, with a branch at each other budget."""
+    if branches.tokens is not None:
+        return [_trunk(t, [(d, None) for d in branches.tokens]) for t in trials]
+    groups: dict[str, list[PlannedTrial]] = {}
+    for trial in trials:
+        shape = {k: v for k, v in trial.cell.items() if k not in ("train.tokens", "train.steps")}
+        groups.setdefault(json.dumps(shape, sort_keys=True, default=str), []).append(trial)
+    trunks = []
+    for members in groups.values():
+        trunk = max(members, key=lambda t: t.tokens)
+        budgets = [(int(t.config.train.tokens or t.tokens), t.budget) for t in members]
+        trunk_budget = (int(trunk.config.train.tokens or trunk.tokens), trunk.budget)
+        trunks.append(_trunk(trunk, [pair for pair in budgets if pair != trunk_budget]))
+    return trunks
+
+
 def plan(experiment: Experiment) -> Plan:
     """Every grid cell of the sweep, with its size, tokens, FLOPs and steps."""
     config = experiment.config
@@ -213,4 +257,6 @@ def plan(experiment: Experiment) -> Plan:
                 f"{trials[-1].name}: whole steps give {per_token * tokens:.3g} FLOPs "
                 f"for C={budget:.3g}"
             )
+    if config.branches is not None:
+        trials = with_branches(trials, config.branches)
     return Plan(trials=trials, sampled_keys=list(sampled), samples_per_cell=samples, notes=notes)

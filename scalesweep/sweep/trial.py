@@ -20,18 +20,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scalesweep import metrics as m
 from scalesweep import tracking
+from scalesweep.branches import Branch, OpenBranch, plan_branch, train_with_branches
 from scalesweep.callbacks import Callback
 from scalesweep.config import ExperimentConfig, run_params
 from scalesweep.errors import UserError
-from scalesweep.metric_log import MetricLog, logged_through, replay_spool
+from scalesweep.sweep.child_run import ChildRun, bound_mlflow_retries
 from scalesweep.sweep.plan import planned_params, trial_config, trial_name
 from scalesweep.sweep.search import CELL_KEY
+
+if TYPE_CHECKING:
+    from scalesweep.summary import TrainSummary
+    from scalesweep.train import Trainer
 
 CHECKPOINT_STEP = "step"
 """Reported with every evaluation; Tune orders results by it."""
@@ -49,22 +55,13 @@ class TrialSettings:
     """Cell name -> the cell's resolved config as `model_dump()`."""
     budgets: dict[str, float] = field(default_factory=dict)
     """Cell name -> its isoFLOP budget C, for the cells of a `budget` section."""
+    branches: dict[str, list[tuple[int, float | None]]] = field(default_factory=dict)
+    """Cell name -> (tokens, isoFLOP budget) of each cooldown branch of its trials."""
 
     def checkpoints(self, trial: str) -> Path:
         """Where an in-place trial keeps its `latest` checkpoint: a path derived from its name,
         so a restarted trial (same driver or a resumed one) finds it."""
         return Path(self.storage) / "checkpoints" / trial
-
-
-def bound_mlflow_retries() -> None:
-    """Make one MLflow request give up within seconds, not minutes: outages are waited out by
-    our own retries (`tracking.with_retries`, `MetricLog`), which know what they may block."""
-    for key, value in (
-        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
-        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
-        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "5"),
-    ):
-        os.environ.setdefault(key, value)
 
 
 def assignment_of(tune_config: dict[str, Any]) -> dict[str, Any]:
@@ -99,84 +96,54 @@ class Trial:
 
     budget: float | None = None
     """The isoFLOP budget C of its cell, if any."""
+    branches: tuple[Branch, ...] = ()
+    """Its cooldown branches, forked from it (see scalesweep/branches.py)."""
 
     @classmethod
     def of(cls, tune_config: dict[str, Any], settings: TrialSettings) -> Trial:
         cell = tune_config.get(CELL_KEY, {})
         sampled = {k: v for k, v in tune_config.items() if k != CELL_KEY}
-        config = ExperimentConfig.model_validate(settings.cells[trial_name(cell)])
-        budget = settings.budgets.get(trial_name(cell))
-        return cls(
-            trial_name({**cell, **sampled}), cell, sampled, trial_config(config, sampled), budget
+        name = trial_name(cell)
+        config = trial_config(ExperimentConfig.model_validate(settings.cells[name]), sampled)
+        branches = tuple(
+            plan_branch(config, tokens, trial_name({**cell, **sampled, m.BRANCH_TOKENS: tokens}), c)
+            for tokens, c in settings.branches.get(name, [])
         )
+        full_name = trial_name({**cell, **sampled})
+        return cls(full_name, cell, sampled, config, settings.budgets.get(name), branches)
 
-
-class TrialRun:
-    """The trial's MLflow child run: found or created, fed per-step metrics, marked at the end."""
-
-    def __init__(self, settings: TrialSettings, trial: Trial) -> None:
-        self.settings = settings
-        self.name = trial.name
-        self.config = config = trial.config
-        self.client = tracking.MlflowClient(settings.tracking_uri)
+    def child_run(self, settings: TrialSettings, branch: Branch | None = None) -> ChildRun:
+        """The MLflow child run of this trial, or of one of its branches (the trunk's params,
+        the branch's length, and `branch.*` params that name the trunk)."""
         tags = {
-            tracking.CELL_TAG: json.dumps(trial.cell),
-            tracking.SAMPLED_TAG: json.dumps(trial.sampled),
+            tracking.CELL_TAG: json.dumps(self.cell),
+            tracking.SAMPLED_TAG: json.dumps(self.sampled),
         }
-        self.spool = Path(settings.storage) / "spool" / f"{trial.name}.jsonl"
-        self.run_id, existing = self._retry(
-            lambda: tracking.get_or_create_child_run(
-                self.client,
-                config.name,
-                settings.parent_run_id,
-                trial.name,
-                {**run_params(config), **planned_params(config, trial.budget)},
-                tags,
-            ),
-            "opening the child run",
-        )
-        self.skip_through: dict[str, int] = {}
-        self.done: dict[str, Any] | None = None
-        if existing is not None:  # a restarted trial: what did its earlier attempts leave?
-            self._retry(lambda: replay_spool(self.client, self.spool), "writing its spool")
-            run = self._retry(lambda: self.client.get_run(self.run_id), "reading its run")
-            if run.data.tags.get(tracking.STATUS_TAG) in m.FINISHED_STATUSES:
-                self.done = {**run.data.metrics, m.STATUS: run.data.tags[tracking.STATUS_TAG]}
-            self.skip_through = self._retry(
-                lambda: logged_through(self.client, self.run_id), "reading its metrics"
-            )
-
-    def _retry(self, call: Any, what: str) -> Any:
-        return tracking.with_retries(
-            call, what=f"{self.name}: {what}", timeout_s=self.config.tracking.outage_timeout_s
+        config, name, budget, extra = self.config, self.name, self.budget, {}
+        if branch is not None:
+            config, name, budget = branch.config, branch.name, branch.budget
+            extra = {m.BRANCH_OF: self.name, m.BRANCH_TOKENS: branch.tokens,
+                     m.BRANCH_FORK_STEP: branch.fork_step}  # fmt: skip
+            tags[tracking.BRANCH_TAG] = self.name
+        return ChildRun(
+            uri=settings.tracking_uri,
+            parent_run_id=settings.parent_run_id,
+            storage=settings.storage,
+            name=name,
+            config=config,
+            params={**run_params(config), **planned_params(config, budget), **extra},
+            tags=tags,
         )
 
-    def metric_log(self) -> MetricLog:
-        return MetricLog(
-            self.client,
-            self.run_id,
-            every_s=self.config.tracking.log_every_s,
-            spool=self.spool,
-            skip_through=self.skip_through,
-        )
+    def open_branches(self, settings: TrialSettings) -> OpenBranch:
+        """For `train_with_branches`: each branch's MLflow child run (on rank 0)."""
 
-    def finish(self, log: MetricLog, summary: dict[str, Any]) -> None:
-        """Log the summary, then the status, and mark the child run finished (rank 0, both
-        paths). A server that stays down gets them later, from the spool."""
-        tags = {tracking.STATUS_TAG: summary[m.STATUS]}
-        if summary.get("reason"):
-            tags[tracking.REASON_TAG] = summary["reason"]
-        timeout = self.config.tracking.outage_timeout_s
-        if log.close(summary=tracking.summary_metrics(summary), tags=tags, timeout_s=timeout):
-            self._retry(lambda: self.client.set_terminated(self.run_id, "FINISHED"), "marking it")
+        def open_branch(branch: Branch) -> tuple[list[Callback], Callable[[TrainSummary], None]]:
+            run = self.child_run(settings, branch)
+            log = run.metric_log()
+            return [log], lambda summary: run.finish(log, summary.to_dict())
 
-    def fail(self, error: BaseException) -> None:
-        def mark() -> None:
-            self.client.set_tag(self.run_id, tracking.STATUS_TAG, m.FAILED)
-            self.client.set_tag(self.run_id, tracking.ERROR_TAG, str(error)[:5000])
-            self.client.set_terminated(self.run_id, "FAILED")
-
-        self._retry(mark, "marking it failed")
+        return open_branch
 
 
 # --- the in-process path -------------------------------------------------------------------------
@@ -196,15 +163,28 @@ class TuneReporter(Callback):
         tune.report(payload)
 
 
-def _train_here(config: ExperimentConfig, run: TrialRun) -> dict[str, Any]:
+def _train(trainer: Trainer, trial: Trial, settings: TrialSettings, rank0: bool) -> dict[str, Any]:
+    """The trial's run, with its cooldown branches when it has any (MLflow on rank 0)."""
+    if not trial.branches:
+        return trainer.run().to_dict()
+
+    def no_run(branch: Branch) -> tuple[list[Callback], Callable[[TrainSummary], None]]:
+        return [], lambda summary: None
+
+    open_branch = trial.open_branches(settings) if rank0 else no_run
+    return train_with_branches(trainer, trial.branches, open_branch).to_dict()
+
+
+def _train_here(trial: Trial, run: ChildRun, settings: TrialSettings) -> dict[str, Any]:
     import torch
 
     from scalesweep.checkpoint import STATE_FILE
     from scalesweep.train import Trainer
 
+    config = trial.config
     torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
     log = run.metric_log()
-    checkpoints = run.settings.checkpoints(run.name)
+    checkpoints = settings.checkpoints(trial.name)
     trainer = Trainer(
         config,
         callbacks=[TuneReporter(config.search.metric), log],
@@ -212,7 +192,7 @@ def _train_here(config: ExperimentConfig, run: TrialRun) -> dict[str, Any]:
     )
     if (checkpoints / "latest" / STATE_FILE).is_file():  # restarted, by Tune or by --resume
         trainer.resume(checkpoints / "latest")
-    summary = trainer.run().to_dict()
+    summary = _train(trainer, trial, settings, rank0=True)
     run.finish(log, summary)
     return summary
 
@@ -236,28 +216,24 @@ class TrainReporter(Callback):
 
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: the same Trainer as the in-process path, on every rank; rank 0 logs to
-    MLflow and marks the child run finished."""
+    MLflow and marks the child runs finished."""
     import ray.train
     import ray.train.torch
 
     from scalesweep.train import Trainer
 
-    trial = Trial(
-        **{**loop_config["trial"], "config": ExperimentConfig.model_validate(loop_config["config"])}
-    )
-    config = trial.config
     settings = TrialSettings(**loop_config["settings"])
+    trial = Trial.of(loop_config["tune_config"], settings)
     bound_mlflow_retries()
-    callbacks: list[Any] = [TrainReporter(config.search.metric)]
-    run, log = None, None
-    if ray.train.get_context().get_world_rank() == 0:
-        run = TrialRun(settings, trial)
-        log = run.metric_log()
-        callbacks.append(log)
+    callbacks: list[Callback] = [TrainReporter(trial.config.search.metric)]
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    run = trial.child_run(settings) if rank0 else None
+    log = run.metric_log() if run is not None else None
+    callbacks += [log] if log is not None else []
     with tempfile.TemporaryDirectory() as scratch:
         try:
             trainer = Trainer(
-                config,
+                trial.config,
                 callbacks=callbacks,
                 device=ray.train.torch.get_device(),
                 checkpoint_dir=Path(scratch),
@@ -272,32 +248,22 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
         if resume is not None:
             with resume.as_directory() as directory:
                 trainer.resume(Path(directory))
-        summary = trainer.run().to_dict()
+        summary = _train(trainer, trial, settings, rank0)
     if run is not None and log is not None:
         run.finish(log, summary)
-    ray.train.report(final_report(summary, config.search.metric))
+    ray.train.report(final_report(summary, trial.config.search.metric))
 
 
-def _train_distributed(trial: Trial, run: TrialRun) -> None:
+def _train_distributed(trial: Trial, tune_config: dict[str, Any], settings: TrialSettings) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     resources = trial.config.resources
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(resources.report_interval_s)
-    settings = run.settings
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={
-            "config": trial.config.model_dump(mode="json"),
-            "settings": {**settings.__dict__, "cells": {}},
-            "trial": {
-                "name": trial.name,
-                "cell": trial.cell,
-                "sampled": trial.sampled,
-                "budget": trial.budget,
-            },
-        },
+        train_loop_config={"settings": settings.__dict__, "tune_config": tune_config},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers_per_trial,
             use_gpu=resources.gpus_per_worker > 0,
@@ -307,7 +273,7 @@ def _train_distributed(trial: Trial, run: TrialRun) -> None:
             },
         ),
         run_config=ray.train.RunConfig(
-            name=run.name,  # the same name on resume: Train picks up the run's latest checkpoint
+            name=trial.name,  # the same name on resume: Train picks up its latest checkpoint
             storage_path=str(Path(settings.storage) / "train"),
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
             failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
@@ -327,16 +293,16 @@ def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
     bound_mlflow_retries()
     trial = Trial.of(tune_config, settings)
     config, metric = trial.config, trial.config.search.metric
-    run = TrialRun(settings, trial)
+    run = trial.child_run(settings)
     if run.done is not None:
         # Finished before the driver was killed: report what MLflow holds, do not train again.
         tune.report(final_report(run.done, metric))
         return
     try:
         if config.resources.workers_per_trial == 1:
-            tune.report(final_report(_train_here(config, run), metric))
+            tune.report(final_report(_train_here(trial, run, settings), metric))
         else:
-            _train_distributed(trial, run)
+            _train_distributed(trial, tune_config, settings)
     except UserError as error:
         # Bad input that only training could find: retrying cannot fix it, so the trial ends
         # here, recorded as failed (the driver reads the status from its child run).

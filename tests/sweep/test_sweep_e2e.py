@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -101,3 +102,45 @@ def test_tpe_sweep_of_three_samples_runs(ray_address, tmp_path):
     assert len(children) == 3
     lrs = {float(c.data.params["optim.lr"]) for c in children}
     assert len(lrs) == 3 and all(1e-3 <= lr <= 1e-1 for lr in lrs)
+
+
+def test_branched_isoflop_sweep_logs_every_branch_as_a_run_the_fitter_reads(ray_address, tmp_path):
+    # Rule: with `branches: {budgets_from: isoflop}`, 3 shapes × 3 budgets run as 3 trunks
+    # whose branches are child runs of their own: params branch.of (the trunk), branch.tokens
+    # and planned.tokens/planned.flops of their (budget, shape); the runs table marks them, and
+    # the fitter groups trunks and branches into 3 budgets of 3 sizes each.
+    from scalesweep import tracking
+    from scalesweep.fit.runs import group_budgets
+
+    path, uri = write_sweep(
+        tmp_path,
+        "branched",
+        model={"width": 16, "seq_len": 32, "vocab_size": 256},
+        schedule={"type": "wsd", "warmup": 0.05, "cooldown_fraction": 0.2},
+        train={"steps": None, "eval_every": 50, "log_every": 25, "flop_counting": "6N"},
+        budget={
+            "flops": [5e9, 7e9, 1e10],
+            "shapes": [
+                {"width": 16, "depth": 1},
+                {"width": 24, "depth": 1, "head_dim": 8},
+                {"width": 32, "depth": 1},
+            ],
+        },
+        branches={"budgets_from": "isoflop"},
+    )
+    assert main(["sweep", str(path)]) == 0
+    children = runs_of(uri, "branched", "trial")
+    branches = [c for c in children if "branch.of" in c.data.params]
+    trunks = [c for c in children if "branch.of" not in c.data.params]
+    assert len(trunks) == 3 and len(branches) == 6
+    trunk_names = {t.data.tags["scalesweep.trial_id"] for t in trunks}
+    for run in children:
+        assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
+    for branch in branches:
+        assert branch.data.params["branch.of"] in trunk_names
+        assert branch.data.params["planned.tokens"] == branch.data.params["branch.tokens"]
+        assert float(branch.data.params["planned.flops"]) in (5e9, 7e9)
+    table = tracking.runs_table("branched", uri)
+    assert table["branch.of"].notna().sum() == 6
+    labels = group_budgets(table["flops"].to_numpy(float))
+    assert sorted(np.unique(labels, return_counts=True)[1]) == [3, 3, 3]
