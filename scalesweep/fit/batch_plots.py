@@ -35,6 +35,14 @@ def _save(figure: Any, out: Path, name: str) -> Path:
     return path
 
 
+def _plain(axis: Any) -> None:
+    """Plain numbers on a log axis that spans less than a decade (losses)."""
+    from matplotlib.ticker import ScalarFormatter
+
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(ScalarFormatter())
+
+
 def _label(group: dict[str, Any]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v:.3g}" for k, v in group.items()) or "all runs"
 
@@ -103,6 +111,7 @@ def critical_batch_law(fit: CriticalBatchFit, out: Path) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("loss L")
+    _plain(ax.xaxis)
     ax.set_ylabel("B_crit (tokens)")
     ax.set_title(f"B_crit(L) = B*·L^(−1/α_B); x: not used; CI: {fit.interval}", fontsize=8)
     ax.legend(fontsize=7)

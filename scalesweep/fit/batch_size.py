@@ -21,7 +21,7 @@ After `scalesweep.fit.contours` has read S(B) per (group, batch size, loss level
   3. Intervals: a delete-one jackknife over batch sizes (all runs of one batch size left out
      at a time, every level refitted). The levels are not independent: neighbouring levels
      read the same evaluations of the same runs, so the WLS interval, which takes them as
-     independent, came out about 3× too narrow on synthetic sweeps (70% coverage at 95%);
+     independent, came out 2–3× too narrow on synthetic sweeps (60–65% coverage at 95%);
      the runs of different batch sizes are independent, and the jackknife over them covered
      the truth in 19 of 20 synthetic sweeps. t intervals with (batch sizes − 1) degrees of
      freedom. With too few batch sizes to leave one out, the WLS interval, with a note.

@@ -38,7 +38,7 @@ from scalesweep.errors import UserError
 from scalesweep.fit.batch_size import CriticalBatchFit, fit_critical_batch
 from scalesweep.fit.batch_stats import jackknife_cov, t_quantile
 from scalesweep.fit.contours import curve_points, default_group_by
-from scalesweep.fit.runs import finite_or_none, prepare
+from scalesweep.fit.runs import finite_or_none, group_budgets, prepare
 
 N = m.PARAMS_NONEMBED
 EXPONENT_GRID = (0.03, 0.07, 0.15, 0.3, 0.6, 1.0, 1.5)
@@ -145,27 +145,34 @@ class KaplanFit:
         return dict(zip(self.names, (math.exp(t[0]), t[1], math.exp(t[2]), t[3]), strict=True))
 
     def intervals(self) -> dict[str, tuple[float, float]]:
+        """t intervals; N_c and X_c from those of their logarithms (inf where they overflow)."""
         t, half = self.theta, t_quantile(self.level, self.dof) * np.sqrt(np.diag(self.cov))
-        bounds = [(t[i] - half[i], t[i] + half[i]) for i in range(4)]
-        return {
-            name: (math.exp(lo), math.exp(hi)) if i in (0, 2) else (lo, hi)
-            for i, (name, (lo, hi)) in enumerate(zip(self.names, bounds, strict=True))
-        }
+        out = {}
+        for i, name in enumerate(self.names):
+            low, high = t[i] - half[i], t[i] + half[i]
+            with np.errstate(over="ignore"):
+                out[name] = (
+                    (float(np.exp(low)), float(np.exp(high))) if i in (0, 2) else (low, high)
+                )
+        return out
+
+    def _log_loss(self, theta: Any, n: Any, x: Any) -> Any:
+        model = _log_ns if self.kind == "kaplan-ns" else _log_nd
+        return model(np.array(np.broadcast_arrays(np.log(n), np.log(x)), float), *theta)
 
     def loss(self, n: Any, x: Any) -> Any:
         """L at `n` non-embedding parameters and `x` (S_min steps or D tokens)."""
-        model = _log_ns if self.kind == "kaplan-ns" else _log_nd
-        return np.exp(model(np.array(np.broadcast_arrays(np.log(n), np.log(x))), *self.theta))
+        return np.exp(self._log_loss(self.theta, n, x))
 
     def predict(self, n: float, x: float) -> dict[str, Any]:
-        """The loss at (n, x) with its delta-method confidence interval."""
+        """The loss at (n, x) with its delta-method confidence interval (the gradient of ln L
+        in θ by central differences)."""
         theta = np.array(self.theta)
-        steps = 1e-6 * np.maximum(np.abs(theta), 1.0)
+        shifts = np.diag(1e-6 * np.maximum(np.abs(theta), 1.0))
         gradient = np.array(
             [
-                (math.log(self._at(theta + e, n, x)) - math.log(self._at(theta - e, n, x)))
-                / (2 * e[i])
-                for i, e in enumerate(np.diag(steps))
+                (self._log_loss(theta + h, n, x) - self._log_loss(theta - h, n, x)) / (2 * h[i])
+                for i, h in enumerate(shifts)
             ]
         )
         var = float(gradient @ np.asarray(self.cov) @ gradient)
@@ -177,10 +184,6 @@ class KaplanFit:
             "loss": loss,
             "ci": [loss * math.exp(-half), loss * math.exp(half)],
         }
-
-    def _at(self, theta: np.ndarray, n: float, x: float) -> float:
-        model = _log_ns if self.kind == "kaplan-ns" else _log_nd
-        return float(np.exp(model(np.array([math.log(n), math.log(x)]), *theta)))
 
     def to_dict(self) -> dict[str, Any]:
         ci = self.intervals()
@@ -230,6 +233,14 @@ def fit_kaplan_nd(
                 f"{kind} needs at least 2 distinct values of `{column}`, but all "
                 f"{len(frame)} runs have {column}={frame[column].iloc[0]:g}"
             )
+    # token counts within 10% of each other are one (whole steps make them differ slightly)
+    counts = frame.groupby(N)["tokens"].agg(lambda d: len(set(group_budgets(d.to_numpy(float)))))
+    if (counts >= 2).sum() < 2:
+        raise UserError(
+            f"{kind} needs at least 2 model sizes (`{N}`) each trained to 2 or more token "
+            f"counts (10% apart), to tell the N term from the D term, but got token counts "
+            f"per size { {float(k): int(v) for k, v in counts.items()} }"
+        )
     x = np.log(frame[[N, "tokens"]].to_numpy(float)).T
     log_loss = np.log(frame["loss"].to_numpy(float))
     theta, cov = _least_squares(_log_nd, x, log_loss, _starts(x, np.exp(log_loss), True), kind)

@@ -106,10 +106,18 @@ def test_kaplan_nd_writes_its_plot_and_report_section(tmp_path, capsys):
         (lambda runs: runs.drop(columns=[m.PARAMS_NONEMBED]), "params_nonembed"),
         (lambda runs: runs.assign(**{m.PARAMS_NONEMBED: 1e8}), "2 distinct values"),
         (lambda runs: runs.head(5), "at least 6"),
+        # one token count per size (up to 5% apart): N and D cannot be told apart
+        (
+            lambda runs: runs.assign(
+                **{m.TRAINED_TOKENS: runs[m.PARAMS_NONEMBED] * 20 * np.linspace(1, 1.05, len(runs))}
+            ),
+            "2 or more token",
+        ),
     ],
 )
 def test_kaplan_nd_refuses_what_it_cannot_fit(tmp_path, capsys, change, needle):
-    # Rule: without N, with one model size, or with fewer than 6 runs: exit 2 saying which.
+    # Rule: without N, with one model size, with fewer than 6 runs, or with one token count
+    # per size: exit 2 saying which.
     path = tmp_path / "runs.csv"
     change(nd_runs()).to_csv(path, index=False)
     code = main(["fit", str(path), "--kind", "kaplan-nd"])
