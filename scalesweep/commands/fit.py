@@ -72,9 +72,21 @@ def add_parser(subparsers: Any) -> None:
         "--curves",
         type=Path,
         default=None,
-        help="per-step curves CSV (run_id, params, flops, loss) for isoFLOP Approach 1",
+        help="per-step curves CSV: run_id, params, flops, loss for isoFLOP Approach 1; "
+        "run_id, step, val/loss for critical-batch and kaplan-ns",
     )
+    _add_predict_at(parser)
     parser.set_defaults(func=run)
+
+
+def _add_predict_at(parser: Any) -> None:
+    parser.add_argument(
+        "--predict-at",
+        action="append",
+        default=[],
+        metavar="K=V,...",
+        help="predict at L=3.2 (B_crit), N=1e9,S=1e5 (kaplan-ns) or N=1e9,D=2e10 (kaplan-nd)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,6 +136,7 @@ def read_runs(
 
 def options_from(args: argparse.Namespace) -> Any:
     from scalesweep.errors import UserError
+    from scalesweep.fit.batch_kinds import parse_point
     from scalesweep.fit.kinds import FitOptions
 
     if args.bootstrap < 0 or args.isoflop_bootstrap < 0:
@@ -140,6 +153,7 @@ def options_from(args: argparse.Namespace) -> Any:
         group_by=None if args.group_by is None else tuple(args.group_by),
         lr_range=None if args.lr_range is None else (args.lr_range[0], args.lr_range[1]),
         init_loss=args.init_loss,
+        predict_at=tuple(parse_point(text) for text in args.predict_at),
     )
 
 
@@ -256,8 +270,10 @@ def _json_default(value: Any) -> Any:
 
 
 def _load_curves(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
-    """Per-step curves of an MLflow source (None for a file source): one row per (run, step)
-    with the metric `keys` as columns, and each run's params."""
+    """Per-step curves: one row per (run, step) with `run_id`, `step` and the metric `keys`
+    as columns, from --curves, else the MLflow histories (None for a file source)."""
+    if args.curves is not None:
+        return _curves_file(args.curves, ("run_id", "step", *keys))
     if _is_file_source(args.source):
         return None
     from scalesweep import tracking
@@ -266,6 +282,22 @@ def _load_curves(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
         args.source, args.tracking_uri, keys=keys, parent_run_id=args.parent_run_id
     )
     return None if curves.empty else curves
+
+
+def _curves_file(path: Path, columns: tuple[str, ...]) -> Any:
+    import pandas as pd
+
+    from scalesweep.errors import UserError
+
+    if not path.is_file():
+        raise UserError(f"--curves: the file {path} does not exist")
+    frame = pd.read_csv(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UserError(
+            f"--curves {path}: needs column(s) {missing}, but has {list(frame.columns)}"
+        )
+    return frame
 
 
 def _curves(args: argparse.Namespace) -> Any:

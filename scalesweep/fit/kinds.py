@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scalesweep.fit import batch_kinds
 from scalesweep.fit.format import interval, num
 
 if TYPE_CHECKING:  # the registry loads without numpy/pandas, so `scalesweep --help` stays fast
@@ -51,6 +52,8 @@ class FitOptions:
     """LR-sensitivity range [a, b] (None: Wortsman et al.'s)."""
     init_loss: float | None = None
     """ℓ0 as a constant, when the table has no init_loss column."""
+    predict_at: tuple[Mapping[str, float], ...] = ()
+    """Points to predict at (`--predict-at`): {"L"}, {"N", "S"} or {"N", "D"} (batch_kinds)."""
 
     def rng(self) -> np.random.Generator:
         import numpy as np
@@ -396,5 +399,6 @@ KINDS: dict[str, FitKind] = {
             summary=_hparams_summary,
             section=_hparams_section,
         ),
+        *(FitKind(**entry) for entry in batch_kinds.ENTRIES),
     )
 }
