@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scalesweep.fit import views
 from scalesweep.fit.format import interval, num
 
 if TYPE_CHECKING:  # the registry loads without numpy/pandas, so `scalesweep --help` stays fast
@@ -140,14 +141,6 @@ def _parametric_section(fit: Mapping[str, Any]) -> Lines:
     return lines
 
 
-def _parametric_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
-    from scalesweep.fit import plots
-    from scalesweep.fit.runs import prepare
-
-    data = prepare(runs, kind="parametric", numeric=("params", "tokens", "loss")).frame
-    return [plots.parametric_contours(fit, out, data)]
-
-
 def _parametric_predict(fit: Any, flops: float) -> dict[str, Any]:
     from scalesweep.fit.parametric import compute_optimal
 
@@ -199,12 +192,6 @@ def _isoflop_section(fit: Mapping[str, Any]) -> Lines:
             f"{num(b['loss_opt'])} | {b['n_points']} | {reason} |"
         )
     return lines
-
-
-def _isoflop_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
-    from scalesweep.fit import plots
-
-    return [plots.isoflop_curves(fit, out), plots.isoflop_optimal(fit, out)]
 
 
 # --- LR sensitivity (Wortsman et al. 2023) -----------------------------------------------------
@@ -265,15 +252,6 @@ def _lr_section(fit: Mapping[str, Any]) -> Lines:
     return lines
 
 
-def _lr_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
-    from scalesweep.fit import plots
-
-    written = [plots.lr_sensitivity_curves(fit, out)]
-    if fit.transfer:
-        written.append(plots.lr_transfer(fit, out))
-    return written
-
-
 # --- Kaplan power laws -------------------------------------------------------------------------
 
 
@@ -296,12 +274,6 @@ def _power_section(fits: Mapping[str, Any]) -> Lines:
         lines.append(f"| {x} | {num(f['exponent'])} | {interval(f['ci'])} | {num(f['r2'])} "
                      f"| {num(f['E'])} |")  # fmt: skip
     return lines
-
-
-def _power_plots(fits: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
-    from scalesweep.fit import plots
-
-    return [plots.power_laws(fits, out)]
 
 
 # --- Step Law hyperparameter laws --------------------------------------------------------------
@@ -355,7 +327,7 @@ KINDS: dict[str, FitKind] = {
             headline=lambda f: _finite({"fit.isoflop.a": f.a, "fit.isoflop.b": f.b}),
             summary=_isoflop_summary,
             section=_isoflop_section,
-            plots=_isoflop_plots,
+            plots=views.isoflop_plots,
             predict=lambda fit, flops: fit.predict(flops),
         ),
         FitKind(
@@ -367,7 +339,7 @@ KINDS: dict[str, FitKind] = {
             ),
             summary=_parametric_summary,
             section=_parametric_section,
-            plots=_parametric_plots,
+            plots=views.parametric_plots,
             predict=_parametric_predict,
         ),
         FitKind(
@@ -377,7 +349,7 @@ KINDS: dict[str, FitKind] = {
             headline=lambda fits: {},
             summary=_power_summary,
             section=_power_section,
-            plots=_power_plots,
+            plots=views.power_plots,
             to_dict=lambda fits: {x: f.to_dict() for x, f in fits.items()},
         ),
         FitKind(
@@ -387,7 +359,7 @@ KINDS: dict[str, FitKind] = {
             headline=_lr_headline,
             summary=_lr_summary,
             section=_lr_section,
-            plots=_lr_plots,
+            plots=views.lr_plots,
         ),
         FitKind(
             name="hparams",
@@ -396,6 +368,15 @@ KINDS: dict[str, FitKind] = {
             headline=_hparams_headline,
             summary=_hparams_summary,
             section=_hparams_section,
+        ),
+        FitKind(
+            name="diagnostics",
+            title="Training diagnostics (Wortsman et al. 2023)",
+            fit=views.diagnostics_fit,
+            headline=lambda fit: {},
+            summary=views.diagnostics_summary,
+            section=views.diagnostics_section,
+            plots=views.diagnostics_plots,
         ),
     )
 }
