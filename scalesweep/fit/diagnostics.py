@@ -25,6 +25,7 @@ import pandas as pd
 
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
+from scalesweep.fit.format import num
 from scalesweep.fit.lr_sensitivity import default_group_by
 from scalesweep.fit.runs import finite_or_none
 
@@ -190,7 +191,7 @@ def markdown_table(fit: Mapping[str, Any], key: str = "attn_logit_max") -> list[
     for row in rows:
         lines.append("| " + " | ".join(str(v) for i, v in enumerate(row) if i not in same) + " |")
     if same and rows:
-        fixed = ", ".join(f"{groups[i]} = {rows[0][i]}" for i in sorted(same))
+        fixed = ", ".join(f"{groups[i]} = {num(rows[0][i])}" for i in sorted(same))
         lines += ["", f"Every run has {fixed}."]
     return lines
 

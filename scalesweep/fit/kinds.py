@@ -246,9 +246,9 @@ def _lr_section(fit: Mapping[str, Any]) -> Lines:
                    str(g["n_lr"]), str(g["n_diverged"])]  # fmt: skip
         lines.append("| " + " | ".join(values) + " |")
     for t in fit["transfer_exponent"]:
-        key = {k: v for k, v in t.items() if k not in ("k", "coef", "se", "ci", "n_widths")}
-        lines.append(f"\nLR_opt ∝ width^k for {key or 'all runs'}: k = {num(t['k'])} "
-                     f"{interval(t['ci'])} over {t['n_widths']} widths.")  # fmt: skip
+        key = ", ".join(f"{k}={num(t[k])}" for k in cols if k in t) or "all runs"
+        lines.append(f"\nLR_opt ∝ width^k ({key}): k = {num(t['k'])}, CI {interval(t['ci'])}, "
+                     f"over {t['n_widths']} widths.")  # fmt: skip
     return lines
 
 

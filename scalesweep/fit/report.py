@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Lines = list[str]
+LR_COLUMNS = ("optim.lr",)
 MAX_OPEN_ROWS = 40
 """A longer run table starts folded."""
 
@@ -44,6 +45,12 @@ def _constants(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Lin
     if not fixed or not rows:
         return []
     return ["", "Every group has " + ", ".join(f"{c} = {num(rows[0].get(c))}" for c in fixed) + "."]
+
+
+def _exponent(k: float | None) -> str:
+    """`num(k)`, with floating-point noise around 0 (|k| < 1e-9: the same best LR at every
+    width) written as 0."""
+    return "0" if k is not None and abs(k) < 1e-9 else num(k)
 
 
 def _lr_answer(fit: Mapping[str, Any]) -> Lines:
@@ -71,7 +78,7 @@ def _lr_answer(fit: Mapping[str, Any]) -> Lines:
         key = ", ".join(f"{_short(c)}={num(t[c])}" for c in cols if c in t) or "all runs"
         lines += [
             "",
-            f"Best LR ∝ width^k ({key}): k = {num(t['k'])}, {fit['level']:.0%} CI "
+            f"Best LR ∝ width^k ({key}): k = {_exponent(t['k'])}, {fit['level']:.0%} CI "
             f"{interval(t['ci'])}, over {t['n_widths']} widths.",
         ]
     return lines
@@ -242,10 +249,14 @@ def render_html(
 def run_table(runs: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """(header, rows, status per row) of the runs: trial, the swept keys, status and the
     losses for a sweep; every column but the aliases for a CSV or Parquet table."""
+    from scalesweep.fit.lr_sensitivity import WIDTH_COLUMNS
     from scalesweep.fit.runs import ALIASES
 
     aliases = {c for c, sources in ALIASES.items() if any(s in runs.columns for s in sources)}
-    swept = [c for c in runs.columns if "." in str(c) and runs[c].nunique(dropna=False) > 1]
+    swept = sorted(
+        (c for c in runs.columns if "." in str(c) and runs[c].nunique(dropna=False) > 1),
+        key=lambda c: (c not in WIDTH_COLUMNS, c in LR_COLUMNS, c),  # width first, LR last
+    )
     if swept:
         summary = [c for c in (m.INIT_LOSS, m.FINAL_VAL_LOSS) if c in runs.columns]
         columns = [c for c in ("trial_id",) if c in runs.columns] + swept
