@@ -334,27 +334,32 @@ def curves(
     *,
     keys: Iterable[str] = (m.VAL_LOSS, m.FLOPS),
     parent_run_id: str | None = None,
+    statuses: Iterable[str] = (m.COMPLETED,),
 ) -> pd.DataFrame:
-    """Per-step histories of every completed trial: `run_id, trial_id, step` and one column per
-    metric in `keys`; a step is kept when every key was logged at it."""
-    keys = tuple(keys)
+    """Per-step histories of the trials whose status is in `statuses`: `run_id, trial_id,
+    status, step` and one column per metric in `keys`; a step is kept when every key was logged
+    at it."""
+    keys, statuses = tuple(keys), tuple(statuses)
     mlflow = client(tracking_uri, experiment)
     table = runs_table(experiment, tracking_uri, parent_run_id=parent_run_id)
     parts: list[pd.DataFrame] = []
     for row in table.itertuples(index=False):
-        if getattr(row, m.STATUS, None) != m.COMPLETED:
+        status = getattr(row, m.STATUS, None)
+        if status not in statuses:
             continue
         histories = [
             {x.step: x.value for x in mlflow.get_metric_history(row.run_id, key)} for key in keys
         ]
         steps = sorted(set.intersection(*(set(h) for h in histories)))
         if steps:
-            frame = pd.DataFrame({"run_id": row.run_id, "trial_id": row.trial_id, "step": steps})
+            frame = pd.DataFrame(
+                {"run_id": row.run_id, "trial_id": row.trial_id, m.STATUS: status, "step": steps}
+            )
             for key, history in zip(keys, histories, strict=True):
                 frame[key] = [history[s] for s in steps]
             parts.append(frame)
     if not parts:
-        return pd.DataFrame(columns=["run_id", "trial_id", "step", *keys])
+        return pd.DataFrame(columns=["run_id", "trial_id", m.STATUS, "step", *keys])
     return pd.concat(parts, ignore_index=True)
 
 

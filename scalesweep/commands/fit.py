@@ -31,7 +31,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--kind", choices=(*KINDS, "all"), default="all")
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument(
-        "--out", type=Path, default=None, help="write fit.json, PNG plots and report.md here"
+        "--out",
+        type=Path,
+        default=None,
+        help="write fit.json, PNG plots, report.html and report.md here (and, for an MLflow "
+        "sweep, log them to its parent run)",
     )
     parser.add_argument(
         "--col",
@@ -206,8 +210,34 @@ def fit_all(data: Any, names: Sequence[str], options: Any, *, strict: bool) -> A
     return fits, skipped, notes
 
 
-def run(args: argparse.Namespace) -> int:
+def fit_result(
+    source: str,
+    kind: str,
+    runs: Any,
+    fits: dict[str, Any],
+    skipped: dict[str, str],
+    notes: list[str],
+) -> dict[str, Any]:
+    """The fit.json object (before the envelope and the prediction are added)."""
     from scalesweep import metrics as m
+
+    status = (
+        runs[m.STATUS].astype(str).value_counts().to_dict()
+        if m.STATUS in runs.columns
+        else {"unknown": len(runs)}
+    )
+    return {
+        "source": source,
+        "kind": kind,
+        "n_runs": len(runs),
+        "status": status,
+        "fits": {k: KINDS[k].to_dict(v) for k, v in fits.items()},
+        "skipped": skipped,
+        "notes": notes,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
     from scalesweep.errors import UserError
     from scalesweep.fit.kinds import FitData
     from scalesweep.fit.runs import parse_column_map
@@ -228,27 +258,14 @@ def run(args: argparse.Namespace) -> int:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise UserError(f"no fit could run on {args.source}: {reasons}")
     envelope = _envelope(args, skipped)
-    status = (
-        runs[m.STATUS].astype(str).value_counts().to_dict()
-        if m.STATUS in runs.columns
-        else {"unknown": len(runs)}
-    )
-    result: dict[str, Any] = {
-        "source": str(args.source),
-        "kind": args.kind,
-        "n_runs": len(runs),
-        "status": status,
-        "fits": {k: KINDS[k].to_dict(v) for k, v in fits.items()},
-        "skipped": skipped,
-        "notes": notes,
-    }
+    result = fit_result(str(args.source), args.kind, runs, fits, skipped, notes)
     if envelope is not None:
         result["fits"]["isoflop_envelope"] = envelope.to_dict()
     if args.predict_flops is not None:
         result["prediction"] = _prediction(fits, args.predict_flops)
     # One JSON object: a single kind's keys at the top level (E, A, ... or a, b, budgets ...).
     payload = result if args.kind == "all" else {**result["fits"][args.kind], **result}
-    text = json.dumps(payload, indent=2, allow_nan=False, default=_json_default)
+    text = json.dumps(payload, indent=2, allow_nan=False, default=json_default)
     if args.out is not None:
         _write_outputs(args, fits, runs, result, text)
     if args.json:
@@ -260,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     from scalesweep.fit.runs import finite_or_none
 
     converted = finite_or_none(value)
@@ -271,15 +288,21 @@ def _json_default(value: Any) -> Any:
 
 def _load_curves(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
     """Per-step curves: one row per (run, step) with `run_id`, `step` and the metric `keys`
-    as columns, from --curves, else the MLflow histories (None for a file source)."""
+    as columns, from --curves, else the MLflow histories of the completed and diverged runs
+    with their status (None for a file source without --curves)."""
     if args.curves is not None:
         return _curves_file(args.curves, ("run_id", "step", *keys))
     if _is_file_source(args.source):
         return None
+    from scalesweep import metrics as m
     from scalesweep import tracking
 
     curves = tracking.curves(
-        args.source, args.tracking_uri, keys=keys, parent_run_id=args.parent_run_id
+        args.source,
+        args.tracking_uri,
+        keys=keys,
+        parent_run_id=args.parent_run_id,
+        statuses=m.FINISHED_STATUSES,
     )
     return None if curves.empty else curves
 
@@ -343,34 +366,43 @@ def _envelope(args: argparse.Namespace, skipped: dict[str, str]) -> Any:
         return None
 
 
+def write_report(
+    out: Path, fits: dict[str, Any], runs: Any, result: dict[str, Any], text: str
+) -> list[Path]:
+    """fit.json (`text`), the plots, report.md and report.html in `out`; the files written."""
+    from scalesweep.fit import plots as fit_plots
+    from scalesweep.fit.report import render, render_html
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fit.json").write_text(text + "\n")
+    plots = {name: KINDS[name].plots(fit, runs, out) for name, fit in fits.items()}
+    if result.get("prediction"):
+        plots["prediction"] = [fit_plots.prediction(fits, result["prediction"], out)]
+    names = {kind: [p.name for p in paths] for kind, paths in plots.items()}
+    (out / "report.md").write_text(render(result, names))
+    (out / "report.html").write_text(render_html(result, plots, runs))
+    reports = [out / "fit.json", out / "report.html", out / "report.md"]
+    return reports + [p for paths in plots.values() for p in paths]
+
+
+def headline_metrics(fits: dict[str, Any]) -> dict[str, float]:
+    return {k: v for name, fit in fits.items() for k, v in KINDS[name].headline(fit).items()}
+
+
 def _write_outputs(
     args: argparse.Namespace, fits: dict[str, Any], runs: Any, result: dict[str, Any], text: str
 ) -> None:
-    from scalesweep.fit.report import render
-
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fit.json").write_text(text + "\n")
-    plots = {
-        name: [p.name for p in KINDS[name].plots(fit, runs, out)] for name, fit in fits.items()
-    }
-    (out / "report.md").write_text(render(result, plots))
+    files = write_report(args.out, fits, runs, result, text)
     if _is_file_source(args.source):
         return
     from scalesweep import tracking
 
-    files = [
-        out / "fit.json",
-        out / "report.md",
-        *(out / p for names in plots.values() for p in names),
-    ]
-    headline = {k: v for name, fit in fits.items() for k, v in KINDS[name].headline(fit).items()}
     parent = tracking.log_fit_outputs(
         args.source,
         args.tracking_uri,
         parent_run_id=args.parent_run_id,
         files=files,
-        headline=headline,
+        headline=headline_metrics(fits),
     )
     # stderr: with --json, stdout holds exactly one JSON object
     print(f"logged fit outputs to parent run {parent} of {args.source!r}", file=sys.stderr)

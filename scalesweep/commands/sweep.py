@@ -186,18 +186,75 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     outcome = run_sweep(
         experiment, result, resume=args.resume, restart=args.restart, address=address
     )
+    experiment_id = _set_up_ui(experiment, result)  # the experiment exists now
     console.print(summary_table(experiment.config.name, outcome.rows))
-    uri = outcome.tracking_uri
-    ui = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
-    console.print(
-        f"MLflow: experiment {experiment.config.name!r}, parent run {outcome.parent_run_id} at "
-        f"{uri}\n  compare trials: {ui}\n  fit: scalesweep fit {experiment.config.name} "
-        f"--kind all --tracking-uri {uri} --out fit-{experiment.config.name}"
-    )
+    report = _write_sweep_report(experiment, outcome, console)
+    for line in closing_lines(experiment.config.name, experiment_id, outcome, report):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
     from scalesweep import metrics as m
 
     failed = sum(r[m.STATUS] == m.FAILED for r in outcome.rows)
     return 1 if failed else 0
+
+
+def _swept_keys(plan: Any) -> list[str]:
+    """The keys the runs table should show: width and LR always, then what the sweep varies."""
+    keys = ["model.width", "optim.lr"]
+    for trial in plan.trials:
+        keys += [k for k in trial.cell if k not in keys]
+    return keys + [k for k in plan.sampled_keys if k not in keys]
+
+
+def _set_up_ui(experiment: Any, plan: Any) -> str:
+    """The sweep's experiment, marked as model training, with its trials view (see
+    `scalesweep.tracking_ui`); returns its id."""
+    from scalesweep import tracking, tracking_ui
+
+    uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
+    return tracking.with_retries(
+        lambda: tracking_ui.set_up_experiment(uri, experiment.config.name, _swept_keys(plan)),
+        what="setting up the sweep's experiment",
+        timeout_s=experiment.config.tracking.outage_timeout_s,
+    )
+
+
+def _write_sweep_report(experiment: Any, outcome: Any, console: Any) -> Path | None:
+    """The sweep's own report (`scalesweep.commands.report`), in its storage folder and on its
+    parent run. A finished sweep is not failed by its report: an error is printed instead."""
+    from scalesweep.commands.report import sweep_report
+
+    config = experiment.config
+    # the sweep's storage folder, resolved as the driver resolves it
+    out = Path(config.storage_path or "runs").resolve() / config.name / "report"
+    try:
+        return sweep_report(config.name, outcome.tracking_uri, outcome.parent_run_id, out)
+    except Exception as error:  # the trials are done and recorded; say what went wrong
+        console.print(f"sweep report not written: {type(error).__name__}: {error}", markup=False)
+        return None
+
+
+def closing_lines(name: str, experiment_id: str, outcome: Any, report: Path | None) -> list[str]:
+    """Where to look next: the runs in the MLflow UI, the report, the full fit."""
+    from scalesweep import tracking_ui
+
+    uri = outcome.tracking_uri
+    lines = [
+        f"MLflow: experiment {name!r} (id {experiment_id}), parent run "
+        f"{outcome.parent_run_id}, store {uri}"
+    ]
+    if not uri.startswith(("http://", "https://")):
+        lines.append(f"  start the UI:   mlflow ui --backend-store-uri {uri}")
+    lines.append(f"  runs:           {tracking_ui.runs_url(uri, experiment_id)}")
+    if report is not None:
+        lines.append(f"  report:         {report}")
+        lines.append(
+            f"  report (MLflow): "
+            f"{tracking_ui.report_url(uri, experiment_id, outcome.parent_run_id)}"
+        )
+    lines.append(
+        f"  full fit:       scalesweep fit {name} --kind all --tracking-uri {uri} --out fit-{name}"
+    )
+    return lines
 
 
 def run_export_command(args: argparse.Namespace) -> int:

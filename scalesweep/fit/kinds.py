@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scalesweep.fit import batch_kinds
+from scalesweep.fit import batch_kinds, views
 from scalesweep.fit.format import interval, num
 
 if TYPE_CHECKING:  # the registry loads without numpy/pandas, so `scalesweep --help` stays fast
@@ -142,14 +142,6 @@ def _parametric_section(fit: Mapping[str, Any]) -> Lines:
     return lines
 
 
-def _parametric_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
-    from scalesweep.fit import plots
-    from scalesweep.fit.runs import prepare
-
-    data = prepare(runs, kind="parametric", numeric=("params", "tokens", "loss")).frame
-    return [plots.parametric_contours(fit, out, data)]
-
-
 def _parametric_predict(fit: Any, flops: float) -> dict[str, Any]:
     from scalesweep.fit.parametric import compute_optimal
 
@@ -201,12 +193,6 @@ def _isoflop_section(fit: Mapping[str, Any]) -> Lines:
             f"{num(b['loss_opt'])} | {b['n_points']} | {reason} |"
         )
     return lines
-
-
-def _isoflop_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
-    from scalesweep.fit import plots
-
-    return [plots.isoflop_curves(fit, out), plots.isoflop_optimal(fit, out)]
 
 
 # --- LR sensitivity (Wortsman et al. 2023) -----------------------------------------------------
@@ -261,19 +247,10 @@ def _lr_section(fit: Mapping[str, Any]) -> Lines:
                    str(g["n_lr"]), str(g["n_diverged"])]  # fmt: skip
         lines.append("| " + " | ".join(values) + " |")
     for t in fit["transfer_exponent"]:
-        key = {k: v for k, v in t.items() if k not in ("k", "coef", "se", "ci", "n_widths")}
-        lines.append(f"\nLR_opt ∝ width^k for {key or 'all runs'}: k = {num(t['k'])} "
-                     f"{interval(t['ci'])} over {t['n_widths']} widths.")  # fmt: skip
+        key = ", ".join(f"{k}={num(t[k])}" for k in cols if k in t) or "all runs"
+        lines.append(f"\nLR_opt ∝ width^k ({key}): k = {num(t['k'])}, CI {interval(t['ci'])}, "
+                     f"over {t['n_widths']} widths.")  # fmt: skip
     return lines
-
-
-def _lr_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
-    from scalesweep.fit import plots
-
-    written = [plots.lr_sensitivity_curves(fit, out)]
-    if fit.transfer:
-        written.append(plots.lr_transfer(fit, out))
-    return written
 
 
 # --- Kaplan power laws -------------------------------------------------------------------------
@@ -298,12 +275,6 @@ def _power_section(fits: Mapping[str, Any]) -> Lines:
         lines.append(f"| {x} | {num(f['exponent'])} | {interval(f['ci'])} | {num(f['r2'])} "
                      f"| {num(f['E'])} |")  # fmt: skip
     return lines
-
-
-def _power_plots(fits: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
-    from scalesweep.fit import plots
-
-    return [plots.power_laws(fits, out)]
 
 
 # --- Step Law hyperparameter laws --------------------------------------------------------------
@@ -357,7 +328,7 @@ KINDS: dict[str, FitKind] = {
             headline=lambda f: _finite({"fit.isoflop.a": f.a, "fit.isoflop.b": f.b}),
             summary=_isoflop_summary,
             section=_isoflop_section,
-            plots=_isoflop_plots,
+            plots=views.isoflop_plots,
             predict=lambda fit, flops: fit.predict(flops),
         ),
         FitKind(
@@ -369,7 +340,7 @@ KINDS: dict[str, FitKind] = {
             ),
             summary=_parametric_summary,
             section=_parametric_section,
-            plots=_parametric_plots,
+            plots=views.parametric_plots,
             predict=_parametric_predict,
         ),
         FitKind(
@@ -379,7 +350,7 @@ KINDS: dict[str, FitKind] = {
             headline=lambda fits: {},
             summary=_power_summary,
             section=_power_section,
-            plots=_power_plots,
+            plots=views.power_plots,
             to_dict=lambda fits: {x: f.to_dict() for x, f in fits.items()},
         ),
         FitKind(
@@ -389,7 +360,7 @@ KINDS: dict[str, FitKind] = {
             headline=_lr_headline,
             summary=_lr_summary,
             section=_lr_section,
-            plots=_lr_plots,
+            plots=views.lr_plots,
         ),
         FitKind(
             name="hparams",
@@ -398,6 +369,15 @@ KINDS: dict[str, FitKind] = {
             headline=_hparams_headline,
             summary=_hparams_summary,
             section=_hparams_section,
+        ),
+        FitKind(
+            name="diagnostics",
+            title="Training diagnostics (Wortsman et al. 2023)",
+            fit=views.diagnostics_fit,
+            headline=lambda fit: {},
+            summary=views.diagnostics_summary,
+            section=views.diagnostics_section,
+            plots=views.diagnostics_plots,
         ),
         *(FitKind(**entry) for entry in batch_kinds.ENTRIES),
     )

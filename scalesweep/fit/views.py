@@ -1,0 +1,99 @@
+"""The report side of the fit kinds: which plots each draws, and the training-diagnostics kind.
+
+Light like `kinds`: numpy, pandas and matplotlib load inside the functions, so the registry
+loads fast. Plot functions take (fit result, runs table, folder) and return the files written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scalesweep import metrics as m
+from scalesweep.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from scalesweep.fit.kinds import FitData, FitOptions
+
+Lines = list[str]
+
+
+def parametric_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+    from scalesweep.fit import plots
+    from scalesweep.fit.runs import prepare
+
+    data = prepare(runs, kind="parametric", numeric=("params", "tokens", "loss")).frame
+    return [plots.parametric_contours(fit, out, data)]
+
+
+def isoflop_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+    from scalesweep.fit import plots
+
+    return [plots.isoflop_curves(fit, out), plots.isoflop_optimal(fit, out)]
+
+
+def lr_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+    from scalesweep.fit import plots_lr
+
+    written = [plots_lr.lr_sensitivity_curves(fit, out), plots_lr.lr_sensitivity_bars(fit, out)]
+    if fit.transfer:
+        written.append(plots_lr.lr_transfer(fit, out))
+    return written
+
+
+def power_plots(fits: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+    from scalesweep.fit import plots
+
+    return [plots.power_laws(fits, out)]
+
+
+# --- training diagnostics (Wortsman et al. 2023) -----------------------------------------------
+
+
+def diagnostics_fit(data: FitData, options: FitOptions) -> Any:
+    from scalesweep.fit.diagnostics import KEYS, fit_diagnostics
+
+    curves = data.curves(*KEYS)
+    if curves is None:
+        raise UserError(
+            f"diagnostics needs the per-step curves {list(KEYS)}: an MLflow sweep has them, "
+            "a CSV or Parquet runs table does not"
+        )
+    return fit_diagnostics(data.runs, curves, group_by=options.group_by)
+
+
+def diagnostics_summary(fit: Mapping[str, Any]) -> Lines:
+    from scalesweep.fit.diagnostics import extremes_table
+
+    header, rows = extremes_table(fit)
+    n = len(fit["group_by"])
+    lines = []
+    for row in rows:
+        key = ", ".join(f"{h}={v}" for h, v in zip(header[:n], row[:n], strict=True))
+        values = ", ".join(f"{h}: {v}" for h, v in zip(header[n:], row[n:], strict=True))
+        lines.append(f"diagnostics {key or 'all runs'}: largest attention logit {values}")
+    return lines
+
+
+def diagnostics_section(fit: Mapping[str, Any]) -> Lines:
+    from scalesweep.fit.diagnostics import markdown_table
+
+    return [
+        f"Read from the per-step curves `{m.ATTN_LOGIT_MAX}` (the largest pre-softmax attention "
+        f"logit) and `{m.OUTPUT_LOGZ}` (the mean log Z of the output softmax) of "
+        f"{len(fit['runs'])} runs. Without qk-layernorm the attention logits grow by orders of "
+        "magnitude with the learning rate and attention collapses (Wortsman et al. 2023, "
+        "§3.1.1); a log Z far from 0 is the output-logit divergence that z-loss prevents "
+        "(§3.1.2). The largest |log Z| during training:",
+        "",
+        *markdown_table(fit, "output_logz_absmax"),
+    ]
+
+
+def diagnostics_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+    from scalesweep.fit import plots_lr
+
+    return [plots_lr.diagnostics_curves(fit, out), plots_lr.attention_logit_growth(fit, out)]

@@ -1,0 +1,93 @@
+"""The MLflow UI side of a sweep's MLflow contract (`scalesweep.tracking` holds the rest): where a
+person lands and what they see there.
+
+MLflow 3.x opens an experiment on its GenAI pages (traces, sessions, an empty overview) and shows
+a sweep's parent run collapsed, without param or metric columns. Three things fix that, checked
+in a real browser by tests/ui/:
+- the URL parameter `workflowType=machine_learning` switches the UI to its model-training pages
+  (the experiment tag `mlflow.experimentKind=custom_model_development` is also set: the UI reads
+  it when its GenAI / model-training switch is turned off);
+- a saved view, the UI's own experiment tag `mlflow.sharedViewState.<key>`: the child runs only,
+  flat, with the swept params, final_val_loss and the status as columns, best first. It is
+  listed under "Views" and opened by `viewStateShareKey=<key>`;
+- the sweep prints that URL in its closing lines.
+MLflow has no way to make a view the default, or to save which parent runs are expanded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+from scalesweep import metrics as m
+from scalesweep import tracking
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+TRIALS_VIEW = "scalesweep-trials"
+"""The key of the saved view of the trials."""
+UI_ADDRESS = "http://127.0.0.1:5000"
+"""Where `mlflow ui` listens by default: the UI of a store that is a file."""
+REPORT_ARTIFACT = "report/report.html"
+"""The sweep's own report on its parent run (written when the sweep ends)."""
+
+
+def trials_view(params: Iterable[str]) -> dict[str, object]:
+    """The UI state of the trials view: what the runs table filters, sorts and shows."""
+    loss = f"metrics.`{m.FINAL_VAL_LOSS}`"
+    return {
+        "searchFilter": f"tags.`{tracking.ROLE_TAG}` = '{tracking.TRIAL_ROLE}'",
+        "orderByKey": loss,
+        "orderByAsc": True,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "modelVersionFilter": "All Runs",
+        "datasetsFilter": [],
+        "selectedColumns": [
+            *(f"params.`{p}`" for p in params),
+            loss,
+            f"tags.`{tracking.STATUS_TAG}`",
+        ],
+        "runsHiddenMode": "SHOW_ALL",  # charts show every run, not the first 10
+    }
+
+
+def set_up_experiment(tracking_uri: str, experiment: str, params: Iterable[str]) -> str:
+    """Create the sweep's experiment if needed, mark it as model training and save its trials
+    view (`params`: the swept keys, shown as columns). Returns the experiment id."""
+    client = tracking.client(tracking_uri)
+    experiment_id = tracking.experiment_id(client, experiment)
+    now = int(time.time() * 1000)
+    saved = {  # the envelope the UI's "Views" menu lists
+        "name": f"{experiment}: trials",
+        "createdAt": now,
+        "updatedAt": now,
+        "state": json.dumps(trials_view(params)),
+    }
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + TRIALS_VIEW, json.dumps(saved))
+    return experiment_id
+
+
+def ui_base(tracking_uri: str) -> str:
+    """The UI's address: the tracking server itself, or `mlflow ui`'s default for a file store."""
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+
+
+def runs_url(tracking_uri: str, experiment_id: str) -> str:
+    """The experiment's trials view, on the UI's model-training pages."""
+    return (
+        f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={TRIALS_VIEW}"
+    )
+
+
+def report_url(tracking_uri: str, experiment_id: str, parent_run_id: str) -> str:
+    """The parent run's sweep report, rendered by the UI's artifact viewer."""
+    return (
+        f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{parent_run_id}"
+        f"/artifacts/{REPORT_ARTIFACT}?workflowType=machine_learning"
+    )
