@@ -196,6 +196,9 @@ class TrainConfig(_Section):
     seed: int = 0
     divergence_margin: float = Field(1.0, ge=0)
     """A run has diverged when its training loss is non-finite or exceeds init_loss + margin."""
+    grad_noise_scale: bool = True
+    """Log `train/grad_noise_scale` (McCandlish et al. 2018) on log steps when the run has
+    two batch sizes to compare: micro-batches (accumulation) or ranks."""
     checkpoint_every: int | None = Field(None, gt=0)
     """Steps between checkpoints; None writes none."""
     flop_counting: Literal["6N", "kaplan", "chinchilla", "palm"] = "6N"

@@ -57,3 +57,13 @@ class RunState:
     diverged_step: int | None = None
     branches_done: list[str] = field(default_factory=list)
     """Cooldown branches that have run from this trunk (see scalesweep/branches.py)."""
+
+
+def divergence_reason(loss: float, init_loss: float, margin: float) -> str | None:
+    """Why a run with this training loss has diverged (non-finite, or above ℓ0 + margin), or
+    None while it has not."""
+    if not math.isfinite(loss):
+        return f"non-finite training loss ({loss})"
+    if loss > init_loss + margin:
+        return f"training loss {loss:.4f} above init_loss {init_loss:.4f} + margin {margin}"
+    return None

@@ -40,9 +40,10 @@ from scalesweep.distributed import (
 from scalesweep.evaluation import Validation
 from scalesweep.flops import count_params, flops_per_token
 from scalesweep.model import GPT
+from scalesweep.noise_meter import NoiseMeter
 from scalesweep.optim import build_optimizer, set_lr
 from scalesweep.schedules import lr_multiplier
-from scalesweep.summary import RunState, TrainSummary
+from scalesweep.summary import RunState, TrainSummary, divergence_reason
 
 
 @dataclass
@@ -56,14 +57,6 @@ class _Window:
         rate = self.tokens / (time.perf_counter() - self.started)
         self.started, self.tokens = time.perf_counter(), 0
         return rate
-
-
-def _diverged(loss: float, init_loss: float, margin: float) -> str | None:
-    if not math.isfinite(loss):
-        return f"non-finite training loss ({loss})"
-    if loss > init_loss + margin:
-        return f"training loss {loss:.4f} above init_loss {init_loss:.4f} + margin {margin}"
-    return None
 
 
 class Trainer:
@@ -104,6 +97,10 @@ class Trainer:
         fused = self.world.device.type == "cuda"
         self.optimizer = build_optimizer(self.model, config.optim, fused=fused)
         self.runner = wrap(self.model, self.world, compile=config.train.compile)
+        self.noise = NoiseMeter.create(
+            self.runner, self.world, micro=self.micro, accumulation=self.accumulation,
+            seq_len=self.model_config.seq_len, batch_size=config.train.batch_size,
+        ) if config.train.grad_noise_scale else None  # fmt: skip
         # Evaluation runs the model without DDP (no collective a rank could skip), compiled
         # when training is: `runner` is DDP(compiled) or compiled or the model itself.
         self.eval_model = getattr(self.runner, "module", self.runner)
@@ -138,6 +135,7 @@ class Trainer:
             "run": asdict(self.state),
             "rng": checkpoint.rng_state(),
             "averaging": self.average.state_dict() if self.average else None,
+            "noise": self.noise.state_dict() if self.noise else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -146,6 +144,8 @@ class Trainer:
         self.state = RunState(**state["run"])
         if self.average is not None and state.get("averaging") is not None:
             self.average.load_state_dict(state["averaging"])
+        if self.noise is not None and state.get("noise") is not None:
+            self.noise.load_state_dict(state["noise"])
         checkpoint.set_rng_state(state["rng"])
         self.tokens_at_start = self.state.step * self.tokens_per_step
 
@@ -201,6 +201,8 @@ class Trainer:
             with sync, self.autocast():
                 out = self.runner(x, y, diagnostics=diagnose and micro_step == 0)
                 (out.loss / self.accumulation).backward()
+            if micro_step == 0 and self.noise is not None:
+                self.noise.after_first_backward(self.model, self.accumulation)
             loss += out.ce_loss.detach() / self.accumulation
             if out.attn_logit_max is not None and out.output_logz is not None:
                 diagnostics = {m.ATTN_LOGIT_MAX: out.attn_logit_max, m.OUTPUT_LOGZ: out.output_logz}
@@ -221,8 +223,11 @@ class Trainer:
         set_lr(self.optimizer, lr)
         every = self.config.train.log_every
         is_log = (self.state.step + 1) % every == 0 or self.state.step + 1 == self.n_steps
+        if self.noise is not None:
+            self.noise.start_step(measuring=is_log)
         loss, diagnostics = self._forward_backward(diagnose=is_log)
         grad_norm = self._clip()
+        noise_scale = self.noise.record(grad_norm) if self.noise and is_log else None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -242,6 +247,7 @@ class Trainer:
             m.PARAM_NORM: float(torch.nn.utils.get_total_norm(list(self.model.parameters()))),
             m.TOKENS_PER_S: tokens_per_s,
             **{k: float(v) for k, v in diagnostics.items()},
+            **({} if noise_scale is None else {m.GRAD_NOISE_SCALE: noise_scale}),
         }
         if self.peak is not None:
             metrics[m.MFU] = tokens_per_s * self.mfu_flops_per_token / (self.peak * self.world.size)
@@ -256,7 +262,7 @@ class Trainer:
     def _record(self, metrics: dict[str, float]) -> bool:
         """Log a step's metrics; False when the training loss says the run diverged."""
         loss = metrics[m.TRAIN_LOSS]
-        reason = _diverged(loss, self.state.init_loss, self.config.train.divergence_margin)
+        reason = divergence_reason(loss, self.state.init_loss, self.config.train.divergence_margin)
         if math.isfinite(loss):  # also when it is already above the margin
             self.state.last_finite_loss = loss
         self.log(self.state.step, metrics)

@@ -118,7 +118,11 @@ def _ddp_rank(rank, world_size, port, out_dir, train_overrides=None):
         summary = train(
             config(train={**DDP_STEPS, **(train_overrides or {})}), callbacks=[recorder]
         )
-        record = {"losses": recorder.losses(), "logs": len(recorder.logs), **summary.to_dict()}
+        noise = [
+            m["train/grad_noise_scale"] for _, m in recorder.logs if "train/grad_noise_scale" in m
+        ]
+        record = {"losses": recorder.losses(), "logs": len(recorder.logs), "noise": noise,
+                  **summary.to_dict()}  # fmt: skip
         (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
     finally:
         dist.destroy_process_group()
@@ -148,6 +152,8 @@ def test_two_ddp_ranks_match_one_process_accumulating_their_micro_batches(tmp_pa
     assert ranks[0]["losses"] == pytest.approx(expected, rel=1e-5)
     assert ranks[0]["final_val_loss"] == pytest.approx(summary.final_val_loss, rel=1e-5)
     assert ranks[0]["tokens"] == summary.tokens and ranks[1]["logs"] == 0
+    # the ranks' local gradients against the all-reduced one give the noise scale (DDP hook)
+    assert ranks[0]["noise"] and all(v > 0 and math.isfinite(v) for v in ranks[0]["noise"])
 
 
 @pytest.mark.timeout(120)
@@ -186,3 +192,50 @@ def test_resume_from_the_last_checkpoint_still_evaluates(tmp_path):
     again = train(config(train=steps), resume_from=tmp_path / "latest")
     assert again.status == "completed" and again.steps == 20
     assert again.final_val_loss == pytest.approx(first.final_val_loss, rel=1e-6)
+
+
+def test_noise_scale_needs_two_batch_sizes_and_is_logged_when_there_are():
+    # Rule: one process with micro-batches logs train/grad_noise_scale (positive, finite) on
+    # log steps once its averages are defined; without accumulation, or switched off, it
+    # logs none (there is a single batch size).
+    accumulated, plain, off = Recorder(), Recorder(), Recorder()
+    train(config(train={"micro_batch_size": 2, "log_every": 5}), callbacks=[accumulated])
+    train(config(train={"log_every": 5}), callbacks=[plain])
+    train(config(train={"micro_batch_size": 2, "log_every": 5, "grad_noise_scale": False}),
+          callbacks=[off])  # fmt: skip
+    values = [
+        m["train/grad_noise_scale"] for _, m in accumulated.logs if "train/grad_noise_scale" in m
+    ]
+    assert len(values) >= 6 and all(math.isfinite(v) and v > 0 for v in values)
+    for recorder in (plain, off):
+        assert not any("train/grad_noise_scale" in m for _, m in recorder.logs)
+
+
+def test_noise_meter_measures_the_first_micro_batch_gradient():
+    # Rule: with k micro-batches, |G_small|² is the squared norm of the first micro-batch's
+    # mean-loss gradient (k² times the accumulated gradient after its backward), and |G_big|²
+    # the step's; both match gradients computed directly from the same windows.
+    import torch
+
+    from scalesweep.train import Trainer
+
+    cfg = config(train={"micro_batch_size": 2, "log_every": 1}, optim={"grad_clip": None})
+    trainer = Trainer(cfg)
+    trainer.noise.start_step(measuring=True)
+    trainer._forward_backward(diagnose=True)
+    small = float(trainer.noise.small_sq)
+    big = sum(float(p.grad.pow(2).sum()) for p in trainer.model.parameters())
+
+    fresh = Trainer(cfg)
+    x, y = fresh._batch(fresh.shards.train, step=0, index=0)
+    fresh.model(x, y).loss.backward()
+    direct_small = sum(float(p.grad.pow(2).sum()) for p in fresh.model.parameters())
+    fresh.model.zero_grad()
+    for index in range(fresh.accumulation):
+        x, y = fresh._batch(fresh.shards.train, step=0, index=index)
+        (fresh.model(x, y).loss / fresh.accumulation).backward()
+    direct_big = sum(float(p.grad.pow(2).sum()) for p in fresh.model.parameters())
+    assert small == pytest.approx(direct_small, rel=1e-5)
+    assert big == pytest.approx(direct_big, rel=1e-5)
+    assert trainer.noise.small_tokens == 2 * 32 and trainer.noise.big_tokens == 8 * 32
+    assert torch.is_tensor(trainer.noise.small_sq)
