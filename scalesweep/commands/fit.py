@@ -44,6 +44,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--parent-run-id", default=None, help="only this sweep invocation (default: all)"
     )
+    _add_fit_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """The options that reach the fits (`FitOptions`)."""
     parser.add_argument("--group-by", nargs="+", default=None, metavar="COL")
     parser.add_argument("--lr-range", nargs=2, type=float, default=None, metavar=("LO", "HI"))
     parser.add_argument("--init-loss", type=float, default=None, help="ℓ0, e.g. ln(vocab)")
@@ -52,7 +58,8 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=None,
         metavar="C",
-        help="recommended N, D and predicted loss (with CI) for this budget",
+        help="recommended N, D and predicted loss at this budget, counted as the runs count "
+        "FLOPs (train.flop_counting), with confidence and prediction intervals",
     )
     parser.add_argument(
         "--bootstrap", type=int, default=200, help="parametric bootstrap resamples (default 200)"
@@ -62,9 +69,28 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--level", type=float, default=0.95, help="confidence level")
-    parser.add_argument("--isoflop-method", choices=("quadratic", "akima"), default="quadratic")
     parser.add_argument(
-        "--window", type=int, default=5, help="sizes per isoFLOP parabola (0: all sizes)"
+        "--isoflop-method",
+        choices=("akima", "quadratic"),
+        default="akima",
+        help="per-budget minimum: Akima interpolation (Porian et al. 2024; the default, "
+        "measured best in docs/fits.md) or a local parabola",
+    )
+    parser.add_argument(
+        "--window", type=int, default=5, help="sizes per parabola, quadratic method (0: all)"
+    )
+    parser.add_argument(
+        "--n-col",
+        default=None,
+        metavar="COL",
+        help="the column read as N (default: the one the runs' train.flop_counting pairs with: "
+        "params for 6N, params_nonembed for kaplan, all but the input embedding for "
+        "chinchilla and palm)",
+    )
+    parser.add_argument(
+        "--all-runs",
+        action="store_true",
+        help="parametric: fit every completed run, not the best run per (N, D) cell",
     )
     parser.add_argument("--robust", action="store_true", help="Huber-weighted parabolas")
     parser.add_argument("--saturating", action="store_true", help="power law L = E + A·X^-α")
@@ -74,7 +100,6 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="per-step curves CSV (run_id, params, flops, loss) for isoFLOP Approach 1",
     )
-    parser.set_defaults(func=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,10 +165,14 @@ def options_from(args: argparse.Namespace) -> Any:
         group_by=None if args.group_by is None else tuple(args.group_by),
         lr_range=None if args.lr_range is None else (args.lr_range[0], args.lr_range[1]),
         init_loss=args.init_loss,
+        n_col=args.n_col,
+        all_runs=args.all_runs,
     )
 
 
 def _prediction(fits: dict[str, Any], flops: float) -> dict[str, Any]:
+    """Each allocating fit's answer at C, every one spending C as the runs count FLOPs (the
+    convention is stated once at the top and in each answer)."""
     from scalesweep.errors import UserError
 
     if not (flops > 0 and math.isfinite(flops)):
@@ -155,6 +184,10 @@ def _prediction(fits: dict[str, Any], flops: float) -> dict[str, Any]:
             out[name] = predict(fit, flops)
     if len(out) == 1:
         raise UserError("--predict-flops needs a parametric or isoflop fit (--kind)")
+    conventions = {v.get("flop_counting") for k, v in out.items() if k != "flops"}
+    out["flop_counting"] = (
+        conventions.pop() if len(conventions) == 1 else sorted(map(str, conventions))
+    )
     return out
 
 
@@ -299,7 +332,7 @@ def _envelope(args: argparse.Namespace, skipped: dict[str, str]) -> Any:
     if args.kind not in ("isoflop", "all"):
         return None
     from scalesweep.errors import UserError
-    from scalesweep.fit.isoflop import fit_envelope
+    from scalesweep.fit.envelope import fit_envelope
 
     try:
         curves = _curves(args)
