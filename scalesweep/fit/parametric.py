@@ -60,6 +60,8 @@ LOG_AB_GRID = np.arange(0.0, 30.0, 5.0)
 # the standard errors Besiroglu et al. report (0.03, 125, 1293, 0.02, 0.02).
 TIGHT_FTOL, TIGHT_GTOL = 1e-13, 1e-9
 POLISH_OPTIONS = {"ftol": TIGHT_FTOL, "gtol": TIGHT_GTOL, "maxiter": 15000}
+GRID_PRUNE = Prune()
+"""How the grid search stops its stragglers (see `fit_arrays`)."""
 
 
 def start_grid() -> np.ndarray:
@@ -235,19 +237,22 @@ def fit_arrays(
     *,
     starts: np.ndarray | None = None,
     polish: bool = True,
+    prune: Prune | None = GRID_PRUNE,
 ) -> tuple[np.ndarray, float, int]:
     """The best θ over `starts` (default: the full grid), its objective, and how many starts
-    converged. Pure numpy; `fit_parametric` wraps it for DataFrames."""
+    converged. Pure numpy; `fit_parametric` wraps it for DataFrames.
+
+    Stragglers far above the best objective are stopped once 99 % of the starts have stopped
+    (`prune`, see `scalesweep.fit.lbfgs`): the answer is the same to 4 significant digits on
+    Epoch's data, with and without the 5 highest losses, and the grid takes a third of the
+    objective calls (benchmarks/fit_speed.py)."""
     log_n, log_d, log_loss = np.log(n), np.log(d), np.log(loss)
     grid = start_grid() if starts is None else np.atleast_2d(starts)
 
     def batch(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return huber_objective(x, log_n, log_d, log_loss)
 
-    # Stragglers far above the best objective are stopped once 99 % of the starts have
-    # stopped (`Prune`): the answer is unchanged (4 significant digits on Epoch's data, with
-    # and without the 5 highest losses) and the grid takes about a third of the calls.
-    result = minimize_batch(batch, grid, prune=Prune())
+    result = minimize_batch(batch, grid, prune=prune)
     values = np.where(np.isfinite(result.fun), result.fun, np.inf)
     best = int(np.argmin(values))
     theta, objective = result.x[best], float(values[best])

@@ -153,6 +153,9 @@ def test_lr_sensitivity_from_csv_with_group_by_and_range(tmp_path, capsys):
          "init_loss"),
         (lambda: pd.DataFrame({"params": [1e8]}), ["--col", "loss=Loss"], "'Loss'"),
         (lambda: pd.DataFrame({"x": [1.0]}), ["--kind", "all"], "no fit could run"),
+        # --n-col names a column the table lacks
+        (lambda: pd.DataFrame({"params": [1e8] * 8, "tokens": [1e9] * 8, "loss": [3.0] * 8}),
+         ["--kind", "parametric", "--n-col", "params_nonembed"], "`params_nonembed`"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_naming_the_column(tmp_path, capsys, make, args, needle):
