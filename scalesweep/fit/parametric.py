@@ -36,6 +36,7 @@ from scalesweep.fit.allocation import (
     optimal_arrays,
 )
 from scalesweep.fit.allocation import compute_optimal as _allocate
+from scalesweep.fit.huber import huber_objective
 from scalesweep.fit.lbfgs import Prune, minimize_batch
 from scalesweep.fit.runs import (
     Basis,
@@ -49,7 +50,6 @@ from scalesweep.fit.runs import (
 
 # Parameter order everywhere in this module: θ = (e, a, b, α, β).
 NAMES = ("e", "a", "b", "alpha", "beta")
-HUBER_DELTA = 1e-3
 ALPHA_GRID = np.arange(0.0, 2.5, 0.5)
 E_GRID = np.arange(-1.0, 1.5, 0.5)
 LOG_AB_GRID = np.arange(0.0, 30.0, 5.0)
@@ -68,56 +68,6 @@ def start_grid() -> np.ndarray:
     """The 4500 starts of Besiroglu et al. 2024 as rows (e, a, b, α, β)."""
     combos = itertools.product(E_GRID, LOG_AB_GRID, LOG_AB_GRID, ALPHA_GRID, ALPHA_GRID)
     return np.array(list(combos), dtype=float)
-
-
-def huber_objective(
-    theta: np.ndarray,
-    log_n: np.ndarray,
-    log_d: np.ndarray,
-    log_loss: np.ndarray,
-    weights: np.ndarray | None = None,
-    delta: float = HUBER_DELTA,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Summed Huber loss on log L and its analytic gradient, for K parameter rows at once.
-
-    theta: (K, 5); weights: None, (n,) or (K, n) per-point multiplicities (a bootstrap
-    resample is a row of counts). Returns values (K,) and gradients (K, 5).
-    """
-    e, a, b, alpha, beta = (theta[:, i : i + 1] for i in range(5))
-    t1 = a - alpha * log_n
-    t2 = b - beta * log_d
-    top = np.maximum(t1, t2)
-    np.maximum(top, e, out=top)
-    x1 = np.exp(t1 - top)
-    x2 = np.exp(t2 - top)
-    x3 = np.exp(e - top)
-    total = x1 + x2
-    total += x3
-    r = np.log(total)
-    r += top
-    r -= log_loss
-    dr = np.clip(r, -delta, delta)
-    # Huber: 0.5·r² inside ±δ, δ·(|r| − δ/2) outside, which is dr·(r − dr/2) with dr = clip(r).
-    h = r - 0.5 * dr
-    h *= dr
-    if weights is not None:
-        h *= weights
-        dr *= weights
-    dr /= total  # the softmax weights x_i / total, folded into the residual derivative
-    x1 *= dr
-    x2 *= dr
-    x3 *= dr
-    grad = np.stack(
-        [
-            x3.sum(axis=1),
-            x1.sum(axis=1),
-            x2.sum(axis=1),
-            -(x1 @ log_n),
-            -(x2 @ log_d),
-        ],
-        axis=1,
-    )
-    return h.sum(axis=1), grad
 
 
 def _scipy_polish(

@@ -287,11 +287,12 @@ def cell_tokens(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
 
 
 def best_per_cell(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """The lowest-loss run of each cell (`keys`), with the cell's run count as `n_runs`."""
+    """The lowest-loss run of each cell (`keys`), with the cell's run count as `n_runs`, in
+    the table's row order (a fit's sums then run in the same order as on the whole table)."""
     grouped = frame.groupby(list(keys), sort=True)
     best = frame.loc[grouped["loss"].idxmin()].copy()
     best["n_runs"] = grouped.size().to_numpy()
-    return best.reset_index(drop=True)
+    return best.sort_index().reset_index(drop=True)
 
 
 def finite_or_none(value: Any) -> Any:
