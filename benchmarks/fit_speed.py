@@ -160,20 +160,29 @@ def _count_calls():  # type: ignore[no-untyped-def]
 
 
 def command_times(runs: int, baseline: Path | None) -> None:
-    """Wall time of the fit command from this tree (and a baseline tree), interleaved."""
+    """Wall and CPU (user + sys) time of the fit command from this tree (and a baseline tree),
+    interleaved, so both see the same load; CPU time is the load-independent figure."""
+    import resource
+
     trees = {"this tree": ROOT, **({"baseline": baseline} if baseline else {})}
-    times: dict[str, list[float]] = {name: [] for name in trees}
+    wall: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(runs):
         for name, tree in trees.items():
             env = {**os.environ, "PYTHONPATH": str(tree)}
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
             subprocess.run([sys.executable, *COMMAND], env=env, cwd=tree, check=True,
                            capture_output=True)  # fmt: skip
-            times[name].append(time.perf_counter() - t)
-    print(f"\n`scalesweep fit ... --kind parametric` wall time over {runs} runs (s):")
-    for name, values in times.items():
-        print(f"  {name:10s} median {statistics.median(values):.2f}  min {min(values):.2f}  "
-              f"max {max(values):.2f}")  # fmt: skip
+            wall[name].append(time.perf_counter() - t)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    print(f"\n`scalesweep fit ... --kind parametric` over {runs} runs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end (s):")  # fmt: skip
+    for name in trees:
+        print(f"  {name:10s} wall median {statistics.median(wall[name]):.2f} (min "
+              f"{min(wall[name]):.2f}, max {max(wall[name]):.2f}); CPU median "
+              f"{statistics.median(cpu[name]):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
