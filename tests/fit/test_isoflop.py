@@ -38,9 +38,13 @@ def synthetic_runs(a_true: float, *, noise: float, seed: int) -> pd.DataFrame:
 @pytest.mark.parametrize(("method", "tolerance"), [("quadratic", 0.05), ("akima", 0.02)])
 def test_porian_exponent_within_tolerance_of_published(config, method, tolerance):
     # Rule: per config, the isoFLOP exponent a is within 0.05 (local parabolas) or 0.02
-    # (Porian et al.'s Akima estimator) of the published value.
+    # (Porian et al.'s Akima estimator, the default) of the published value, and with Akima the
+    # published value lies inside our 95 % interval (docs/fits.md has the table).
     fit = fit_isoflop(PORIAN[PORIAN["config"] == config], method=method)
-    assert abs(fit.a - PUBLISHED.loc[config, "n_exponent"]) < tolerance
+    published = PUBLISHED.loc[config, "n_exponent"]
+    assert abs(fit.a - published) < tolerance
+    if method == "akima":
+        assert fit.a_ci[0] < published < fit.a_ci[1]
 
 
 @pytest.mark.parametrize("dataset", ["rw/", "owt2/", "rw-att/"])
