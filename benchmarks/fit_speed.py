@@ -1,20 +1,31 @@
-"""Fitter speed: the full-grid Chinchilla Approach 3 fit and its bootstrap.
+"""Fitter speed: the full-grid Chinchilla Approach 3 fit, its bootstrap, and the command.
 
 Measured in one run, on the same machine, on Epoch's Chinchilla Figure 4 points (the 5 highest
 losses dropped, 240 points):
 1. `looped baseline`: one scipy L-BFGS-B call per start with finite-difference gradients, as
    Epoch's replication ran it, on a random subset of the 4500 starts, extrapolated to 4500.
 2. `looped, analytic gradient`: the same with our analytic gradient (subset, extrapolated).
-3. `batched full grid`: `fit_arrays` (all 4500 starts at once + one polishing scipy call).
-4. `bootstrap`: 1000 resamples refitted from the full-grid best, batched.
-The speedup column is the extrapolated baseline over each row's time.
+3. `batched full grid, every start to the end`: `fit_arrays(prune=None)`.
+4. `batched full grid, stragglers pruned`: `fit_arrays` as `scalesweep fit` runs it.
+5. `bootstrap`: 1000 resamples refitted from the full-grid best, batched.
+The speedup column is the extrapolated baseline over each row's time; rows 3 and 4 also give
+their objective evaluations and must agree to 4 significant digits.
+Then the command, wall time including interpreter start, `--runs` times each, interleaved:
+`scalesweep fit tests/data/chinchilla_fig4_epoch_extracted.csv --kind parametric --col
+"params=Model Size" --col "flops=Training FLOP"` from this tree and, with `--baseline-src DIR`
+(e.g. `git archive 223a5df | tar -x -C DIR`), from an older source tree.
 
-    python benchmarks/fit_speed.py [--subset 100] [--resamples 1000]
+    python benchmarks/fit_speed.py [--subset 100] [--resamples 1000] [--runs 5]
+        [--baseline-src DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,9 +33,13 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
+from scalesweep.fit import parametric
 from scalesweep.fit.parametric import bootstrap_arrays, fit_arrays, huber_objective, start_grid
 
-DATA = Path(__file__).parents[1] / "tests" / "data" / "chinchilla_fig4_epoch_extracted.csv"
+ROOT = Path(__file__).parents[1]
+DATA = ROOT / "tests" / "data" / "chinchilla_fig4_epoch_extracted.csv"
+COMMAND = ["-m", "scalesweep", "fit", str(DATA), "--kind", "parametric",
+           "--col", "params=Model Size", "--col", "flops=Training FLOP"]  # fmt: skip
 
 
 def load() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subset", type=int, default=100, help="starts for the looped rows")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs of the command")
+    parser.add_argument("--baseline-src", type=Path, default=None, help="older source tree")
     args = parser.parse_args()
     n, d, loss = load()
     grid = start_grid()
@@ -82,9 +99,18 @@ def main() -> None:
     rows.append(("looped, analytic gradient", f"{args.subset} starts, x{scale:.0f}",
                  (time.perf_counter() - t) * scale))  # fmt: skip
 
-    t = time.perf_counter()
-    theta, objective, converged = fit_arrays(n, d, loss)
-    rows.append(("batched full grid", f"{len(grid)} starts, measured", time.perf_counter() - t))
+    answers = {}
+    for label, prune in (("every start to the end", None), ("stragglers pruned", "default")):
+        calls = _count_calls()
+        t = time.perf_counter()
+        kwargs = {} if prune else {"prune": None}
+        theta, objective, converged = fit_arrays(n, d, loss, **kwargs)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - t
+        rows.append((f"batched full grid, {label}", f"{len(grid)}, {calls()} calls", seconds))
+        answers[label] = theta
+    same = all(
+        f"{v:.4g}" == f"{w:.4g}" for v, w in zip(*(_law(x) for x in answers.values()), strict=True)
+    )
 
     t = time.perf_counter()
     samples = bootstrap_arrays(
@@ -92,20 +118,71 @@ def main() -> None:
     )
     rows.append(("bootstrap", f"{args.resamples} resamples, measured", time.perf_counter() - t))
 
-    print(f"{'fit':40s} {'starts / resamples':28s} {'seconds':>9s} {'speedup':>8s}")
+    print(f"{'fit':44s} {'starts / resamples':28s} {'seconds':>9s} {'speedup':>8s}")
     for name, what, seconds in rows:
-        print(f"{name:40s} {what:28s} {seconds:9.2f} {base / seconds:7.1f}x")
+        print(f"{name:44s} {what:28s} {seconds:9.2f} {base / seconds:7.1f}x")
     e, a, b, alpha, beta = theta
     print(
         f"\nbest of grid: E={np.exp(e):.4f} A={np.exp(a):.1f} B={np.exp(b):.1f} alpha={alpha:.4f} "
         f"beta={beta:.4f} a={beta / (alpha + beta):.4f} objective={objective:.6g} "
         f"({converged}/{len(grid)} starts converged)"
     )
+    print(f"pruned and unpruned grid agree to 4 significant digits: {same}")
     sd = np.exp(samples[:, :3]).std(axis=0)
     print(
         f"bootstrap SD: E={sd[0]:.3f} A={sd[1]:.1f} B={sd[2]:.1f} "
         f"alpha={samples[:, 3].std():.4f} beta={samples[:, 4].std():.4f}"
     )
+    command_times(args.runs, args.baseline_src)
+
+
+def _law(theta: np.ndarray) -> list[float]:
+    e, a, b, alpha, beta = theta
+    return [float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), float(alpha), float(beta)]
+
+
+def _count_calls():  # type: ignore[no-untyped-def]
+    """Count objective evaluations of the next fit (wraps `parametric.huber_objective`)."""
+    count = [0]
+    original = parametric.huber_objective
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    parametric.huber_objective = counted  # type: ignore[assignment]
+
+    def done() -> int:
+        parametric.huber_objective = original  # type: ignore[assignment]
+        return count[0]
+
+    return done
+
+
+def command_times(runs: int, baseline: Path | None) -> None:
+    """Wall and CPU (user + sys) time of the fit command from this tree (and a baseline tree),
+    interleaved, so both see the same load; CPU time is the load-independent figure."""
+    import resource
+
+    trees = {"this tree": ROOT, **({"baseline": baseline} if baseline else {})}
+    wall: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(runs):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            subprocess.run([sys.executable, *COMMAND], env=env, cwd=tree, check=True,
+                           capture_output=True)  # fmt: skip
+            wall[name].append(time.perf_counter() - t)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    print(f"\n`scalesweep fit ... --kind parametric` over {runs} runs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end (s):")  # fmt: skip
+    for name in trees:
+        print(f"  {name:10s} wall median {statistics.median(wall[name]):.2f} (min "
+              f"{min(wall[name]):.2f}, max {max(wall[name]):.2f}); CPU median "
+              f"{statistics.median(cpu[name]):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

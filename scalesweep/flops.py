@@ -6,8 +6,16 @@ Kaplan-vs-Chinchilla gap to it), so every count here says which convention it is
 - `6N`: 6 · total parameters per token (the Chinchilla paper's approximation, C = 6ND).
 - `kaplan`: 6 · N_nonembed, the exact non-embedding count, ≈ 12 · depth · width² at MLP ratio 4
   (Kaplan et al. 2020, §2.1): no embeddings, no output head, no attention-logit FLOPs.
-- `chinchilla`: Hoffmann et al. 2022, Appendix F: embeddings, attention (QKV, logits, softmax,
-  reductions, output projection), dense block and final logits, forward × 3 for forward+backward.
+- `chinchilla`: Hoffmann et al. 2022, Appendix F, as their Table A4 counts it: per layer the
+  attention (QKV projections, logits, softmax, value reductions, output projection) and the
+  dense block, forward × 3 for forward + backward. The input embedding and the final logits are
+  *not* counted: Table A4's ratios (1.03, 1.10, 1.08, 1.04, 1.03, 0.99 for its six shapes)
+  come out only without them (with them, 1.58 … 1.03; Karpathy's nanoGPT `scaling_laws.ipynb`
+  reproduces the table the same way, citing correspondence with the authors). The N that pairs
+  with it is Chinchilla's parameter count, which leaves out the input embedding but keeps the
+  output head (Table A9). Beware: for a small model with a large vocabulary the head's FLOPs
+  (6·vocab·width per token) are a large share of the real compute and this convention omits
+  them; `palm` and `6N` count them.
 - `palm`: 6 · (every parameter that does a matmul, i.e. all but the input-embedding lookup)
   + 12 · depth · width · seq_len for attention (PaLM, Appendix B). Used for MFU.
 """
@@ -53,20 +61,30 @@ def count_params(model: ModelConfig, vocab_size: int | None = None) -> ParamCoun
     )
 
 
-def chinchilla_forward_flops_per_sequence(model: ModelConfig, vocab: int) -> float:
-    """Forward FLOPs of one sequence, term by term as in Hoffmann et al. 2022, Appendix F."""
+def chinchilla_forward_flops_per_sequence(model: ModelConfig) -> float:
+    """Forward FLOPs of one sequence, term by term as in Hoffmann et al. 2022, Appendix F, for
+    the transformer layers only (Table A4 counts neither the embedding nor the final logits;
+    see the module docstring)."""
     t, d, f, n_layers = model.seq_len, model.width, model.mlp_width, model.depth
     kv = model.head_dim * model.n_heads  # key_size × num_heads
-    embeddings = 2 * t * vocab * d
     qkv = 2 * 3 * t * d * kv
     logits = 2 * t * t * kv
     softmax = 3 * model.n_heads * t * t
     reductions = 2 * t * t * kv
     attn_out = 2 * t * kv * d
     dense = 2 * t * (d * f + d * f)
-    final_logits = 2 * t * d * vocab
-    per_layer = qkv + logits + softmax + reductions + attn_out + dense
-    return float(embeddings + n_layers * per_layer + final_logits)
+    return float(n_layers * (qkv + logits + softmax + reductions + attn_out + dense))
+
+
+def paired_params(counts: ParamCount, convention: Convention) -> int:
+    """The N each convention pairs with (C ≈ 6·N·D): total for `6N`, non-embedding for
+    `kaplan`, and every parameter but the input embedding for `chinchilla` (Chinchilla's own
+    counts, Table A9) and `palm` (the parameters that do a matmul)."""
+    if convention == "6N":
+        return counts.total
+    if convention == "kaplan":
+        return counts.nonembed
+    return counts.total - counts.embedding
 
 
 def flops_per_token(
@@ -74,13 +92,12 @@ def flops_per_token(
 ) -> float:
     """Training (forward + backward) FLOPs per token under `convention`."""
     counts = count_params(model, vocab_size)
-    vocab = counts.embedding // model.width
     if convention == "6N":
         return 6.0 * counts.total
     if convention == "kaplan":
         return 6.0 * counts.nonembed
     if convention == "chinchilla":
-        return 3.0 * chinchilla_forward_flops_per_sequence(model, vocab) / model.seq_len
+        return 3.0 * chinchilla_forward_flops_per_sequence(model) / model.seq_len
     if convention == "palm":
         return 6.0 * (counts.total - counts.embedding) + 12.0 * model.depth * model.width * (
             model.seq_len

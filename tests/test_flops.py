@@ -3,7 +3,7 @@
 import pytest
 
 from scalesweep.config import ModelConfig
-from scalesweep.flops import count_params, flops_per_token
+from scalesweep.flops import count_params, flops_per_token, paired_params
 from scalesweep.model import GPT
 
 # Two shapes worked out by hand below.
@@ -40,9 +40,9 @@ def test_model_counts_itself_like_flops_py(config):
 
 
 def test_chinchilla_flops_by_hand_small():
-    # Rule: Hoffmann et al. Appendix F term by term, per sequence of T=128, then ×3 and /T.
-    t, d, v, f, heads = 128, 64, 256, 256, 4
-    embeddings = 2 * t * v * d  # 4,194,304
+    # Rule: Hoffmann et al. Appendix F term by term for the layers (Table A4 leaves out the
+    # embedding and the final logits), per sequence of T=128, then ×3 and /T.
+    t, d, f, heads = 128, 64, 256, 4
     attention = (
         2 * 3 * t * d * d  # qkv: 3,145,728
         + 2 * t * t * d  # logits: 2,097,152
@@ -51,17 +51,47 @@ def test_chinchilla_flops_by_hand_small():
         + 2 * t * d * d  # output: 1,048,576
     )
     dense = 2 * t * (2 * d * f)  # 8,388,608
-    logits = 2 * t * d * v  # 4,194,304
-    forward = embeddings + 2 * (attention + dense) + logits
-    assert forward == 42_336_256
+    forward = 2 * (attention + dense)
+    assert forward == 33_947_648
     assert flops_per_token(SMALL, "chinchilla") == pytest.approx(3 * forward / t)
 
 
-def test_chinchilla_close_to_6n_for_gpt2_shape():
-    # Rule: at GPT-2 scale the Appendix F count and 6N agree to within ~15% (Hoffmann et al.
-    # Table A4 shows ratios near 1 for large models); attention at T=1024 adds the most.
-    ratio = flops_per_token(GPT2ISH, "chinchilla") / flops_per_token(GPT2ISH, "6N")
-    assert 1.0 < ratio < 1.15
+# Hoffmann et al. 2022, Table A4: (layers, d_model, ffw_size, heads, k/q size) and the published
+# ratio of their FLOP count to 6·N·D; N is the model's parameter count from their Table A9
+# (74M, 306M, 552M, 1143M, 1593M, 6796M). Sequence length 2048, vocabulary 32,000.
+TABLE_A4 = [
+    (10, 640, 2560, 10, 64, 74e6, 1.03),
+    (20, 1024, 4096, 16, 64, 306e6, 1.10),
+    (24, 1280, 5120, 10, 128, 552e6, 1.08),
+    (26, 1792, 7168, 14, 128, 1143e6, 1.04),
+    (28, 2048, 8192, 16, 128, 1593e6, 1.03),
+    (40, 3584, 14336, 28, 128, 6796e6, 0.99),
+]
+
+
+@pytest.mark.parametrize(("layers", "width", "ffw", "heads", "kq", "params", "ratio"), TABLE_A4)
+def test_chinchilla_convention_reproduces_table_a4(layers, width, ffw, heads, kq, params, ratio):
+    # Rule: `chinchilla` FLOPs per token / (6·N) equals Table A4's ratio to its 2 decimals
+    # (0.01 allows for the rounding of the ratio and of N). Failed before the fix: counting
+    # the embedding and the final logits gave 1.58, 1.32, 1.23, 1.14, 1.12, 1.03.
+    config = ModelConfig(width=width, depth=layers, head_dim=kq, seq_len=2048, vocab_size=32000,
+                         mlp_ratio=ffw / width)  # fmt: skip
+    assert config.n_heads == heads
+    assert flops_per_token(config, "chinchilla") / (6 * params) == pytest.approx(ratio, abs=0.01)
+
+
+@pytest.mark.parametrize("layers, width, ffw, heads, kq, params, ratio", TABLE_A4[:1])
+def test_chinchilla_paired_n_is_table_a9_count_for_a_chinchilla_shape(
+    layers, width, ffw, heads, kq, params, ratio
+):
+    # Rule: the N `chinchilla` pairs with keeps the output head and leaves out the input
+    # embedding; for Table A4's first shape our (bias-free, RoPE) model has 12·L·d² + 2·L·d + d
+    # + 32000·d = 69,645,440 such parameters, within 6 % of Table A9's 74M (theirs has biases
+    # and relative-position weights).
+    config = ModelConfig(width=width, depth=layers, head_dim=kq, seq_len=2048, vocab_size=32000)
+    n = paired_params(count_params(config), "chinchilla")
+    assert n == 12 * layers * width**2 + 2 * layers * width + width + 32000 * width == 69_645_440
+    assert n == pytest.approx(params, rel=0.06)
 
 
 def test_conventions_by_hand():
@@ -71,3 +101,12 @@ def test_conventions_by_hand():
     assert flops_per_token(SMALL, "kaplan") == 6 * 98_624
     assert flops_per_token(SMALL, "palm") == 6 * (131_392 - 16_384) + 12 * 2 * 64 * 128
     assert counts.total - counts.embedding == 115_008
+
+
+def test_paired_params_per_convention():
+    # Rule: 6N pairs with the total, kaplan with the non-embedding count, chinchilla and palm
+    # with everything but the input embedding.
+    counts = count_params(SMALL)
+    assert paired_params(counts, "6N") == 131_392
+    assert paired_params(counts, "kaplan") == 98_624
+    assert paired_params(counts, "chinchilla") == paired_params(counts, "palm") == 115_008

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scalesweep.commands.fit_sources import envelope_curves, is_file_source, load_curves, read_runs
 from scalesweep.fit.kinds import KINDS
 
 
@@ -48,6 +49,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--parent-run-id", default=None, help="only this sweep invocation (default: all)"
     )
+    _add_fit_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """The options that reach the fits (`FitOptions`)."""
     parser.add_argument("--group-by", nargs="+", default=None, metavar="COL")
     parser.add_argument("--lr-range", nargs=2, type=float, default=None, metavar=("LO", "HI"))
     parser.add_argument("--init-loss", type=float, default=None, help="ℓ0, e.g. ln(vocab)")
@@ -56,7 +63,8 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=None,
         metavar="C",
-        help="recommended N, D and predicted loss (with CI) for this budget",
+        help="recommended N, D and predicted loss at this budget, counted as the runs count "
+        "FLOPs (train.flop_counting), with confidence and prediction intervals",
     )
     parser.add_argument(
         "--bootstrap", type=int, default=200, help="parametric bootstrap resamples (default 200)"
@@ -66,9 +74,28 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--level", type=float, default=0.95, help="confidence level")
-    parser.add_argument("--isoflop-method", choices=("quadratic", "akima"), default="quadratic")
     parser.add_argument(
-        "--window", type=int, default=5, help="sizes per isoFLOP parabola (0: all sizes)"
+        "--isoflop-method",
+        choices=("akima", "quadratic"),
+        default="akima",
+        help="per-budget minimum: Akima interpolation (Porian et al. 2024; the default, "
+        "measured best in docs/fits.md) or a local parabola",
+    )
+    parser.add_argument(
+        "--window", type=int, default=5, help="sizes per parabola, quadratic method (0: all)"
+    )
+    parser.add_argument(
+        "--n-col",
+        default=None,
+        metavar="COL",
+        help="the column read as N (default: the one the runs' train.flop_counting pairs with: "
+        "params for 6N, params_nonembed for kaplan, all but the input embedding for "
+        "chinchilla and palm)",
+    )
+    parser.add_argument(
+        "--all-runs",
+        action="store_true",
+        help="parametric: fit every completed run, not the best run per (N, D) cell",
     )
     parser.add_argument("--robust", action="store_true", help="Huber-weighted parabolas")
     parser.add_argument("--saturating", action="store_true", help="power law L = E + A·X^-α")
@@ -80,7 +107,6 @@ def add_parser(subparsers: Any) -> None:
         "run_id, step, val/loss for critical-batch and kaplan-ns",
     )
     _add_predict_at(parser)
-    parser.set_defaults(func=run)
 
 
 def _add_predict_at(parser: Any) -> None:
@@ -100,42 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scalesweep.cli import main as cli_main
 
     return cli_main(argv, modules=(__name__,))
-
-
-def _is_file_source(source: str) -> bool:
-    return Path(source).suffix.lower() in (".csv", ".parquet")
-
-
-def read_runs(
-    source: str,
-    *,
-    tracking_uri: str | None = None,
-    columns: dict[str, str] | None = None,
-    parent_run_id: str | None = None,
-) -> Any:
-    """The runs table from a `.csv`, a `.parquet`, or else an MLflow experiment (sweep) name.
-
-    `columns` maps canonical names to source columns (`{"params": "Model Size"}`), then the
-    aliases of `fit.runs` fill canonical columns that are still absent. Nothing is dropped.
-    """
-    import pandas as pd
-
-    from scalesweep.errors import UserError
-    from scalesweep.fit.runs import apply_column_map
-
-    if _is_file_source(source):
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"SOURCE: the file {path} does not exist")
-        try:
-            frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-        except Exception as error:  # pandas raises many types for a malformed file
-            raise UserError(f"SOURCE: cannot read {path} as {path.suffix[1:]} ({error})") from None
-    else:
-        from scalesweep import tracking
-
-        frame = tracking.runs_table(source, tracking_uri, parent_run_id=parent_run_id)
-    return apply_column_map(frame, columns or {})
 
 
 def options_from(args: argparse.Namespace) -> Any:
@@ -158,10 +148,14 @@ def options_from(args: argparse.Namespace) -> Any:
         lr_range=None if args.lr_range is None else (args.lr_range[0], args.lr_range[1]),
         init_loss=args.init_loss,
         predict_at=tuple(parse_point(text) for text in args.predict_at),
+        n_col=args.n_col,
+        all_runs=args.all_runs,
     )
 
 
 def _prediction(fits: dict[str, Any], flops: float) -> dict[str, Any]:
+    """Each allocating fit's answer at C, every one spending C as the runs count FLOPs (the
+    convention is stated once at the top and in each answer)."""
     from scalesweep.errors import UserError
 
     if not (flops > 0 and math.isfinite(flops)):
@@ -173,6 +167,10 @@ def _prediction(fits: dict[str, Any], flops: float) -> dict[str, Any]:
             out[name] = predict(fit, flops)
     if len(out) == 1:
         raise UserError("--predict-flops needs a parametric or isoflop fit (--kind)")
+    conventions = {v.get("flop_counting") for k, v in out.items() if k != "flops"}
+    out["flop_counting"] = (
+        conventions.pop() if len(conventions) == 1 else sorted(map(str, conventions))
+    )
     return out
 
 
@@ -252,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     if runs.empty:
         raise UserError(f"{args.source}: the runs table is empty")
     names = tuple(KINDS) if args.kind == "all" else (args.kind,)
-    data = FitData(runs, load_curves=lambda keys: _load_curves(args, keys))
+    data = FitData(runs, load_curves=lambda keys: load_curves(args, keys))
     fits, skipped, notes = fit_all(data, names, options, strict=args.kind != "all")
     if not fits:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
@@ -286,78 +284,15 @@ def json_default(value: Any) -> Any:
     return converted
 
 
-def _load_curves(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
-    """Per-step curves: one row per (run, step) with `run_id`, `step` and the metric `keys`
-    as columns, from --curves, else the MLflow histories of the completed and diverged runs
-    with their status (None for a file source without --curves)."""
-    if args.curves is not None:
-        return _curves_file(args.curves, ("run_id", "step", *keys))
-    if _is_file_source(args.source):
-        return None
-    from scalesweep import metrics as m
-    from scalesweep import tracking
-
-    curves = tracking.curves(
-        args.source,
-        args.tracking_uri,
-        keys=keys,
-        parent_run_id=args.parent_run_id,
-        statuses=m.FINISHED_STATUSES,
-    )
-    return None if curves.empty else curves
-
-
-def _curves_file(path: Path, columns: tuple[str, ...]) -> Any:
-    import pandas as pd
-
-    from scalesweep.errors import UserError
-
-    if not path.is_file():
-        raise UserError(f"--curves: the file {path} does not exist")
-    frame = pd.read_csv(path)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise UserError(
-            f"--curves {path}: needs column(s) {missing}, but has {list(frame.columns)}"
-        )
-    return frame
-
-
-def _curves(args: argparse.Namespace) -> Any:
-    """Per-step curves for Approach 1 (run_id, params, flops, loss): --curves, or the MLflow
-    histories of an experiment source; None when there are none."""
-    import pandas as pd
-
-    from scalesweep import metrics as m
-    from scalesweep.errors import UserError
-
-    if args.curves is not None:
-        if not args.curves.is_file():
-            raise UserError(f"--curves: the file {args.curves} does not exist")
-        return pd.read_csv(args.curves)
-    if _is_file_source(args.source):
-        return None
-    from scalesweep import tracking
-
-    curves = tracking.curves(args.source, args.tracking_uri, parent_run_id=args.parent_run_id)
-    if curves.empty:
-        return None
-    table = tracking.runs_table(args.source, args.tracking_uri, parent_run_id=args.parent_run_id)
-    sizes = table.set_index("run_id")[m.PARAMS]
-    return curves.rename(columns={m.VAL_LOSS: "loss", m.FLOPS: "flops"}).assign(
-        params=lambda frame: frame["run_id"].map(sizes)
-    )
-
-
 def _envelope(args: argparse.Namespace, skipped: dict[str, str]) -> Any:
     """Approach 1 when per-step curves are available (--curves, or MLflow histories)."""
     if args.kind not in ("isoflop", "all"):
         return None
     from scalesweep.errors import UserError
-    from scalesweep.fit.isoflop import fit_envelope
+    from scalesweep.fit.envelope import fit_envelope
 
     try:
-        curves = _curves(args)
+        curves = envelope_curves(args)
         return None if curves is None else fit_envelope(curves, level=args.level)
     except UserError as error:
         if args.curves is not None and args.kind != "all":
@@ -393,7 +328,7 @@ def _write_outputs(
     args: argparse.Namespace, fits: dict[str, Any], runs: Any, result: dict[str, Any], text: str
 ) -> None:
     files = write_report(args.out, fits, runs, result, text)
-    if _is_file_source(args.source):
+    if is_file_source(args.source):
         return
     from scalesweep import tracking
 

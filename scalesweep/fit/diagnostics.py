@@ -26,7 +26,7 @@ import pandas as pd
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
 from scalesweep.fit.format import num
-from scalesweep.fit.lr_sensitivity import default_group_by
+from scalesweep.fit.lr_groups import default_group_by
 from scalesweep.fit.runs import finite_or_none
 
 KEYS = (m.ATTN_LOGIT_MAX, m.OUTPUT_LOGZ)
@@ -117,7 +117,7 @@ def fit_diagnostics(
     missing = [k for k in KEYS if k not in curves.columns]
     if missing:
         raise UserError(f"diagnostics: the curves have no metric(s) {missing}")
-    groups = tuple(default_group_by(list(runs.columns)) if group_by is None else group_by)
+    groups = default_group_by(runs)[0] if group_by is None else tuple(group_by)
     columns = ["run_id", "lr", *groups, *(c for c in ("trial_id", m.STATUS) if c in runs)]
     info = runs[[c for c in dict.fromkeys(columns)]]
     joined = curves.drop(columns=[c for c in ("trial_id", m.STATUS) if c in info], errors="ignore")

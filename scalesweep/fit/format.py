@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -30,3 +30,17 @@ def interval(pair: Sequence[Any] | None) -> str:
     if not pair or pair[0] is None:
         return "n/a"
     return f"[{num(pair[0])}, {num(pair[1])}]"
+
+
+def basis(fit: Mapping[str, Any]) -> str:
+    """The line that says what an answer used: which N, which C convention, which runs.
+
+    Example:
+        >>> basis({"basis": {"n": "`params`", "flop_counting": "6N", "runs": "all 9 runs"}})
+        '  N = `params`; C counted as 6N; runs: all 9 runs'
+    """
+    used = fit.get("basis") or {}
+    if not used:
+        return "  (no basis recorded)"
+    convention = used.get("flop_counting") or "unknown (no train.flop_counting column)"
+    return f"  N = {used['n']}; C counted as {convention}; runs: {used['runs']}"

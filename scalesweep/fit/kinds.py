@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalesweep.fit import batch_kinds, views
-from scalesweep.fit.format import interval, num
+from scalesweep.fit.format import basis, interval, num
 
 if TYPE_CHECKING:  # the registry loads without numpy/pandas, so `scalesweep --help` stays fast
     import numpy as np
@@ -38,8 +38,8 @@ class FitOptions:
     """Parametric (Approach 3) bootstrap resamples."""
     isoflop_bootstrap: int = 0
     """isoFLOP (Approach 2) bootstrap resamples of runs; 0: OLS intervals."""
-    isoflop_method: str = "quadratic"
-    """`quadratic` (local parabola) or `akima` (Porian et al. 2024)."""
+    isoflop_method: str = "akima"
+    """`akima` (Porian et al. 2024; measured best, docs/fits.md) or `quadratic` (parabola)."""
     window: int | None = 5
     """Sizes per isoFLOP parabola (None: all)."""
     robust: bool = False
@@ -54,6 +54,10 @@ class FitOptions:
     """ℓ0 as a constant, when the table has no init_loss column."""
     predict_at: tuple[Mapping[str, float], ...] = ()
     """Points to predict at (`--predict-at`): {"L"}, {"N", "S"} or {"N", "D"} (batch_kinds)."""
+    n_col: str | None = None
+    """The column read as N (None: the one the runs' FLOP convention pairs with)."""
+    all_runs: bool = False
+    """Approach 3 on every completed run instead of the best run per (N, D) cell."""
 
     def rng(self) -> np.random.Generator:
         import numpy as np
@@ -119,12 +123,13 @@ PARAMETRIC_KEYS = ("E", "A", "B", "alpha", "beta", "a", "b")
 def _parametric_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.parametric import fit_parametric
 
-    return fit_parametric(data.runs, n_bootstrap=o.bootstrap, rng=o.rng(), level=o.level)
+    return fit_parametric(data.runs, n_bootstrap=o.bootstrap, rng=o.rng(), level=o.level,
+                          n_col=o.n_col, all_runs=o.all_runs)  # fmt: skip
 
 
 def _parametric_summary(p: Mapping[str, Any]) -> Lines:
     values = " ".join(f"{k}={num(p[k])}" for k in PARAMETRIC_KEYS)
-    return [f"parametric: {values} ({p['n_points']} points)"]
+    return [f"parametric: {values} ({p['n_points']} points)", basis(p)]
 
 
 def _parametric_section(fit: Mapping[str, Any]) -> Lines:
@@ -154,22 +159,17 @@ def _parametric_predict(fit: Any, flops: float) -> dict[str, Any]:
 def _isoflop_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.isoflop import fit_isoflop
 
-    return fit_isoflop(
-        data.runs,
-        method=o.isoflop_method,  # type: ignore[arg-type]
-        window=o.window,
-        robust=o.robust,
-        level=o.level,
-        n_bootstrap=o.isoflop_bootstrap,
-        rng=o.rng(),
-    )
+    method: Any = o.isoflop_method
+    return fit_isoflop(data.runs, method=method, window=o.window, robust=o.robust, level=o.level,
+                       n_bootstrap=o.isoflop_bootstrap, rng=o.rng(), n_col=o.n_col)  # fmt: skip
 
 
 def _isoflop_summary(f: Mapping[str, Any]) -> Lines:
     excluded = sum(b["excluded"] for b in f["budgets"])
     lines = [
         f"isoflop: a={num(f['a'])} CI {interval(f['a_ci'])} b={num(f['b'])} "
-        f"CI {interval(f['b_ci'])} ({len(f['budgets'])} budgets, {excluded} excluded)"
+        f"CI {interval(f['b_ci'])} ({len(f['budgets'])} budgets, {excluded} excluded)",
+        basis(f),
     ]
     for b in f["budgets"]:
         if b["excluded"]:
@@ -201,13 +201,8 @@ def _isoflop_section(fit: Mapping[str, Any]) -> Lines:
 def _lr_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.lr_sensitivity import DEFAULT_LR_RANGE, fit_lr_sensitivity
 
-    return fit_lr_sensitivity(
-        data.runs,
-        group_by=o.group_by,
-        lr_range=o.lr_range or DEFAULT_LR_RANGE,
-        init_loss=o.init_loss,
-        level=o.level,
-    )
+    return fit_lr_sensitivity(data.runs, group_by=o.group_by, lr_range=o.lr_range or
+                              DEFAULT_LR_RANGE, init_loss=o.init_loss, level=o.level)  # fmt: skip
 
 
 def _lr_headline(fit: Any) -> dict[str, float]:
@@ -227,7 +222,7 @@ def _lr_summary(f: Mapping[str, Any]) -> Lines:
         lines.append(
             f"lr transfer: k={num(t['k'])} CI {interval(t['ci'])} ({t['n_widths']} widths)"
         )
-    return lines
+    return [*lines, f"  groups by {f['group_by']}: {f['group_by_source']}"]
 
 
 def _lr_section(fit: Mapping[str, Any]) -> Lines:
@@ -259,12 +254,12 @@ def _lr_section(fit: Mapping[str, Any]) -> Lines:
 def _power_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.power_law import fit_power_laws
 
-    return fit_power_laws(data.runs, saturating=o.saturating, level=o.level)
+    return fit_power_laws(data.runs, saturating=o.saturating, level=o.level, n_col=o.n_col)
 
 
 def _power_summary(fits: Mapping[str, Any]) -> Lines:
     return [
-        f"power-law L({x}): exponent {num(f['exponent'])} CI {interval(f['ci'])}"
+        f"power-law L({x}): exponent {num(f['exponent'])} CI {interval(f['ci'])}\n{basis(f)}"
         for x, f in fits.items()
     ]
 
@@ -283,7 +278,7 @@ def _power_section(fits: Mapping[str, Any]) -> Lines:
 def _hparams_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.hparams import fit_hparams
 
-    return fit_hparams(data.runs, level=o.level)
+    return fit_hparams(data.runs, level=o.level, n_col=o.n_col)
 
 
 def _hparams_headline(h: Any) -> dict[str, float]:
@@ -301,7 +296,8 @@ def _hparams_summary(h: Mapping[str, Any]) -> Lines:
     return [
         f"hparams: lr_opt = {num(lr['coef'])}·N^{num(lr['exponents']['params'], 3)}"
         f"·D^{num(lr['exponents']['tokens'], 3)}; bs_opt = {num(bs['coef'])}"
-        f"·D^{num(bs['exponents']['tokens'], 3)}"
+        f"·D^{num(bs['exponents']['tokens'], 3)}",
+        basis(h),
     ]
 
 

@@ -9,6 +9,13 @@ is a few large numpy operations per iteration. Starts that have converged drop o
 The stopping rules are scipy L-BFGS-B's (unbounded, m = 10): relative reduction
 `(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol` or `max |g| <= gtol`; the line search is
 backtracking Armijo, and a start whose line search fails stops there, as scipy's does.
+
+A multi-start search only wants the best end point, and its cost is in the stragglers: on the
+Chinchilla grid 99 % of the 4500 starts stop within ~220 iterations (the winner within ~170),
+and the last ones run ~2000 more, in flat regions far above the best objective. `Prune` stops
+those: once few starts are still running, a start whose objective is above the best one found
+so far by more than a relative tolerance is stopped (L-BFGS only goes down, and these are in
+regions that end at worse optima); starts within the tolerance run on to convergence.
 """
 
 from __future__ import annotations
@@ -23,6 +30,15 @@ import numpy as np
 BatchObjective = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+class Prune(NamedTuple):
+    """When stragglers of a multi-start search are stopped (see the module docstring)."""
+
+    active_fraction: float = 0.01
+    """Prune once at most this fraction of the starts is still running."""
+    rtol: float = 1e-3
+    """Stop a running start whose objective exceeds the best by more than this (relative)."""
+
+
 class BatchResult(NamedTuple):
     """The end point of every start."""
 
@@ -33,7 +49,9 @@ class BatchResult(NamedTuple):
     n_iter: np.ndarray
     """(K,) iterations each start ran."""
     converged: np.ndarray
-    """(K,) True where a stopping rule (not the iteration cap) ended the start."""
+    """(K,) True where a stopping rule (not the iteration cap or pruning) ended the start."""
+    pruned: np.ndarray
+    """(K,) True where `Prune` stopped the start."""
 
 
 def _direction(
@@ -111,8 +129,21 @@ def minimize_batch(
     ftol: float = 2.220446049250313e-09,
     gtol: float = 1e-5,
     max_line_search: int = 30,
+    prune: Prune | None = None,
 ) -> BatchResult:
-    """Minimise K independent problems, one per row of `x0`, with per-row L-BFGS."""
+    """Minimise K independent problems, one per row of `x0`, with per-row L-BFGS; with
+    `prune`, stragglers far above the best objective are stopped (multi-start searches).
+    Starts that run off to overflow get non-finite values and stop; numpy's overflow
+    warnings about them are silenced."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _minimize(fun, x0, memory, max_iter, ftol, gtol, max_line_search, prune)
+
+
+def _minimize(
+    fun: BatchObjective, x0: np.ndarray, memory: int, max_iter: int, ftol: float, gtol: float,
+    max_line_search: int, prune: Prune | None,
+) -> BatchResult:  # fmt: skip
+    """The loop of `minimize_batch`."""
     x = np.array(x0, dtype=float, copy=True)
     k, p = x.shape
     f, g = fun(x, np.arange(k))
@@ -120,9 +151,12 @@ def minimize_batch(
     rho = np.zeros((k, memory))  # 0 marks an empty slot: it then contributes nothing
     n_iter = np.zeros(k, dtype=int)
     converged = np.zeros(k, dtype=bool)
+    pruned = np.zeros(k, dtype=bool)
     active = np.isfinite(f) & (np.abs(g).max(axis=1) > gtol)
     converged[~active] = True
     for _ in range(max_iter):
+        if prune is not None and active.sum() <= prune.active_fraction * k:
+            _prune(f, active, pruned, prune.rtol)
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
@@ -149,4 +183,15 @@ def minimize_batch(
         converged[mi[stop]] = True
         active[mi[stop]] = False
         active[idx[failed]] = False
-    return BatchResult(x, f, n_iter, converged)
+    return BatchResult(x, f, n_iter, converged, pruned)
+
+
+def _prune(f: np.ndarray, active: np.ndarray, pruned: np.ndarray, rtol: float) -> None:
+    """Stop the running starts whose objective is above the best by more than `rtol`."""
+    finite = f[np.isfinite(f)]
+    if finite.size == 0:
+        return
+    best = float(finite.min())
+    far = active & ~(f <= best + rtol * max(abs(best), np.finfo(float).tiny))
+    pruned |= far
+    active &= ~far

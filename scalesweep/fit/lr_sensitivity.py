@@ -1,18 +1,36 @@
 """LR sensitivity (Wortsman et al. 2023, "Small-scale proxies for large-scale Transformer
 training instabilities", Section 2.3) and LR transfer across widths.
 
-For each group (e.g. width × qk_norm × z_loss):
+For each group of runs that differ only in the learning rate (and the seed):
 
-    sensitivity = mean over η in the grid ∩ [a, b] of  min(ℓ(η), ℓ0) − min_η ℓ(η)
+    sensitivity = E_{η ∈ [a, b]} [ min(ℓ(η), ℓ0) − ℓ* ],   ℓ* = min_{η ∈ [a, b]} ℓ(η)
 
-where ℓ0 is the loss at initialization, so a diverged run (or a NaN loss) scores ℓ0, the worst
-a run can do, and a run that ends above ℓ0 is capped there. [a, b] defaults to
-[3e-4, 3e-1], the range Wortsman et al. sweep. min_η ℓ(η) is over every LR of the group. Several
-runs at one LR (seeds) are averaged after capping. Failed runs (crashes, not divergence) say
-nothing about the LR: they are counted (`n_failed`) and left out.
+where ℓ0 is the loss at initialization, so a diverged run scores ℓ0, the worst a run can do,
+and a run that ends above ℓ0 is capped there. [a, b] defaults to [3e-4, 3e-1], the range
+Wortsman et al. sweep; ℓ* is the best loss *inside* it (an LR outside the range does not move
+the baseline). Several runs at one LR (seeds) are averaged after capping.
+
+How the expectation is taken depends on how the LRs cover [a, b]:
+- `grid`: the LRs inside the range are evenly spaced in log η and leave no room for another
+  grid point at either end; the score is their plain mean, Wortsman et al.'s computation.
+- `sampled` (e.g. `search.algorithm: tpe`, which samples mostly near the optimum): the capped
+  loss is interpolated linearly in log η between the sampled LRs, held flat beyond the outer
+  ones, and integrated over log η across [a, b]. The plain mean over such samples would
+  underestimate the expectation. Each group reports the fraction of log [a, b] its LRs span
+  and the largest gap; a note says when the score needs a grid to be trusted.
+
+Which runs: only finished ones. Completed runs with a finite loss score min(ℓ, ℓ0); runs with
+status `diverged` score ℓ0. Failed runs (crashes say nothing about the LR), still-running runs
+and runs with a non-finite loss that are not marked diverged are left out, counted per group
+and named in the notes.
+
+Groups: by default every run parameter (a dotted `section.key` column) that varies across the
+runs, other than the LR and the seed: pooling what the sweep varied (parameterization, weight
+decay, depth, ...) would average different LR curves. `group_by` overrides.
 
 Transfer: the best LR against width, LR_opt ∝ width^k (statsmodels OLS in log-log, with CI),
-once per combination of the other group columns; k ≈ 0 means the LR transfers, as muP promises.
+once per combination of the group columns that are not fixed by the width; k ≈ 0 means the
+LR transfers, as muP promises, and k ≈ −1 is what standard parameterization gives with Adam.
 """
 
 from __future__ import annotations
@@ -27,12 +45,18 @@ import pandas as pd
 
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
+from scalesweep.fit.lr_groups import (
+    UNFINISHED,
+    coverage,
+    default_group_by,
+    group_key,
+    run_states,
+    width_of,
+)
 from scalesweep.fit.regression import loglog_ols
-from scalesweep.fit.runs import finite_or_none
+from scalesweep.fit.runs import finite_or_none, name_runs
 
 DEFAULT_LR_RANGE = (3e-4, 3e-1)
-WIDTH_COLUMNS = ("model.width", "width")
-INTERVENTION_COLUMNS = ("model.qk_norm", "model.z_loss")
 
 
 @dataclass(frozen=True)
@@ -44,33 +68,40 @@ class GroupSensitivity:
     sensitivity: float | None
     """Wortsman's score (None when no LR of the group lies in the range)."""
     best_lr: float | None
-    """LR with the lowest loss (None when every run diverged)."""
+    """LR with the lowest loss among all the group's LRs (None when every run diverged)."""
     best_loss: float
-    """min_η ℓ(η) (ℓ0 when every run diverged)."""
+    """Lowest capped loss among all the group's LRs."""
+    ell_star: float | None
+    """ℓ*: the lowest capped loss among the LRs inside [a, b] (the score's baseline)."""
     init_loss: float
     """ℓ0 used for this group."""
     n_lr: int
-    """Distinct LRs inside the range (the points averaged)."""
+    """Distinct LRs inside the range."""
     n_runs: int
-    """Runs in the group, failed ones included."""
+    """Runs in the group, every status included."""
     n_diverged: int
-    """Runs that diverged or ended with a non-finite loss (scored as ℓ0)."""
+    """Runs marked diverged (scored as ℓ0)."""
     n_failed: int
     """Failed runs (left out)."""
+    n_unfinished: int = 0
+    """Runs left out because they had not finished (running) or had a non-finite loss
+    without being marked diverged."""
+    coverage: str = "grid"
+    """`grid` (plain mean, Wortsman's computation) or `sampled` (integral over log η)."""
+    covered: float = 0.0
+    """Fraction of log [a, b] between the smallest and largest LR inside the range."""
+    max_gap: float | None = None
+    """Largest ratio between neighbouring LRs, or between a range end and the nearest LR."""
     curve: tuple[tuple[float, float], ...] = ()
     """(lr, capped mean loss) per LR, for plots."""
 
     def to_dict(self) -> dict[str, Any]:
+        keys = ("sensitivity", "best_lr", "best_loss", "ell_star", "n_lr", "n_runs", "n_diverged",
+                "n_failed", "n_unfinished", "coverage", "covered", "max_gap")  # fmt: skip
         return {
             **{k: finite_or_none(v) for k, v in self.key.items()},
-            "sensitivity": finite_or_none(self.sensitivity),
-            "best_lr": finite_or_none(self.best_lr),
-            "best_loss": finite_or_none(self.best_loss),
+            **{k: finite_or_none(getattr(self, k)) for k in keys},
             m.INIT_LOSS: finite_or_none(self.init_loss),
-            "n_lr": self.n_lr,
-            "n_runs": self.n_runs,
-            "n_diverged": self.n_diverged,
-            "n_failed": self.n_failed,
         }
 
 
@@ -79,7 +110,7 @@ class TransferFit:
     """LR_opt = c·width^k for one combination of the other group columns."""
 
     key: dict[str, Any]
-    """The non-width group columns."""
+    """The group columns that split the transfer fits (those not fixed by the width)."""
     k: float
     """Exponent (0: the LR transfers across widths)."""
     coef: float
@@ -87,7 +118,7 @@ class TransferFit:
     se: float | None
     """Standard error of k (None with 2 widths)."""
     ci: tuple[float | None, float | None]
-    """Confidence interval of k."""
+    """Confidence interval of k (None with 2 widths: a line through 2 points has none)."""
     n_widths: int
     """Widths fitted."""
 
@@ -112,6 +143,8 @@ class LrSensitivityFit:
     """LR_opt against width; empty without a width column or with fewer than 2 widths."""
     group_by: tuple[str, ...]
     """Group columns."""
+    group_by_source: str
+    """Why these columns: `--group-by`, or the run parameters that vary."""
     width_column: str | None
     """The group column read as width."""
     lr_range: tuple[float, float]
@@ -126,17 +159,12 @@ class LrSensitivityFit:
             "groups": [g.to_dict() for g in self.groups],
             "transfer_exponent": [t.to_dict() for t in self.transfer],
             "group_by": list(self.group_by),
+            "group_by_source": self.group_by_source,
             "width_column": self.width_column,
             "lr_range": list(self.lr_range),
             "level": self.level,
             "notes": list(self.notes),
         }
-
-
-def default_group_by(columns: Sequence[str]) -> tuple[str, ...]:
-    """Whichever of `model.width` (or `width`), `model.qk_norm`, `model.z_loss` exist."""
-    width = next((c for c in WIDTH_COLUMNS if c in columns), None)
-    return tuple(c for c in (width, *INTERVENTION_COLUMNS) if c is not None and c in columns)
 
 
 def _init_losses(frame: pd.DataFrame, init_loss: float | None) -> pd.Series:
@@ -151,6 +179,101 @@ def _init_losses(frame: pd.DataFrame, init_loss: float | None) -> pd.Series:
             "(e.g. ln(vocab size))"
         )
     return pd.to_numeric(frame[m.INIT_LOSS], errors="coerce")
+
+
+def _checked(
+    runs: pd.DataFrame, group_by: Sequence[str] | None, lr_range: tuple[float, float]
+) -> tuple[pd.DataFrame, tuple[str, ...], str]:
+    """The table with numeric `lr`, the group columns and why they were chosen."""
+    lo, hi = lr_range
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise UserError(f"`0 < lo < hi` must hold for --lr-range, but got ({lo=}, {hi=})")
+    for column in ("lr", "loss"):
+        if column not in runs.columns:
+            raise UserError(
+                f"lr-sensitivity needs a column `{column}`, but the table has columns "
+                f"{sorted(map(str, runs.columns))}; map one with --col {column}=SOURCE"
+            )
+    if group_by is None:
+        groups, source = default_group_by(runs)
+    else:
+        groups, source = tuple(group_by), "--group-by"
+    missing = [c for c in groups if c not in runs.columns]
+    if missing:
+        raise UserError(
+            f"--group-by: column(s) {missing} are not in the table; its columns are "
+            f"{sorted(map(str, runs.columns))}"
+        )
+    return runs.reset_index(drop=True), groups, source
+
+
+def _score(
+    lrs: np.ndarray, capped: np.ndarray, lr_range: tuple[float, float]
+) -> tuple[float | None, float | None, pd.Series, dict[str, Any]]:
+    """(sensitivity, ℓ*, capped mean per LR, coverage) of one group's scored runs."""
+    per_lr = pd.Series(capped, index=lrs).groupby(level=0).mean().sort_index()
+    lo, hi = lr_range
+    inside = per_lr[(per_lr.index >= lo * (1 - 1e-9)) & (per_lr.index <= hi * (1 + 1e-9))]
+    cover = coverage(inside.index.to_numpy(float), lr_range)
+    if inside.empty:
+        return None, None, per_lr, cover
+    ell_star = float(inside.min())
+    if cover["coverage"] == "grid":
+        return float((inside - ell_star).mean()), ell_star, per_lr, cover
+    ln_lo, ln_hi = math.log(lo), math.log(hi)
+    x = np.log(inside.index.to_numpy(float))
+    grid = np.unique(np.concatenate([[ln_lo, ln_hi], x]))
+    values = np.interp(grid, x, inside.to_numpy(float))  # flat beyond the outer LRs
+    integral = float(np.sum(np.diff(grid) * (values[1:] + values[:-1]) / 2))
+    return integral / (ln_hi - ln_lo) - ell_star, ell_star, per_lr, cover
+
+
+def _group(
+    key: dict[str, Any],
+    rows: pd.DataFrame,
+    state: pd.Series,
+    ell0: pd.Series,
+    lr_range: tuple[float, float],
+    notes: list[str],
+) -> GroupSensitivity | None:
+    """Score one group (see the module docstring); None when it has no finished run."""
+    scored = state.isin((m.COMPLETED, m.DIVERGED))
+    if not scored.any():
+        notes.append(f"group {key}: no finished run ({rows[m.STATUS].value_counts().to_dict()}"
+                     if m.STATUS in rows.columns else f"group {key}: no finished run")  # fmt: skip
+        return None
+    finite0 = ell0[scored][np.isfinite(ell0[scored])]
+    if finite0.empty:
+        raise UserError(
+            f"lr-sensitivity: column `init_loss` has no finite value in group {key}; "
+            f"pass --init-loss VALUE"
+        )
+    l0 = float(finite0.median())  # ℓ0 does not depend on the LR: one value per group
+    loss = pd.to_numeric(rows["loss"], errors="coerce").to_numpy(float)
+    diverged = (state == m.DIVERGED).to_numpy()[scored.to_numpy()]
+    capped = np.where(diverged, l0, np.minimum(loss[scored.to_numpy()], l0))
+    lrs = pd.to_numeric(rows["lr"][scored]).to_numpy(float)
+    sensitivity, ell_star, per_lr, cover = _score(lrs, capped, lr_range)
+    if sensitivity is None:
+        notes.append(f"group {key}: no LR inside [{lr_range[0]:g}, {lr_range[1]:g}]; no score")
+    completed = per_lr[per_lr.index.isin(lrs[~diverged])]
+    return GroupSensitivity(
+        key=key,
+        sensitivity=sensitivity,
+        best_lr=float(completed.idxmin()) if len(completed) else None,
+        best_loss=float(per_lr.min()),
+        ell_star=ell_star,
+        init_loss=l0,
+        n_lr=cover["n_lr"],
+        n_runs=len(rows),
+        n_diverged=int((state == m.DIVERGED).sum()),
+        n_failed=int((state == m.FAILED).sum()),
+        n_unfinished=int((state == UNFINISHED).sum()),
+        coverage=cover["coverage"],
+        covered=cover["covered"],
+        max_gap=cover["max_gap"],
+        curve=tuple((float(k), float(v)) for k, v in per_lr.items()),
+    )
 
 
 def fit_lr_sensitivity(
@@ -171,116 +294,92 @@ def fit_lr_sensitivity(
         >>> fit_lr_sensitivity(runs, group_by=()).groups[0].sensitivity  # mean(.5, 0, 2.5)
         1.0
     """
-    lo, hi = lr_range
-    if not (0 < lo < hi and math.isfinite(hi)):
-        raise UserError(f"`0 < lo < hi` must hold for --lr-range, but got ({lo=}, {hi=})")
-    for column in ("lr", "loss"):
-        if column not in runs.columns:
-            raise UserError(
-                f"lr-sensitivity needs a column `{column}`, but the table has columns "
-                f"{sorted(map(str, runs.columns))}; map one with --col {column}=SOURCE"
-            )
-    groups = tuple(default_group_by(list(runs.columns)) if group_by is None else group_by)
-    missing = [c for c in groups if c not in runs.columns]
-    if missing:
-        raise UserError(
-            f"--group-by: column(s) {missing} are not in the table; its columns are "
-            f"{sorted(map(str, runs.columns))}"
-        )
-    frame = runs.reset_index(drop=True)
-    status = (
-        frame[m.STATUS].astype(str)
-        if m.STATUS in frame.columns
-        else pd.Series(m.COMPLETED, index=frame.index)
-    )
-    failed = status == m.FAILED
-    lr = pd.to_numeric(frame["lr"], errors="coerce")
-    bad_lr = ~failed & ~(np.isfinite(lr) & (lr > 0))
-    if bad_lr.any():
-        index = frame.index[bad_lr][0]
-        raise UserError(
-            f"`lr > 0` must hold for every run, but got (lr={frame.at[index, 'lr']!r}) in row "
-            f"{index}"
-        )
+    frame, groups, source = _checked(runs, group_by, lr_range)
+    state = run_states(frame)
     ell0 = _init_losses(frame, init_loss)
-    loss = pd.to_numeric(frame["loss"], errors="coerce")
-    diverged = ~failed & ((status == m.DIVERGED) | ~np.isfinite(loss))
     notes: list[str] = []
-    if not groups:
-        keys = pd.Series(0, index=frame.index)
-        grouped = frame.groupby(keys)
-    else:
-        grouped = frame.groupby(list(groups), dropna=False, sort=True)
-    results: list[GroupSensitivity] = []
-    for value, rows in grouped:
-        idx = rows.index
-        key = dict(zip(groups, value if isinstance(value, tuple) else (value,), strict=False))
-        key = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in key.items()}
-        used = idx[~failed[idx]]
-        # ℓ0 does not depend on the LR, so one value per group: the median of its runs'.
-        finite0 = ell0[used][np.isfinite(ell0[used])]
-        if used.size and finite0.empty:
-            raise UserError(
-                f"lr-sensitivity: column `init_loss` has no finite value in group {key}; "
-                f"pass --init-loss VALUE"
-            )
-        if not used.size:
-            notes.append(f"group {key}: every run failed; no score")
-            continue
-        l0 = float(finite0.median())
-        capped = np.where(diverged[used], l0, np.minimum(loss[used].to_numpy(float), l0))
-        per_lr = pd.Series(capped, index=lr[used].to_numpy(float)).groupby(level=0).mean()
-        best_loss = float(per_lr.min())
-        completed = lr[used][~diverged[used]]
-        best_lr = float(per_lr.idxmin()) if len(completed) else None
-        inside = per_lr[(per_lr.index >= lo * (1 - 1e-9)) & (per_lr.index <= hi * (1 + 1e-9))]
-        sensitivity = float((inside - best_loss).mean()) if len(inside) else None
-        if sensitivity is None:
-            notes.append(f"group {key}: no LR inside [{lo:g}, {hi:g}]; no score")
-        results.append(
-            GroupSensitivity(
-                key=key,
-                sensitivity=sensitivity,
-                best_lr=best_lr,
-                best_loss=best_loss,
-                init_loss=l0,
-                n_lr=len(inside),
-                n_runs=len(idx),
-                n_diverged=int(diverged[idx].sum()),
-                n_failed=int(failed[idx].sum()),
-                curve=tuple((float(k), float(v)) for k, v in per_lr.items()),
-            )
-        )
-    width = next((c for c in groups if c in WIDTH_COLUMNS), None)
-    transfer = _transfer_fits(results, width, level=level, notes=notes)
+    aside = frame[state.isin((m.FAILED, UNFINISHED))]
+    if len(aside):
+        notes.append(f"lr-sensitivity: {len(aside)} run(s) not scored (failed, still running, "
+                     f"or a non-finite loss not marked diverged): {name_runs(aside)}")  # fmt: skip
+    keys = list(groups) if groups else pd.Series(0, index=frame.index)
+    results = []
+    for value, rows in frame.groupby(keys, dropna=False, sort=True):
+        key = group_key(groups, value)
+        result = _group(key, rows, state[rows.index], ell0[rows.index], lr_range, notes)
+        if result is not None:
+            results.append(result)
+    notes += _coverage_notes(results, lr_range) + _single_lr_notes(results, groups)
+    width = width_of(groups)
+    transfer = _transfer_fits(frame, results, width, groups, level=level, notes=notes)
     return LrSensitivityFit(
         groups=tuple(results),
         transfer=transfer,
         group_by=groups,
+        group_by_source=source,
         width_column=width,
-        lr_range=(float(lo), float(hi)),
+        lr_range=(float(lr_range[0]), float(lr_range[1])),
         level=level,
         notes=tuple(notes),
     )
 
 
+def _coverage_notes(results: list[GroupSensitivity], lr_range: tuple[float, float]) -> list[str]:
+    """Say plainly which scores rest on interpolation across a poorly covered range."""
+    poor = [g for g in results if g.coverage == "sampled" and g.sensitivity is not None
+            and (g.covered < 0.9 or (g.max_gap or 0) > 10)]  # fmt: skip
+    if not poor:
+        return []
+    worst = min(poor, key=lambda g: g.covered)
+    return [
+        f"lr-sensitivity: {len(poor)} group(s) have sampled LRs that leave parts of "
+        f"[{lr_range[0]:g}, {lr_range[1]:g}] uncovered (e.g. {worst.key}: "
+        f"{worst.covered:.0%} spanned, largest gap ×{worst.max_gap:.3g}); their scores "
+        f"interpolate and hold the loss flat beyond the outer LRs: sweep a grid over the range "
+        f"for Wortsman's score"
+    ]
+
+
+def _single_lr_notes(results: list[GroupSensitivity], groups: tuple[str, ...]) -> list[str]:
+    single = [g for g in results if len(g.curve) < 2]
+    if not single or not results:
+        return []
+    return [
+        f"lr-sensitivity: {len(single)} of {len(results)} groups hold a single LR; a group "
+        f"column may be sampled per run (group columns: {list(groups)}); choose --group-by"
+    ]
+
+
 def _transfer_fits(
-    results: list[GroupSensitivity], width: str | None, *, level: float, notes: list[str]
+    frame: pd.DataFrame,
+    results: list[GroupSensitivity],
+    width: str | None,
+    groups: tuple[str, ...],
+    *,
+    level: float,
+    notes: list[str],
 ) -> tuple[TransferFit, ...]:
+    """LR_opt ∝ width^k per combination of the group columns that the width does not fix
+    (a depth that grows with the width belongs to the width axis, not to a split)."""
     if width is None:
         notes.append("no width column among the group columns: no LR transfer fit")
         return ()
+    spread = {c: frame.groupby(width, dropna=False)[c].nunique(dropna=False).max() for c in groups}
+    others = [c for c in groups if c != width and spread[c] > 1]
     by_other: dict[tuple[Any, ...], list[GroupSensitivity]] = {}
     for result in results:
-        other = tuple((k, v) for k, v in result.key.items() if k != width)
-        by_other.setdefault(other, []).append(result)
+        by_other.setdefault(tuple((k, result.key[k]) for k in others), []).append(result)
     fits = []
     for other, members in by_other.items():
-        usable = [m for m in members if m.best_lr is not None and m.key[width] is not None]
-        widths = np.array([float(m.key[width]) for m in usable])
+        usable = [g for g in members if g.best_lr is not None and g.key[width] is not None]
+        widths = np.array([float(g.key[width]) for g in usable])
         if np.unique(widths).size < 2:
-            notes.append(f"{dict(other)}: fewer than 2 widths with a best LR; no transfer fit")
+            notes.append(f"{dict(other) or 'all runs'}: fewer than 2 widths with a best LR; "
+                         "no transfer fit")  # fmt: skip
             continue
-        law = loglog_ols(widths, np.array([m.best_lr for m in usable]), level=level)
+        law = loglog_ols(widths, np.array([g.best_lr for g in usable]), level=level)
+        if law.se is None:
+            notes.append(f"{dict(other) or 'all runs'}: transfer exponent from 2 widths, a line "
+                         "through 2 points: no interval")  # fmt: skip
         fits.append(TransferFit(dict(other), law.exponent, law.coef, law.se, law.ci, len(usable)))
     return tuple(fits)

@@ -7,6 +7,13 @@ points (averaging shrinks the objective below L-BFGS's absolute tolerance and it
 by L-BFGS from every start of the grid α, β ∈ {0, 0.5, …, 2}, e ∈ {-1, -0.5, …, 1},
 a, b ∈ {0, 5, …, 25}; the lowest objective wins. The 4500 starts run as one batch
 (`scalesweep.fit.lbfgs`), then the winner is polished by one scipy L-BFGS-B call.
+
+Which runs: by default the best run of each (N, D) cell (the planned token budget, see
+`runs.cell_tokens`), because the law describes the loss reachable at (N, D); off-optimal
+learning rates or extra seeds of a cell would pull it up (two off-optimal runs per point moved
+E from 1.800 to 1.880 on synthetic data). `all_runs=True` fits every completed run. N is the
+column the runs' FLOP convention pairs with (`runs.choose_n`); predictions spend C as the runs
+count it (`scalesweep.fit.allocation`).
 """
 
 from __future__ import annotations
@@ -21,12 +28,28 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from scalesweep.errors import UserError
-from scalesweep.fit.lbfgs import minimize_batch
-from scalesweep.fit.runs import finite_or_none, prepare
+from scalesweep.fit.allocation import (
+    SIX_ND,
+    ComputeOptimal,
+    FlopsPerToken,
+    flops_per_token,
+    optimal_arrays,
+)
+from scalesweep.fit.allocation import compute_optimal as _allocate
+from scalesweep.fit.huber import huber_objective
+from scalesweep.fit.lbfgs import Prune, minimize_batch
+from scalesweep.fit.runs import (
+    Basis,
+    best_per_cell,
+    cell_tokens,
+    choose_n,
+    finite_or_none,
+    flop_counting,
+    prepare,
+)
 
 # Parameter order everywhere in this module: θ = (e, a, b, α, β).
 NAMES = ("e", "a", "b", "alpha", "beta")
-HUBER_DELTA = 1e-3
 ALPHA_GRID = np.arange(0.0, 2.5, 0.5)
 E_GRID = np.arange(-1.0, 1.5, 0.5)
 LOG_AB_GRID = np.arange(0.0, 30.0, 5.0)
@@ -37,62 +60,14 @@ LOG_AB_GRID = np.arange(0.0, 30.0, 5.0)
 # the standard errors Besiroglu et al. report (0.03, 125, 1293, 0.02, 0.02).
 TIGHT_FTOL, TIGHT_GTOL = 1e-13, 1e-9
 POLISH_OPTIONS = {"ftol": TIGHT_FTOL, "gtol": TIGHT_GTOL, "maxiter": 15000}
+GRID_PRUNE = Prune()
+"""How the grid search stops its stragglers (see `fit_arrays`)."""
 
 
 def start_grid() -> np.ndarray:
     """The 4500 starts of Besiroglu et al. 2024 as rows (e, a, b, α, β)."""
     combos = itertools.product(E_GRID, LOG_AB_GRID, LOG_AB_GRID, ALPHA_GRID, ALPHA_GRID)
     return np.array(list(combos), dtype=float)
-
-
-def huber_objective(
-    theta: np.ndarray,
-    log_n: np.ndarray,
-    log_d: np.ndarray,
-    log_loss: np.ndarray,
-    weights: np.ndarray | None = None,
-    delta: float = HUBER_DELTA,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Summed Huber loss on log L and its analytic gradient, for K parameter rows at once.
-
-    theta: (K, 5); weights: None, (n,) or (K, n) per-point multiplicities (a bootstrap
-    resample is a row of counts). Returns values (K,) and gradients (K, 5).
-    """
-    e, a, b, alpha, beta = (theta[:, i : i + 1] for i in range(5))
-    t1 = a - alpha * log_n
-    t2 = b - beta * log_d
-    top = np.maximum(t1, t2)
-    np.maximum(top, e, out=top)
-    x1 = np.exp(t1 - top)
-    x2 = np.exp(t2 - top)
-    x3 = np.exp(e - top)
-    total = x1 + x2
-    total += x3
-    r = np.log(total)
-    r += top
-    r -= log_loss
-    dr = np.clip(r, -delta, delta)
-    # Huber: 0.5·r² inside ±δ, δ·(|r| − δ/2) outside, which is dr·(r − dr/2) with dr = clip(r).
-    h = r - 0.5 * dr
-    h *= dr
-    if weights is not None:
-        h *= weights
-        dr *= weights
-    dr /= total  # the softmax weights x_i / total, folded into the residual derivative
-    x1 *= dr
-    x2 *= dr
-    x3 *= dr
-    grad = np.stack(
-        [
-            x3.sum(axis=1),
-            x1.sum(axis=1),
-            x2.sum(axis=1),
-            -(x1 @ log_n),
-            -(x2 @ log_d),
-        ],
-        axis=1,
-    )
-    return h.sum(axis=1), grad
 
 
 def _scipy_polish(
@@ -108,27 +83,6 @@ def _scipy_polish(
     # absolute tolerance (the objective is ~1e-3) happens to stop.
     result = minimize(fun, theta, jac=True, method="L-BFGS-B", options=POLISH_OPTIONS)
     return np.asarray(result.x, dtype=float), float(result.fun)
-
-
-@dataclass(frozen=True)
-class ComputeOptimal:
-    """The compute-optimal allocation for one budget C = 6·N·D under the fitted law."""
-
-    flops: float
-    """The budget C."""
-    n_opt: float
-    """Parameters N_opt = G·(C/6)^a, G = (αA / (βB))^(1/(α+β)) (Hoffmann et al. 2022, eq. 4)."""
-    d_opt: float
-    """Tokens D_opt = (C/6)^b / G."""
-    loss_opt: float
-    """Predicted loss L(N_opt, D_opt)."""
-    ci: dict[str, list[float | None]] = field(default_factory=dict)
-    """Bootstrap percentile intervals for n_opt, d_opt, loss_opt (empty without bootstrap)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: finite_or_none(v) for k, v in asdict(self).items() if k != "ci"}
-        out["ci"] = {k: [finite_or_none(x) for x in v] for k, v in self.ci.items()}
-        return out
 
 
 @dataclass(frozen=True)
@@ -164,11 +118,23 @@ class ParametricFit:
     level: float = 0.95
     """Confidence level of `ci`."""
     n_runs_excluded: int = 0
-    """Diverged or failed runs set aside before fitting (counted, not fitted)."""
+    """Runs set aside before fitting (not completed, or without a finite value)."""
     notes: tuple[str, ...] = ()
     """What was derived or set aside (e.g. tokens = flops / (6·params))."""
+    basis: Basis | None = None
+    """Which N, which C convention and which runs the fit used."""
+    flop_rule: FlopsPerToken = SIX_ND
+    """How a budget C splits into N and D for predictions (C = k·N^p·D)."""
     bootstrap_samples: np.ndarray | None = field(default=None, repr=False, compare=False)
     """(n_bootstrap, 5) refitted θ = (e, a, b, α, β); not serialised."""
+    points: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
+    """The (params, tokens, loss) points fitted, for plots; not serialised."""
+
+    @property
+    def theta(self) -> np.ndarray:
+        """θ = (e, a, b, α, β) = (ln E, ln A, ln B, α, β)."""
+        return np.array([math.log(self.E), math.log(self.A), math.log(self.B), self.alpha,
+                         self.beta])  # fmt: skip
 
     def loss(self, n: Any, d: Any) -> Any:
         """The fitted L(N, D)."""
@@ -178,10 +144,12 @@ class ParametricFit:
         out = {
             k: finite_or_none(v)
             for k, v in asdict(self).items()
-            if k not in ("ci", "bootstrap_samples", "notes")
+            if k not in ("ci", "bootstrap_samples", "notes", "basis", "flop_rule", "points")
         }
         out["ci"] = {k: [finite_or_none(x) for x in v] for k, v in self.ci.items()}
         out["notes"] = list(self.notes)
+        out["basis"] = self.basis.to_dict() if self.basis else None
+        out["flop_rule"] = self.flop_rule.to_dict()
         return out
 
 
@@ -201,39 +169,15 @@ def _law(theta: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def compute_optimal_arrays(theta: np.ndarray, flops: float) -> dict[str, np.ndarray]:
-    """N_opt, D_opt and L at the optimum for budget `flops`, for each row of θ."""
-    law = _law(theta)
-    alpha, beta, big_a, big_b = law["alpha"], law["beta"], law["A"], law["B"]
-    with np.errstate(all="ignore"):
-        g = (alpha * big_a / (beta * big_b)) ** (1.0 / (alpha + beta))
-        n_opt = g * (flops / 6.0) ** law["a"]
-        d_opt = (flops / 6.0) ** law["b"] / g
-        loss = law["E"] + big_a / n_opt**alpha + big_b / d_opt**beta
-    return {"n_opt": n_opt, "d_opt": d_opt, "loss_opt": loss}
+    """N_opt, D_opt and L at the optimum for budget `flops` = 6·N·D, for each row of θ."""
+    return optimal_arrays(theta, flops, SIX_ND)
 
 
 def compute_optimal(fit: ParametricFit, flops: float) -> ComputeOptimal:
-    """The recommended N, D and predicted loss for budget `flops` (C = 6ND), with intervals
-    from the bootstrap samples when the fit has them."""
-    if not (flops > 0 and math.isfinite(flops)):
-        raise UserError(f"`flops > 0` must hold, but got ({flops=})")
-    theta = np.log([fit.E, fit.A, fit.B])
-    point = compute_optimal_arrays(np.r_[theta, fit.alpha, fit.beta], flops)
-    ci: dict[str, list[float | None]] = {}
-    if fit.bootstrap_samples is not None and len(fit.bootstrap_samples):
-        draws = compute_optimal_arrays(fit.bootstrap_samples, flops)
-        tail = 50 * (1 - fit.level)
-        for key, values in draws.items():
-            finite = values[np.isfinite(values)]
-            low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (None, None)
-            ci[key] = [finite_or_none(low), finite_or_none(high)]
-    return ComputeOptimal(
-        flops=float(flops),
-        n_opt=float(point["n_opt"][0]),
-        d_opt=float(point["d_opt"][0]),
-        loss_opt=float(point["loss_opt"][0]),
-        ci=ci,
-    )
+    """The recommended N, D and predicted loss for budget `flops`, spent as the runs count FLOPs
+    (`fit.flop_rule`), with intervals from the bootstrap samples when the fit has them."""
+    return _allocate(fit.theta, flops, fit.flop_rule, samples=fit.bootstrap_samples,
+                     level=fit.level)  # fmt: skip
 
 
 def fit_arrays(
@@ -243,16 +187,22 @@ def fit_arrays(
     *,
     starts: np.ndarray | None = None,
     polish: bool = True,
+    prune: Prune | None = GRID_PRUNE,
 ) -> tuple[np.ndarray, float, int]:
     """The best θ over `starts` (default: the full grid), its objective, and how many starts
-    converged. Pure numpy; `fit_parametric` wraps it for DataFrames."""
+    converged. Pure numpy; `fit_parametric` wraps it for DataFrames.
+
+    Stragglers far above the best objective are stopped once 99 % of the starts have stopped
+    (`prune`, see `scalesweep.fit.lbfgs`): the answer is the same to 4 significant digits on
+    Epoch's data, with and without the 5 highest losses, and the grid takes a third of the
+    objective calls (benchmarks/fit_speed.py)."""
     log_n, log_d, log_loss = np.log(n), np.log(d), np.log(loss)
     grid = start_grid() if starts is None else np.atleast_2d(starts)
 
     def batch(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return huber_objective(x, log_n, log_d, log_loss)
 
-    result = minimize_batch(batch, grid)
+    result = minimize_batch(batch, grid, prune=prune)
     values = np.where(np.isfinite(result.fun), result.fun, np.inf)
     best = int(np.argmin(values))
     theta, objective = result.x[best], float(values[best])
@@ -298,6 +248,35 @@ def bootstrap_arrays(
     return out
 
 
+def parametric_points(
+    runs: pd.DataFrame, *, n_col: str | None = None, all_runs: bool = False
+) -> tuple[pd.DataFrame, Basis, FlopsPerToken, int, tuple[str, ...]]:
+    """(points, basis, flop rule, runs set aside, notes): the (params, tokens, loss) rows
+    Approach 3 fits: the best completed run per (N, D) cell, or every one with `all_runs`."""
+    chosen, n_note = choose_n(runs, n_col)
+    derived = "tokens" not in chosen.columns
+    prepared = prepare(
+        chosen,
+        kind="parametric",
+        numeric=("params", "tokens", "loss"),
+        positive=("params", "tokens", "loss"),
+        min_rows=6,
+    )
+    frame, convention = prepared.frame, flop_counting(chosen)
+    rule = flops_per_token(frame, derived=derived, convention=convention)
+    if all_runs:
+        used = f"every completed run ({len(frame)}; --all-runs)"
+    else:
+        cells, how = cell_tokens(frame)
+        frame = best_per_cell(frame.assign(cell_tokens=cells), ("params", "cell_tokens"))
+        used = (
+            f"the best run per (N, D) cell: {len(frame)} cells from {len(prepared.frame)} "
+            f"completed runs ({how}; --all-runs for every run)"
+        )
+    basis = Basis(n=n_note, flop_counting=convention, runs=used)
+    return frame, basis, rule, len(prepared.excluded), prepared.notes
+
+
 def fit_parametric(
     runs: pd.DataFrame,
     *,
@@ -305,9 +284,12 @@ def fit_parametric(
     rng: np.random.Generator | None = None,
     level: float = 0.95,
     starts: np.ndarray | None = None,
+    n_col: str | None = None,
+    all_runs: bool = False,
 ) -> ParametricFit:
     """Fit L(N, D) to the columns `params`, `tokens`, `loss` of a runs table (checked by
-    `runs.prepare` first for a helpful error) with optional bootstrap intervals.
+    `runs.prepare` first for a helpful error) with optional bootstrap intervals; the points
+    are chosen by `parametric_points`.
 
     Example:
         >>> import numpy as np, pandas as pd
@@ -321,18 +303,10 @@ def fit_parametric(
         raise UserError(f"`0 < level < 1` must hold, but got ({level=})")
     if n_bootstrap < 0:
         raise UserError(f"`n_bootstrap >= 0` must hold, but got ({n_bootstrap=})")
-    prepared = prepare(
-        runs,
-        kind="parametric",
-        numeric=("params", "tokens", "loss"),
-        positive=("params", "tokens", "loss"),
-        min_rows=6,
-    )
-    frame = prepared.frame
+    frame, basis, rule, n_excluded, notes = parametric_points(runs, n_col=n_col, all_runs=all_runs)
     n, d, loss = (frame[c].to_numpy(float) for c in ("params", "tokens", "loss"))
     grid = start_grid() if starts is None else starts
     theta, objective, n_converged = fit_arrays(n, d, loss, starts=grid)
-    law = {k: float(v[0]) for k, v in _law(theta).items()}
     ci: dict[str, list[float | None]] = {}
     samples = None
     if n_bootstrap:
@@ -345,7 +319,7 @@ def fit_parametric(
             low, high = np.percentile(finite, [tail, 100 - tail])
             ci[key] = [finite_or_none(low), finite_or_none(high)]
     return ParametricFit(
-        **law,
+        **{k: float(v[0]) for k, v in _law(theta).items()},
         n_points=len(frame),
         objective=objective,
         n_starts=len(grid),
@@ -353,7 +327,10 @@ def fit_parametric(
         ci=ci,
         n_bootstrap=n_bootstrap,
         level=level,
-        n_runs_excluded=len(prepared.excluded),
-        notes=prepared.notes,
+        n_runs_excluded=n_excluded,
+        notes=notes,
+        basis=basis,
+        flop_rule=rule,
         bootstrap_samples=samples,
+        points=frame[["params", "tokens", "loss"]],
     )

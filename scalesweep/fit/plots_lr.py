@@ -16,7 +16,8 @@ import numpy as np
 
 from scalesweep import metrics as m
 from scalesweep.fit.diagnostics import DiagnosticsFit, sort_key
-from scalesweep.fit.lr_sensitivity import WIDTH_COLUMNS, GroupSensitivity, LrSensitivityFit
+from scalesweep.fit.lr_groups import WIDTH_COLUMNS
+from scalesweep.fit.lr_sensitivity import GroupSensitivity, LrSensitivityFit
 from scalesweep.fit.plots import figure, save
 
 DIVERGED_STYLE = {"marker": "x", "color": "red", "ms": 9, "mew": 2, "ls": "none"}

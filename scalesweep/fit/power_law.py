@@ -5,7 +5,8 @@ confidence interval and R² of the exponent). Only the frontier is fitted: the l
 each X (each size for N, each token count for D, each FLOP budget for C), because Kaplan's laws
 describe the best loss reachable at X, not every run of a sweep. `saturating=True` fits
 `L = E + A·X^(-α)` instead (nonlinear least squares on L, with asymptotic standard errors),
-for when the irreducible loss E bends the log-log line.
+for when the irreducible loss E bends the log-log line. N is the column the runs' FLOP
+convention pairs with (`runs.choose_n`; non-embedding for `kaplan`, Kaplan et al.'s N).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import pandas as pd
 
 from scalesweep.errors import UserError
 from scalesweep.fit.regression import loglog_ols
-from scalesweep.fit.runs import finite_or_none, group_budgets, prepare
+from scalesweep.fit.runs import (
+    Basis,
+    choose_n,
+    finite_or_none,
+    flop_counting,
+    group_budgets,
+    prepare,
+)
 
 KAPLAN_VARIABLES = ("params", "tokens", "flops")
 
@@ -49,9 +57,11 @@ class PowerLawFit:
     E_ci: tuple[float | None, float | None] = (None, None)
     """Its confidence interval."""
     n_runs_excluded: int = 0
-    """Diverged or failed runs set aside (counted, not fitted)."""
+    """Runs set aside (not completed, or without a finite value)."""
     notes: tuple[str, ...] = ()
     """What was set aside."""
+    basis: Basis | None = None
+    """Which N, which C convention and which runs the fit used."""
     points: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
     """The frontier (x, loss), for plots."""
 
@@ -73,6 +83,7 @@ class PowerLawFit:
             "E_ci": [finite_or_none(v) for v in self.E_ci],
             "n_runs_excluded": self.n_runs_excluded,
             "notes": list(self.notes),
+            "basis": self.basis.to_dict() if self.basis else None,
         }
 
 
@@ -109,7 +120,12 @@ def _saturating(xs: np.ndarray, ys: np.ndarray, level: float) -> tuple[np.ndarra
 
 
 def fit_power_law(
-    runs: pd.DataFrame, x: str, *, saturating: bool = False, level: float = 0.95
+    runs: pd.DataFrame,
+    x: str,
+    *,
+    saturating: bool = False,
+    level: float = 0.95,
+    n_col: str | None = None,
 ) -> PowerLawFit:
     """L against one of params / tokens / flops (see the module docstring).
 
@@ -120,10 +136,13 @@ def fit_power_law(
         >>> round(fit.exponent, 3)
         -0.076
     """
+    chosen, n_note = choose_n(runs, n_col) if x == "params" else (runs, "not used")
     prepared = prepare(
-        runs, kind="power-law", numeric=(x, "loss"), positive=(x, "loss"), min_rows=3
+        chosen, kind="power-law", numeric=(x, "loss"), positive=(x, "loss"), min_rows=3
     )
     points = frontier(prepared.frame, x)
+    used = f"the lowest loss at each `{x}` value: {len(points)} of {len(prepared.frame)} runs"
+    basis = Basis(n=n_note, flop_counting=flop_counting(chosen), runs=used)
     minimum = 4 if saturating else 3
     if len(points) < minimum:
         raise UserError(
@@ -131,20 +150,17 @@ def fit_power_law(
             f"`{x}`, but got {len(points)}"
         )
     xs, ys = points[x].to_numpy(float), points["loss"].to_numpy(float)
-    if not saturating:
-        law = loglog_ols(xs, ys, level=level)
-        return PowerLawFit(
-            x,
-            law.exponent,
-            law.coef,
-            law.se,
-            law.ci,
-            law.r2,
-            len(xs),
-            n_runs_excluded=len(prepared.excluded),
-            notes=prepared.notes,
-            points=points,
-        )
+    common: dict[str, Any] = {"n_runs_excluded": len(prepared.excluded), "notes": prepared.notes,
+                              "basis": basis, "points": points}  # fmt: skip
+    if saturating:
+        return _saturating_fit(x, xs, ys, level, common)
+    law = loglog_ols(xs, ys, level=level)
+    return PowerLawFit(x, law.exponent, law.coef, law.se, law.ci, law.r2, len(xs), **common)
+
+
+def _saturating_fit(
+    x: str, xs: np.ndarray, ys: np.ndarray, level: float, common: dict[str, Any]
+) -> PowerLawFit:
     from scipy import stats
 
     params, se = _saturating(xs, ys, level)
@@ -164,14 +180,12 @@ def fit_power_law(
         saturating=True,
         E=float(e),
         E_ci=(float(e - t * se[0]), float(e + t * se[0])),
-        n_runs_excluded=len(prepared.excluded),
-        notes=prepared.notes,
-        points=points,
+        **common,
     )
 
 
 def fit_power_laws(
-    runs: pd.DataFrame, *, saturating: bool = False, level: float = 0.95
+    runs: pd.DataFrame, *, saturating: bool = False, level: float = 0.95, n_col: str | None = None
 ) -> dict[str, PowerLawFit]:
     """L(N), L(D), L(C) for whichever of params, tokens, flops the table has."""
     present = [x for x in KAPLAN_VARIABLES if x in runs.columns]
@@ -180,4 +194,6 @@ def fit_power_laws(
             f"power-law fit needs at least one of the columns {list(KAPLAN_VARIABLES)}, but the "
             f"table has columns {sorted(map(str, runs.columns))}"
         )
-    return {x: fit_power_law(runs, x, saturating=saturating, level=level) for x in present}
+    return {
+        x: fit_power_law(runs, x, saturating=saturating, level=level, n_col=n_col) for x in present
+    }

@@ -155,11 +155,13 @@ def loglinear_ols(
         )
     result = _ols(np.log(frame[list(xs)].to_numpy(float)), response)
     bounds = result.conf_int(alpha=1 - level)
+    with np.errstate(divide="ignore", invalid="ignore"):  # R² of a constant y is undefined
+        r2 = float(result.rsquared)
     return LogLinearLaw(
         coef=float(math.exp(result.params[0])),
         exponents={x: float(result.params[i + 1]) for i, x in enumerate(xs)},
         se={x: float(result.bse[i + 1]) for i, x in enumerate(xs)},
         ci={x: (float(bounds[i + 1][0]), float(bounds[i + 1][1])) for i, x in enumerate(xs)},
-        r2=float(result.rsquared),
+        r2=r2,
         n_points=len(response),
     )

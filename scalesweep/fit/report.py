@@ -249,7 +249,7 @@ def render_html(
 def run_table(runs: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """(header, rows, status per row) of the runs: trial, the swept keys, status and the
     losses for a sweep; every column but the aliases for a CSV or Parquet table."""
-    from scalesweep.fit.lr_sensitivity import WIDTH_COLUMNS
+    from scalesweep.fit.lr_groups import WIDTH_COLUMNS
     from scalesweep.fit.runs import ALIASES
 
     aliases = {c for c, sources in ALIASES.items() if any(s in runs.columns for s in sources)}

@@ -23,10 +23,8 @@ Lines = list[str]
 
 def parametric_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
     from scalesweep.fit import plots
-    from scalesweep.fit.runs import prepare
 
-    data = prepare(runs, kind="parametric", numeric=("params", "tokens", "loss")).frame
-    return [plots.parametric_contours(fit, out, data)]
+    return [plots.parametric_contours(fit, out, fit.points)]
 
 
 def isoflop_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:

@@ -220,6 +220,18 @@ def _history(experiment: Experiment, session: _Session) -> list[Done]:
     return history
 
 
+def _trial_settings(plan: Plan, session: _Session) -> TrialSettings:
+    """What every trial needs besides its config: shipped once, through Ray's object store."""
+    return TrialSettings(
+        tracking_uri=session.tracking_uri,
+        parent_run_id=session.parent_run_id,
+        storage=str(session.storage),
+        cells={t.name: t.config.model_dump(mode="json") for t in plan.trials},
+        budgets={t.name: t.budget for t in plan.trials if t.budget is not None},
+        branches={t.name: t.budgets for t in plan.trials if t.branches},
+    )
+
+
 def _tuner(
     experiment: Experiment, plan: Plan, session: _Session, history: list[Done], progress: Any
 ) -> Any:
@@ -230,16 +242,9 @@ def _tuner(
     from scalesweep.sweep.search import build_search
 
     config = experiment.config
-    settings = TrialSettings(
-        tracking_uri=session.tracking_uri,
-        parent_run_id=session.parent_run_id,
-        storage=str(session.storage),
-        cells={t.name: t.config.model_dump(mode="json") for t in plan.trials},
-        budgets={t.name: t.budget for t in plan.trials if t.budget is not None},
-        branches={t.name: t.budgets for t in plan.trials if t.branches},
-    )
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, settings=settings), trial_bundles(config.resources)[0]
+        tune.with_parameters(run_trial, settings=_trial_settings(plan, session)),
+        trial_bundles(config.resources)[0],
     )
     max_concurrent = config.resources.max_concurrent_trials or default_concurrency(
         ray.cluster_resources(), config.resources

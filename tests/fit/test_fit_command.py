@@ -153,6 +153,9 @@ def test_lr_sensitivity_from_csv_with_group_by_and_range(tmp_path, capsys):
          "init_loss"),
         (lambda: pd.DataFrame({"params": [1e8]}), ["--col", "loss=Loss"], "'Loss'"),
         (lambda: pd.DataFrame({"x": [1.0]}), ["--kind", "all"], "no fit could run"),
+        # --n-col names a column the table lacks
+        (lambda: pd.DataFrame({"params": [1e8] * 8, "tokens": [1e9] * 8, "loss": [3.0] * 8}),
+         ["--kind", "parametric", "--n-col", "params_nonembed"], "`params_nonembed`"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_naming_the_column(tmp_path, capsys, make, args, needle):
@@ -212,3 +215,23 @@ def test_unreadable_file_exits_2(tmp_path, capsys, name, content):
     code = main(["fit", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and "cannot read" in err and name in err and "Traceback" not in err
+
+
+def test_text_says_which_n_c_and_runs(tmp_path, capsys):
+    # Rule: the text summary of a fit states which N, which C convention and which runs it
+    # used (here a kaplan sweep: N = params_nonembed). Failed before issue 13 (finding 7): the
+    # text said none of it and N was the total count.
+    rows = []
+    for width in (128, 192, 256, 384, 512, 768):
+        nonembed = 48 * width**2
+        for d in np.geomspace(1e8, 1e11, 6):
+            loss = 1.8 + 400 / nonembed**0.34 + 2000 / d**0.37
+            rows.append({"params": nonembed + 1e5 * width, "params_nonembed": nonembed,
+                         "tokens": d, "flops": 6 * nonembed * d, "final_val_loss": loss,
+                         "train.flop_counting": "kaplan", "status": "completed"})  # fmt: skip
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    assert main(["fit", str(path), "--kind", "parametric", "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "N = `params_nonembed` (train.flop_counting = kaplan)" in out
+    assert "C counted as kaplan" in out and "best run per (N, D) cell: 36 cells" in out

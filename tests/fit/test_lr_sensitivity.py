@@ -44,16 +44,20 @@ def hand_fit():
     [
         # (0.2 + 0 + 2.5) / 3: lr 1e-4 is outside the range, the diverged run counts as ℓ0
         (64, 0.9, 1e-2, 3.0, 3, 1, 0),
-        # (0.25 + 0 + 0.05 + 2.15) / 4: seeds averaged, 7.0 capped at ℓ0, failed run left out
-        (128, 0.6125, 3e-3, 2.85, 4, 0, 1),
+        # LRs 1e-3, 3e-3, 1e-2, 3e-1 are not a grid (no 3e-2, 1e-1): the capped loss minus ℓ*
+        # (0.25, 0, 0.05, 2.15; seeds averaged, 7.0 capped at ℓ0, failed run left out) is
+        # integrated over ln η: 0.25·ln(10/3) + 0.125·ln 3 + 0.025·ln(10/3) + 1.1·ln 30
+        # = 4.20974, divided by ln(1000).
+        (128, 4.20974 / 6.90776, 3e-3, 2.85, 4, 0, 1),
     ],
 )
 def test_matches_hand_computed_scores(
     hand_fit, width, sensitivity, best_lr, best_loss, n_lr, n_diverged, n_failed
 ):
-    # Rule: sensitivity = mean over LRs in [a, b] of min(ℓ, ℓ0) − min ℓ, diverged runs as ℓ0.
+    # Rule: sensitivity = mean over a grid of LRs in [a, b] of min(ℓ, ℓ0) − ℓ*, diverged runs
+    # as ℓ0; LRs that are not a grid are integrated over ln η.
     group = next(g for g in hand_fit.groups if g.key["model.width"] == width)
-    assert group.sensitivity == pytest.approx(sensitivity)
+    assert group.sensitivity == pytest.approx(sensitivity, rel=1e-5)
     assert group.best_lr == pytest.approx(best_lr)
     assert group.best_loss == pytest.approx(best_loss)
     assert (group.n_lr, group.n_diverged, group.n_failed) == (n_lr, n_diverged, n_failed)
@@ -103,10 +107,98 @@ def test_transfer_exponent_per_intervention(k_true, qk_norm):
     assert transfer.n_widths == 4
 
 
-def test_default_group_by_uses_the_columns_present():
-    # Rule: group by whichever of model.width (or width), model.qk_norm, model.z_loss exist.
-    assert default_group_by(["width", "model.z_loss", "lr"]) == ("width", "model.z_loss")
-    assert default_group_by(["lr", "loss"]) == ()
+def test_default_group_by_is_every_varying_run_parameter_but_lr_and_seed():
+    # Rule: the default groups are the dotted run parameters that vary, except the LR and the
+    # seed (width first); constant ones are not keys; a table without dotted columns falls
+    # back to width / qk_norm / z_loss. Failed before the fix (finding 3): the default was
+    # width, qk_norm and z_loss whatever the sweep varied.
+    runs = pd.DataFrame(
+        {
+            "model.depth": [2, 4, 2, 4],
+            "model.width": [64, 64, 128, 128],
+            "optim.lr": [1e-3, 1e-2, 1e-3, 1e-2],
+            "train.seed": [0, 1, 2, 3],
+            "model.qk_norm": True,
+            "optim.weight_decay": [0.0, 0.0, 0.1, 0.1],
+        }
+    )
+    groups, why = default_group_by(runs)
+    assert groups == ("model.width", "model.depth", "optim.weight_decay")
+    assert "varies" in why
+    fallback, _ = default_group_by(pd.DataFrame(columns=["width", "z_loss", "lr"]))
+    assert fallback == ("width", "z_loss")
+
+
+def sp_mup_sweep() -> pd.DataFrame:
+    """Standard parameterization (best LR ∝ 1/width) and muP (best LR 3e-3 at every width) on
+    one LR grid (factors of 2 around 3e-3), as one sweep records them."""
+    rows = []
+    for parameterization in ("standard", "mup"):
+        for width in (64, 128, 256, 512):
+            best = 3e-3 * (256 / width if parameterization == "standard" else 1.0)
+            for lr in 3e-3 * 2.0 ** np.arange(-5, 6):
+                loss = 3.0 + 0.1 * np.log(lr / best) ** 2
+                rows.append((parameterization, width, lr, min(loss, 6.0), 6.0))
+    return pd.DataFrame(rows, columns=["model.parameterization", "model.width", "lr", "loss",
+                                       "init_loss"])  # fmt: skip
+
+
+def test_parameterizations_are_not_pooled_by_default():
+    # Rule: runs that differ in a swept parameter (here SP vs muP) are separate groups by
+    # default, with their own transfer exponents: ≈ −1 for SP, ≈ 0 for muP. Failed before the
+    # fix (finding 3): both were averaged per LR into "k = 0 at every width".
+    fit = fit_lr_sensitivity(sp_mup_sweep())
+    assert fit.group_by == ("model.width", "model.parameterization")
+    k = {t.key["model.parameterization"]: t.k for t in fit.transfer}
+    assert k["standard"] == pytest.approx(-1.0, abs=0.1)
+    assert k["mup"] == pytest.approx(0.0, abs=0.05)
+
+
+def test_baseline_is_the_best_loss_inside_the_range():
+    # Rule: ℓ* = min over η in [a, b] (Wortsman et al.): LRs (1e-4, 3e-4, 1e-3, 3e-3) with
+    # losses (2.0, 2.5, 2.6, 2.7) and range [3e-4, 3e-3] score mean(0, 0.1, 0.2) = 0.10.
+    # Failed before the fix (finding 2): ℓ* = 2.0, from the LR outside the range, gave 0.60.
+    runs = pd.DataFrame({"lr": [1e-4, 3e-4, 1e-3, 3e-3], "loss": [2.0, 2.5, 2.6, 2.7],
+                         "init_loss": 5.0})  # fmt: skip
+    group = fit_lr_sensitivity(runs, group_by=(), lr_range=(3e-4, 3e-3)).groups[0]
+    assert group.sensitivity == pytest.approx(0.10)
+    assert group.ell_star == 2.5 and group.best_loss == 2.0 and group.coverage == "grid"
+
+
+def test_only_finished_runs_are_scored():
+    # Rule: a completed run with a non-finite loss and a still-running run are left out and
+    # named in the notes; only a run marked diverged scores ℓ0. Failed before the fix
+    # (finding 4): both were scored ℓ0 = 5.0, giving (0 + 0.5 + 3 + 3) / 4 = 1.625.
+    runs = pd.DataFrame({
+        "trial_id": ["a", "b", "c", "d"], "lr": [1e-3, 1e-2, 1e-1, 3e-1],
+        "loss": [2.0, 2.5, NAN, NAN], "init_loss": 5.0,
+        "status": ["completed", "completed", "completed", "running"],
+    })  # fmt: skip
+    fit = fit_lr_sensitivity(runs, group_by=(), lr_range=(1e-3, 1e-2))
+    group = fit.groups[0]
+    assert group.sensitivity == pytest.approx(0.25) and group.n_unfinished == 2
+    assert group.n_diverged == 0
+    assert any("2 run(s) not scored" in n and "c, d" in n for n in fit.notes)
+
+
+def test_sampled_lrs_are_integrated_over_log_lr():
+    # Rule: with LRs sampled mostly near the optimum (as TPE does), the score integrates the
+    # capped loss over ln η across [a, b], which matches the expectation of the true curve
+    # within 15 %, where the plain mean over the samples (the code before the fix, finding 12)
+    # is 47 % too low; the group says it was `sampled` and how much it covered.
+    # Truth: ℓ(η) = 3 + 0.15·ln²(η/3e-3) capped at ℓ0 = 5, on [3e-4, 3e-1]; no noise.
+    def curve(lr):
+        return np.minimum(3.0 + 0.15 * np.log(lr / 3e-3) ** 2, 5.0)
+
+    lrs = np.array([3e-4, 1.5e-3, 2e-3, 2.5e-3, 3e-3, 3.5e-3, 4.5e-3, 6e-3, 3e-2, 2.5e-1])
+    runs = pd.DataFrame({"lr": lrs, "loss": curve(lrs), "init_loss": 5.0})
+    group = fit_lr_sensitivity(runs, group_by=()).groups[0]
+    x = np.linspace(np.log(3e-4), np.log(3e-1), 20001)
+    truth = float(np.mean(curve(np.exp(x)))) - 3.0
+    plain_mean = float(np.mean(curve(lrs))) - 3.0
+    assert group.coverage == "sampled" and group.covered > 0.9
+    assert group.sensitivity == pytest.approx(truth, rel=0.15)
+    assert plain_mean < 0.6 * truth
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pytest
 from scipy.optimize import minimize
 
 from scalesweep.errors import UserError
+from scalesweep.fit.lbfgs import Prune, minimize_batch
 from scalesweep.fit.parametric import (
     compute_optimal,
     fit_arrays,
@@ -164,6 +165,91 @@ def test_diverged_and_failed_runs_are_counted_not_fitted(statuses):
     fit = fit_parametric(pd.concat([good, bad], ignore_index=True))
     alone = fit_parametric(good)
     assert fit.n_runs_excluded == len(statuses) and fit.n_points == len(good)
-    assert any(f"{len(statuses)} run(s) not fitted" in note for note in fit.notes)
+    for status in set(statuses):
+        count = statuses.count(status)
+        assert any(f"{count} run(s) not fitted, status {status}" in note for note in fit.notes)
     assert fit.to_dict()["n_runs_excluded"] == len(statuses)
     assert fit.objective == pytest.approx(alone.objective, rel=1e-9)
+
+
+def law_grid(*, extra_lrs: bool, seed: int = 5) -> pd.DataFrame:
+    """L = 1.8 + 400/N^0.34 + 2000/D^0.37 on a 6×6 (N, D) grid with 0.1 % noise, each cell
+    also holding, with `extra_lrs`, two runs at off-optimal LRs (+0.05 and +0.15 in loss)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in np.geomspace(1e7, 3e9, 6):
+        for d in np.geomspace(1e9, 1e12, 6):
+            loss = (1.8 + 400 / n**0.34 + 2000 / d**0.37) * np.exp(rng.normal(0, 1e-3))
+            rows.append((n, d, d, loss))
+            if extra_lrs:
+                rows += [(n, d, d * 1.004, loss + 0.05), (n, d, d * 1.008, loss + 0.15)]
+    return pd.DataFrame(rows, columns=["params", "planned.tokens", "tokens", "loss"])
+
+
+def test_default_fits_the_best_run_per_cell():
+    # Rule: by default Approach 3 fits the best run of each planned (N, D) cell, so runs at
+    # off-optimal LRs change nothing (E within 0.005 of the fit without them); --all-runs fits
+    # every run and says so. Failed before the fix (finding 11): every run was fitted and the
+    # off-optimal rows moved E by ~0.08.
+    clean = fit_parametric(law_grid(extra_lrs=False))
+    fit = fit_parametric(law_grid(extra_lrs=True))
+    everything = fit_parametric(law_grid(extra_lrs=True), all_runs=True)
+    assert fit.n_points == 36 and pytest.approx(clean.E, abs=0.005) == fit.E
+    assert "best run per (N, D) cell: 36 cells from 108" in fit.basis.runs
+    assert everything.n_points == 108 and abs(everything.E - clean.E) > 0.03
+    assert "--all-runs" in everything.basis.runs
+
+
+def kaplan_runs() -> pd.DataFrame:
+    """A sweep that counts FLOPs as Kaplan does (C = 6·N_nonembed·D), with a loss law in the
+    non-embedding N; embeddings (2·50000·width) dwarf the small models' other weights."""
+    rows = []
+    for width in (128, 192, 256, 384, 512, 768):
+        nonembed = 12 * 4 * width**2
+        for d in np.geomspace(1e8, 1e11, 6):
+            loss = 1.8 + 400 / nonembed**0.34 + 2000 / d**0.37
+            rows.append((nonembed + 2 * 50000 * width, nonembed, d, 6 * nonembed * d, loss))
+    frame = pd.DataFrame(rows, columns=["params", "params_nonembed", "tokens", "flops", "loss"])
+    return frame.assign(**{"train.flop_counting": "kaplan"})
+
+
+def test_n_follows_the_runs_flop_convention():
+    # Rule: with train.flop_counting = kaplan the fit's N is params_nonembed (the law is
+    # recovered), the basis says so, --n-col overrides, and a prediction spends C as the runs
+    # count it (6·N_nonembed·D = C). Failed before the fix (finding 7): N was the total count.
+    fit = fit_parametric(kaplan_runs())
+    assert fit.alpha == pytest.approx(0.34, abs=0.005) and fit.beta == pytest.approx(
+        0.37, abs=0.005
+    )
+    assert "params_nonembed" in fit.basis.n and fit.basis.flop_counting == "kaplan"
+    best = compute_optimal(fit, 1e20)
+    assert 6 * best.n_opt * best.d_opt == pytest.approx(1e20, rel=1e-6)
+    assert best.to_dict()["flop_counting"] == "kaplan"
+    total = fit_parametric(kaplan_runs(), n_col="params")
+    assert "--n-col" in total.basis.n and abs(total.alpha - 0.34) > 0.05
+
+
+def test_mixed_flop_conventions_are_refused():
+    # Rule: runs counted under two conventions cannot share one fit: UserError naming the column.
+    runs = kaplan_runs()
+    runs.loc[0, "train.flop_counting"] = "6N"
+    with pytest.raises(UserError, match=r"train\.flop_counting"):
+        fit_parametric(runs)
+
+
+def test_pruning_stragglers_keeps_the_best_optimum():
+    # Rule: `Prune` stops only starts above the best objective by more than its tolerance, and
+    # the best end point is the one found without pruning (on 300 starts of the grid).
+    frame = chinchilla_runs()
+    n, c, loss = (frame[k].to_numpy() for k in ("params", "flops", "loss"))
+    log_n, log_d, log_l = np.log(n), np.log(c / (6 * n)), np.log(loss)
+    starts = start_grid()[np.random.default_rng(2).choice(4500, 300, replace=False)]
+
+    def batch(x, rows):
+        return huber_objective(x, log_n, log_d, log_l)
+
+    plain = minimize_batch(batch, starts)
+    pruned = minimize_batch(batch, starts, prune=Prune(active_fraction=0.05))
+    assert pruned.pruned.sum() > 0 and not plain.pruned.any()
+    assert np.nanmin(pruned.fun) == pytest.approx(np.nanmin(plain.fun), rel=1e-9)
+    assert (pruned.fun[pruned.pruned] > np.nanmin(pruned.fun) * (1 + 1e-3)).all()

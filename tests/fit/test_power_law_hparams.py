@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,36 @@ def test_step_law_data_interval_contains_published_exponent(law, name, published
     fit = getattr(fit_hparams(runs), law)
     low, high = fit.ci[name]
     assert low < published < high
+
+
+def batch_size_sweep(*, planned: bool) -> pd.DataFrame:
+    """LR × batch-size runs at planned (N, D) cells as a sweep records them: `planned.tokens`
+    is the plan, `tokens` the trained tokens, ceil(D / (bs·seq))·bs·seq at seq 256, different
+    for every batch size. Truth: η_opt = 1e-2·(N/1e6)^-0.5·(D/2e6)^0.2 and B_opt = 32 in
+    every cell (γ = 0); loss = 3 + 0.05·ln²(η/η_opt) + 0.03·ln²(bs/32), no noise."""
+    rows = []
+    for n in (1e6, 3e6, 1e7):
+        for d in (2e6, 8e6, 3.2e7):
+            lr_opt = 1e-2 * (n / 1e6) ** -0.5 * (d / 2e6) ** 0.2
+            for bs in (16, 32, 64, 128):
+                trained = math.ceil(d / (bs * 256)) * bs * 256
+                for lr in lr_opt * 2.0 ** np.arange(-2, 3):
+                    loss = 3 + 0.05 * np.log(lr / lr_opt) ** 2 + 0.03 * np.log(bs / 32) ** 2
+                    rows.append((n, d, trained, lr, bs, loss))
+    frame = pd.DataFrame(rows, columns=["params", "planned.tokens", "tokens", "lr", "bs", "loss"])
+    return frame if planned else frame.drop(columns="planned.tokens")
+
+
+@pytest.mark.parametrize("planned", [True, False])
+def test_hparams_cells_are_the_planned_budgets(planned):
+    # Rule: a cell is the planned (N, D) (`planned.tokens`, else trained tokens within 10 %),
+    # the optimum is joint over LR × batch size in it, so B_opt = 32 in all 9 cells, γ = 0 and
+    # the LR law is exact. Failed before the fix (finding 1): cells keyed on trained tokens held
+    # one batch size each (36 cells) and γ came out 0.26-ish instead of 0.
+    fit = fit_hparams(batch_size_sweep(planned=planned))
+    assert len(fit.cells) == 9 and (fit.cells["bs"] == 32).all()
+    assert fit.bs_law.exponents["tokens"] == pytest.approx(0.0, abs=1e-9)
+    assert fit.lr_law.exponents["params"] == pytest.approx(-0.5, abs=1e-9)
+    # Without the plan, a cell's D is its trained tokens' geometric mean (≤ 1.6 % above plan).
+    assert fit.lr_law.exponents["tokens"] == pytest.approx(0.2, abs=1e-9 if planned else 0.005)
+    assert "planned.tokens" in fit.basis.runs if planned else "within 10 %" in fit.basis.runs

@@ -1,0 +1,79 @@
+"""Chinchilla Approach 1: compute-optimal N from the lower envelope of training curves.
+
+Hoffmann et al. 2022, Section 3.1: on a log-spaced FLOP grid, each run's loss is interpolated
+(log-log) where its curve covers the grid point; the run with the lowest loss there is on the
+envelope, and N_opt ∝ C^a is fitted (statsmodels OLS in log-log) over the grid points that at
+least two sizes cover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scalesweep.errors import UserError
+from scalesweep.fit.regression import LogLogFit, loglog_ols
+from scalesweep.fit.runs import finite_or_none
+
+
+@dataclass(frozen=True)
+class EnvelopeFit:
+    """Chinchilla Approach 1: N_opt(C) from the lower envelope of the training curves."""
+
+    a: float
+    """N_opt exponent."""
+    a_ci: tuple[float | None, float | None]
+    """OLS confidence interval of a."""
+    n_law: LogLogFit
+    """The fit of the envelope's N against C."""
+    points: pd.DataFrame = field(repr=False, compare=False)
+    """flops, n_opt (the size on the envelope), loss, per FLOP grid point."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": finite_or_none(self.a),
+            "a_ci": [finite_or_none(x) for x in self.a_ci],
+            "n_points": self.n_law.n_points,
+            "points": [
+                {k: finite_or_none(v) for k, v in row.items()}
+                for row in self.points.to_dict(orient="records")
+            ],
+        }
+
+
+def fit_envelope(curves: pd.DataFrame, *, n_grid: int = 40, level: float = 0.95) -> EnvelopeFit:
+    """Approach 1 (Hoffmann et al. 2022, Section 3.1): on a log-spaced FLOP grid, each run's
+    loss is interpolated (log-log) where its curve covers the grid point; the run with the
+    lowest loss there is on the envelope. Fits N_opt ∝ C^a over grid points that at least two
+    sizes cover. `curves`: one row per logged step with run_id, params, flops, loss."""
+    for column in ("run_id", "params", "flops", "loss"):
+        if column not in curves.columns:
+            raise UserError(f"isoflop Approach 1 needs per-step curves with column `{column}`")
+    clean = curves[(curves["flops"] > 0) & (curves["loss"] > 0) & np.isfinite(curves["loss"])]
+    if clean["params"].nunique() < 2:
+        raise UserError("isoflop Approach 1 needs training curves of at least 2 sizes")
+    grid = np.geomspace(clean["flops"].min(), clean["flops"].max(), n_grid)
+    table = np.full((clean["run_id"].nunique(), n_grid), np.nan)
+    sizes = []
+    for i, (_, run) in enumerate(clean.sort_values("flops").groupby("run_id")):
+        lf, ll = np.log(run["flops"].to_numpy()), np.log(run["loss"].to_numpy())
+        inside = (grid >= run["flops"].min()) & (grid <= run["flops"].max())
+        table[i, inside] = np.exp(np.interp(np.log(grid[inside]), lf, ll))
+        sizes.append(float(run["params"].iloc[0]))
+    size_arr = np.array(sizes)
+    rows = []
+    for j, c in enumerate(grid):
+        col = table[:, j]
+        covered = np.isfinite(col)
+        if np.unique(size_arr[covered]).size < 2:
+            continue
+        best = int(np.nanargmin(col))
+        rows.append({"flops": float(c), "n_opt": size_arr[best], "loss": float(col[best])})
+    points = pd.DataFrame(rows, columns=["flops", "n_opt", "loss"])
+    if points["n_opt"].nunique() < 2:
+        raise UserError("isoflop Approach 1: the envelope never changes size; no exponent to fit")
+    law = loglog_ols(points["flops"].to_numpy(), points["n_opt"].to_numpy(), level=level)
+    return EnvelopeFit(law.exponent, law.ci, law, points)
