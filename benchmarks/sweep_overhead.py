@@ -1,17 +1,19 @@
-"""What Ray Tune + Ray Train + MLflow cost on top of the training itself.
+"""What Ray Tune + Ray Train + MLflow cost on top of the training itself, on both trial paths.
 
-Measured in one run, on the same machine:
-1. `direct`: the same K trials run one after another through `scalesweep.train.train`.
-2. `sweep, 1 at a time`: the K trials as a sweep with max_concurrent_trials=1. The overhead
-   ratio is this wall time over (1); (this − direct) / K is the cost of starting a trial.
-3. `sweep, packed`: the K trials with every trial running at once (CPU: one core each; GPU:
-   a 1/K fraction each), against (1): how much packing small trials buys.
-4. Per-report cost: one trial reporting every step against one reporting twice, divided by
-   the extra reports.
+Measured in one run, on the same machine, for the same K trials (one LR each):
+1. `direct`: the K trials one after another through `scalesweep.train.train`, on as many
+   threads as a trial gets.
+2. `sweep, in place`: the K trials as a sweep, one at a time, each training inside its Tune
+   trial process (workers_per_trial 1). The overhead ratio is this wall time over (1);
+   (this − direct) / K is what starting a trial costs on this path.
+3. `direct, 2 micro-batches` and `sweep, distributed`: the same trials as 2 gloo ranks through
+   Ray Train (workers_per_trial 2), against one process accumulating the ranks' two
+   micro-batches (the same windows): the start cost of a Ray Train worker group.
+4. `--packed`: the K trials all at once (GPU: a 1/K fraction of it each), against (1).
 
-    python benchmarks/sweep_overhead.py                      # CPU, tiny trials
+    python benchmarks/sweep_overhead.py                      # CPU, tiny trials, both paths
     python benchmarks/sweep_overhead.py --device cuda --trials 8 --width 256 --depth 4 \
-        --steps 600 --seq-len 256 --batch-size 32            # GPU packing, 8 small trials
+        --steps 600 --seq-len 256 --batch-size 32 --packed   # GPU packing, 8 small trials
 """
 
 from __future__ import annotations
@@ -48,12 +50,12 @@ def sweep_raw(args: argparse.Namespace, name: str, root: Path, **overrides: Any)
             "log_every": 10,
             "device": args.device,
         },
-        "resources": {"cpus_per_worker": 1, "gpus_per_worker": gpus, "max_concurrent_trials": 1},
+        "resources": {"gpus_per_worker": gpus, "max_concurrent_trials": 1},
         "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "log_every_s": 5},
     }
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
-        raw[section][key] = value
+        raw.setdefault(section, {})[key] = value
     return raw
 
 
@@ -72,10 +74,13 @@ def time_sweep(raw: dict[str, Any]) -> float:
     return elapsed
 
 
-def time_direct(raw: dict[str, Any]) -> float:
+def time_direct(raw: dict[str, Any], *, threads: int) -> float:
+    import torch
+
     from scalesweep.experiment import parse_experiment
     from scalesweep.train import train
 
+    torch.set_num_threads(threads)
     experiment = parse_experiment(raw)
     start = time.perf_counter()
     for lr in experiment.spaces["optim.lr"].grid_values():
@@ -92,12 +97,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument(
-        "--report-steps",
-        type=int,
-        default=60,
-        help="steps of the per-report-cost trial (it reports every step)",
-    )
+    parser.add_argument("--packed", action="store_true", help="also time all K trials at once")
     args = parser.parse_args()
 
     import ray
@@ -106,37 +106,42 @@ def main() -> None:
 
     os.environ.setdefault("SCALESWEEP_CACHE_DIR", tempfile.mkdtemp())
     cpus = os.cpu_count() or 2
-    ray.init(
-        num_cpus=max(cpus, args.trials) if args.device == "cpu" else cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    rows: list[tuple[str, str, str]] = []
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    cpus_per_trial = cpus if args.device == "cpu" else 1
+    in_place = {"resources.cpus_per_worker": cpus_per_trial}
+    distributed = {"resources.workers_per_trial": 2, "resources.cpus_per_worker": cpus / 2 - 0.01,
+                   "train.micro_batch_size": args.batch_size // 2}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        direct = time_direct(sweep_raw(args, "direct", root))
-        serial = time_sweep(sweep_raw(args, "serial", root))
-        packed_overrides: dict[str, Any] = {"resources.max_concurrent_trials": args.trials}
-        if args.device == "cuda":
-            packed_overrides["resources.gpus_per_worker"] = round(1 / args.trials, 4)
-        packed = time_sweep(sweep_raw(args, "packed", root, **packed_overrides))
-        one = {"optim.lr": 3e-3, "train.steps": args.report_steps}
-        few = time_sweep(
-            sweep_raw(args, "few_reports", root, **one, **{"train.eval_every": args.report_steps})
+        direct = time_direct(sweep_raw(args, "direct", root), threads=cpus_per_trial)
+        serial = time_sweep(sweep_raw(args, "in_place", root, **in_place))
+        accumulated = time_direct(
+            sweep_raw(args, "direct2", root, **{"train.micro_batch_size": args.batch_size // 2}),
+            threads=cpus_per_trial,
         )
-        many = time_sweep(sweep_raw(args, "many_reports", root, **one, **{"train.eval_every": 1}))
-    per_report = (many - few) / (args.report_steps - 1)
+        ddp = time_sweep(sweep_raw(args, "distributed", root, **distributed))
+        packed = None
+        if args.packed:
+            overrides: dict[str, Any] = {"resources.max_concurrent_trials": args.trials}
+            if args.device == "cuda":
+                overrides["resources.gpus_per_worker"] = round(1 / args.trials, 4)
+            packed = time_sweep(sweep_raw(args, "packed", root, **overrides))
+    k = args.trials
     rows = [
         ("direct: K trials through train(), one after another", f"{direct:.1f} s", "1.00"),
-        ("sweep, one trial at a time", f"{serial:.1f} s", f"{serial / direct:.2f}"),
-        ("sweep, all K trials at once", f"{packed:.1f} s", f"{packed / direct:.2f}"),
-        (
-            "trial start cost: (serial sweep − direct) / K",
-            f"{(serial - direct) / args.trials:.1f} s",
-            "",
-        ),
-        ("cost of one ray.train.report (eval every step vs twice)", f"{per_report:.3f} s", ""),
-    ]
+        ("sweep, in place (a trial in its Tune process), one at a time", f"{serial:.1f} s",
+         f"{serial / direct:.2f}"),
+        ("  start cost per trial, in place: (sweep − direct) / K",
+         f"{(serial - direct) / k:.2f} s", ""),
+        ("direct, 2 micro-batches a step (the windows of 2 ranks)", f"{accumulated:.1f} s",
+         f"{accumulated / direct:.2f}"),
+        ("sweep, distributed (2 gloo ranks through Ray Train), one at a time", f"{ddp:.1f} s",
+         f"{ddp / direct:.2f}"),
+        ("  start cost per trial, distributed: (sweep − direct 2 micro) / K",
+         f"{(ddp - accumulated) / k:.2f} s", ""),
+    ]  # fmt: skip
+    if packed is not None:
+        rows.append(("sweep, all K trials at once", f"{packed:.1f} s", f"{packed / direct:.2f}"))
     table = Table(
         title=f"sweep overhead: K={args.trials} trials of width {args.width}, depth "
         f"{args.depth}, {args.steps} steps on {args.device}"

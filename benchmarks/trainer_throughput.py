@@ -82,12 +82,17 @@ class Throughput(Callback):
         return (last_step - first_step) * self.tokens_per_step / (last_time - first_time)
 
 
-def ours(case: Case, *, log_every: int, warmup: int) -> float:
+def ours(case: Case, *, log_every: int, warmup: int, noise: bool = True) -> float:
     from scalesweep.train import train
 
     tokens_per_step = case.batch_size * case.model["seq_len"]
     meter = Throughput(warmup, tokens_per_step, cuda=case.device == "cuda")
-    train(experiment(case, log_every=log_every), callbacks=[meter])
+    config = experiment(case, log_every=log_every)
+    if not noise:
+        config = config.model_copy(
+            update={"train": config.train.model_copy(update={"grad_noise_scale": False})}
+        )
+    train(config, callbacks=[meter])
     return meter.tokens_per_s()
 
 
@@ -162,16 +167,13 @@ def main() -> None:
 
     os.environ.setdefault("SCALESWEEP_CACHE_DIR", tempfile.mkdtemp())
     torch.set_num_threads(os.cpu_count() or 1)
+    tiny = {"width": 128, "depth": 2, "head_dim": 32, "seq_len": 128}
     cases = [
-        Case(
-            "tiny (w128 d2 T128), CPU fp32",
-            {"width": 128, "depth": 2, "head_dim": 32, "seq_len": 128},
-            batch_size=16,
-            micro_batch_size=16,
-            steps=80,
-            device="cpu",
-        )
-    ]
+        Case("tiny (w128 d2 T128), CPU fp32", tiny, batch_size=16, micro_batch_size=16,
+             steps=80, device="cpu"),
+        Case("tiny, 2 micro-batches (noise scale measured)", tiny, batch_size=16,
+             micro_batch_size=8, steps=80, device="cpu"),
+    ]  # fmt: skip
     if args.gpu:
         gpt2 = {"width": 768, "depth": 12, "head_dim": 64, "seq_len": 1024, "vocab_size": 50304}
         for compiled in (False, True):
@@ -194,12 +196,16 @@ def main() -> None:
         "ours / plain",
         "MFU (ours)",
         "diag every step / default",
+        "noise scale on / off",
     ):
         table.add_column(column, justify="left" if column == "case" else "right")
     for case in cases:
         base = plain(case, warmup=args.warmup)
         default = ours(case, log_every=10, warmup=args.warmup)
         every = ours(case, log_every=1, warmup=args.warmup)
+        noise = "-"  # one batch size: nothing to measure
+        if case.micro_batch_size < case.batch_size:
+            noise = f"{default / ours(case, log_every=10, warmup=args.warmup, noise=False):.3f}"
         table.add_row(
             case.name,
             f"{base:,.0f}",
@@ -207,6 +213,7 @@ def main() -> None:
             f"{default / base:.3f}",
             mfu(case, default),
             f"{every / default:.3f}",
+            noise,
         )
     Console(width=120).print(table)
     if torch.cuda.is_available():

@@ -239,3 +239,13 @@ def test_noise_meter_measures_the_first_micro_batch_gradient():
     assert big == pytest.approx(direct_big, rel=1e-5)
     assert trainer.noise.small_tokens == 2 * 32 and trainer.noise.big_tokens == 8 * 32
     assert torch.is_tensor(trainer.noise.small_sq)
+
+
+def test_last_finite_loss_is_kept_when_the_first_logged_loss_is_already_too_high():
+    # Rule: a run that diverges at its first logged step still reports that (finite) loss as
+    # last_finite_loss; before, it was only kept while under ℓ0 + margin, so it was missing.
+    summary = train(config(optim={"lr": 50.0}, schedule={"warmup": 0.0},
+                           train={"log_every": 1, "divergence_margin": 0.0}))  # fmt: skip
+    assert summary.status == "diverged" and summary.diverged_step == 1
+    assert summary.last_finite_loss is not None and math.isfinite(summary.last_finite_loss)
+    assert summary.last_finite_loss > summary.init_loss

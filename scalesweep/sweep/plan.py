@@ -19,7 +19,7 @@ from scalesweep.branches import Branch, cooldown_flops, plan_branch
 from scalesweep.config import BranchesConfig, ExperimentConfig, total_steps
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment, set_dotted
-from scalesweep.flops import count_params, flops_per_token
+from scalesweep.flops import count_params, flops_per_token, paired_params
 
 # Short names for the keys that most often differ between trials, for readable trial names.
 SHORT_NAMES = {
@@ -122,6 +122,18 @@ def _vocab_size(config: ExperimentConfig) -> int:
     return model_vocab(config.model.vocab_size, data_vocab, config.data.path)
 
 
+def _check_batch_splits(config: ExperimentConfig) -> None:
+    """The batch must split into the trial's ranks × micro-batches (else every rank would find
+    out, and fail, only once the trial started)."""
+    ranks, batch = config.resources.workers_per_trial, config.train.batch_size
+    micro = config.train.micro_batch_size or batch // ranks
+    if batch % ranks or micro == 0 or (batch // ranks) % micro:
+        raise UserError(
+            f"train.batch_size: got {batch}, which does not split into "
+            f"resources.workers_per_trial={ranks} ranks × micro-batches of {micro or 'none'}"
+        )
+
+
 def planned_params(config: ExperimentConfig, budget: float | None) -> dict[str, Any]:
     """The plan's intent as params: the token budget D, and the FLOP budget C of an isoFLOP
     trial. Fits group runs by these, not by the whole steps each batch size rounds to."""
@@ -162,8 +174,8 @@ def _budget_cells(experiment: Experiment, vocab: int, notes: list[str]) -> list[
             raise UserError(f"budget.shapes[{i}]: {error}") from None
         per_token = flops_per_token(model, convention, vocab)
         tokens = round(c / per_token)
-        params = count_params(model, vocab).total
-        ratio = tokens / params
+        # tokens per parameter in the N the convention counts (C ≈ 6·N·D)
+        ratio = tokens / paired_params(count_params(model, vocab), convention)
         low, high = budget.min_tokens_per_param, budget.max_tokens_per_param
         if (low is not None and ratio < low) or (high is not None and ratio > high):
             notes.append(
@@ -237,6 +249,7 @@ def plan(experiment: Experiment) -> Plan:
         budget = budget_cell.pop("_budget", None) if budget_cell else None
         cell = {**point, **budget_cell}
         resolved = experiment.resolve({**probe, **cell})
+        _check_batch_splits(resolved)
         steps = total_steps(resolved)
         tokens = steps * resolved.train.batch_size * resolved.model.seq_len
         per_token = flops_per_token(resolved.model, resolved.train.flop_counting, vocab)

@@ -84,6 +84,11 @@ def cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
             s("micro", train={"batch_size": 6, "micro_batch_size": 4}),
             "micro_batch_size",
         ),
+        (
+            "batch vs ranks",
+            s("ranks", train={"batch_size": 3}, resources={"workers_per_trial": 2}),
+            "workers_per_trial=2",
+        ),
         ("TPE without sampled keys", s("tpe", search={"algorithm": "tpe"}), "search.algorithm"),
         (
             "empty budget shapes",
@@ -166,4 +171,5 @@ def test_every_bad_input_exits_2_naming_the_culprit_before_ray_starts(tmp_path, 
     ]
     assert not wrong, "\n".join(wrong)
     assert not report["ray_started"]
+    assert not (tmp_path / "x.db").exists()  # reading a missing store does not create it
     assert len(report["results"]) >= 35
