@@ -14,33 +14,15 @@ import numpy as np
 
 from scalesweep.fit.batch_size import CriticalBatchFit, LevelFit
 from scalesweep.fit.kaplan import KaplanFit, N
+from scalesweep.fit.plots import figure, plain_ticks, save
 
 MAX_PANELS = 4
 """Contour panels per figure: the first groups (smallest models) when there are more."""
 
 
 def _figure(ncols: int = 1) -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5.5 * ncols, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure, np.atleast_1d(figure.subplots(1, ncols))
-
-
-def _save(figure: Any, out: Path, name: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    figure.savefig(path, dpi=120)
-    return path
-
-
-def _plain(axis: Any) -> None:
-    """Plain numbers on a log axis that spans less than a decade (losses)."""
-    from matplotlib.ticker import ScalarFormatter
-
-    axis.set_major_formatter(ScalarFormatter())
-    axis.set_minor_formatter(ScalarFormatter())
+    fig, axes = figure(ncols)
+    return fig, np.atleast_1d(axes)
 
 
 def _label(group: dict[str, Any]) -> str:
@@ -79,7 +61,7 @@ def critical_batch_contours(fit: CriticalBatchFit, out: Path) -> Path:
         low, high = min(lv.loss for lv in mine), max(lv.loss for lv in mine)
         ax.set_title(f"{_label(dict(key))}: L from {high:.3g} (dark) to {low:.3g}", fontsize=9)
     figure.suptitle("Steps and tokens to reach each loss; *: knee at B_crit = E_min/S_min")
-    return _save(figure, out, "critical_batch_contours.png")
+    return save(figure, out, "critical_batch_contours.png")
 
 
 def critical_batch_law(fit: CriticalBatchFit, out: Path) -> Path:
@@ -111,11 +93,11 @@ def critical_batch_law(fit: CriticalBatchFit, out: Path) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("loss L")
-    _plain(ax.xaxis)
+    plain_ticks(ax.xaxis)
     ax.set_ylabel("B_crit (tokens)")
     ax.set_title(f"B_crit(L) = B*·L^(−1/α_B); x: not used; CI: {fit.interval}", fontsize=8)
     ax.legend(fontsize=7)
-    return _save(figure, out, "critical_batch_law.png")
+    return save(figure, out, "critical_batch_law.png")
 
 
 def kaplan_law(fit: KaplanFit, out: Path) -> Path:
@@ -137,4 +119,4 @@ def kaplan_law(fit: KaplanFit, out: Path) -> Path:
         fontsize=9,
     )
     ax.legend(fontsize=7)
-    return _save(figure, out, f"{fit.kind.replace('-', '_')}.png")
+    return save(figure, out, f"{fit.kind.replace('-', '_')}.png")

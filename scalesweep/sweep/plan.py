@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from scalesweep import metrics as m
 from scalesweep.branches import Branch, cooldown_flops, plan_branch
 from scalesweep.config import BranchesConfig, ExperimentConfig, total_steps
@@ -170,8 +172,9 @@ def _budget_cells(experiment: Experiment, vocab: int, notes: list[str]) -> list[
                 update={k.removeprefix("model."): v for k, v in shape_keys.items()}
             )
             model = type(model).model_validate(model.model_dump())
-        except ValueError as error:
-            raise UserError(f"budget.shapes[{i}]: {error}") from None
+        except ValidationError as error:  # the model's rule, named for this shape
+            rule = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+            raise UserError(f"budget.shapes[{i}] {shape.model_dump()}: {rule}") from None
         per_token = flops_per_token(model, convention, vocab)
         tokens = round(c / per_token)
         # tokens per parameter in the N the convention counts (C ≈ 6·N·D)
