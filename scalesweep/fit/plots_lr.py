@@ -213,7 +213,8 @@ def diagnostics_curves(fit: DiagnosticsFit, out: Path) -> Path:
         lo, hi = float(completed.min()), float(completed.max())
         pad = max(0.5 * (hi - lo), 0.5)
         axes[1, 0].set_ylim(lo - pad, hi + pad)
-    axes[0, -1].legend(fontsize=7, title="learning rate", loc="upper left")
+    if axes[0, -1].get_legend_handles_labels()[0]:  # the last panel may have no run
+        axes[0, -1].legend(fontsize=7, title="learning rate", loc="upper left")
     axes[0, 0].set_ylabel("largest attention logit")
     axes[1, 0].set_ylabel("output log Z (mean over tokens)")
     fig.suptitle("Training diagnostics against step (Wortsman et al. 2023, §3.1)")
