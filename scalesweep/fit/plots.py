@@ -16,6 +16,7 @@ import numpy as np
 from scalesweep.fit.isoflop import IsoflopFit
 from scalesweep.fit.parametric import ParametricFit, compute_optimal_arrays
 from scalesweep.fit.power_law import PowerLawFit
+from scalesweep.fit.profiles import akima_profile
 from scalesweep.fit.regression import LogLogFit
 
 
@@ -75,6 +76,10 @@ def isoflop_curves(fit: IsoflopFit, out: Path) -> Path:
             lo, hi = budget.fit_range
             in_window += [x for n, x in zip(budget.sizes, budget.losses, strict=True)
                           if lo <= n <= hi]  # fmt: skip
+        elif fit.method == "akima" and len(budget.sizes) >= 3:
+            log_n, log_loss = akima_profile(np.log(budget.sizes), np.array(budget.losses))
+            ax.plot(np.exp(log_n), np.exp(log_loss), "-", color=color, lw=1)
+            in_window += list(budget.losses)
         if not budget.excluded and budget.n_opt is not None:
             ax.plot([budget.n_opt], [budget.loss_opt], "*", color="red", ms=10, mec="black")
     losses = [x for b in fit.budgets for x in b.losses]

@@ -109,15 +109,20 @@ def _excluded(common: dict[str, Any], reason: str) -> BudgetFit:
     return BudgetFit(**common, n_opt=None, d_opt=None, loss_opt=None, excluded=True, reason=reason)
 
 
-def _akima_minimum(x: np.ndarray, losses: np.ndarray) -> tuple[float, float] | str:
-    """(ln N_opt, L_opt) of the Akima interpolant of ln L over ln N, on Porian et al.'s grid of
-    25 points per interval, or why there is none. An interpolant that dips below the lowest
-    sampled loss by more than the profile's whole range is not trusted (two sizes almost equal
-    with different losses give it a huge slope)."""
+def akima_profile(x: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ln N, ln L) of the Akima interpolant of ln L over ln N (`x`), on Porian et al.'s grid of
+    25 points per interval between the sampled sizes."""
     from scipy.interpolate import Akima1DInterpolator
 
     fine = np.linspace(x[0], x[-1], (len(x) - 1) * 25)
-    log_loss = Akima1DInterpolator(x, np.log(losses))(fine)
+    return fine, Akima1DInterpolator(x, np.log(losses))(fine)
+
+
+def _akima_minimum(x: np.ndarray, losses: np.ndarray) -> tuple[float, float] | str:
+    """(ln N_opt, L_opt) of the Akima interpolant, or why there is none. An interpolant that
+    dips below the lowest sampled loss by more than the profile's whole range is not trusted
+    (two sizes almost equal with different losses give it a huge slope)."""
+    fine, log_loss = akima_profile(x, losses)
     j = int(np.argmin(log_loss))
     if j in (0, len(fine) - 1):
         return "interpolated minimum at the edge"
