@@ -50,6 +50,9 @@ class RunDiagnostics:
     """Largest |log Z| of the output softmax over the logged steps."""
     n_steps: int
     """Logged steps read."""
+    grad_noise_scale: float | None = None
+    """The gradient noise scale B_simple, in tokens, at the run's last logged step (McCandlish
+    et al. 2018; logged when the run had two batch sizes: micro-batches or ranks)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +63,7 @@ class RunDiagnostics:
             "attn_logit_max": finite_or_none(self.attn_logit_max),
             "output_logz_absmax": finite_or_none(self.output_logz_absmax),
             "n_steps": self.n_steps,
+            "grad_noise_scale": finite_or_none(self.grad_noise_scale),
         }
 
 
@@ -93,10 +97,15 @@ def _extreme(values: pd.Series, *, absolute: bool) -> float | None:
 
 
 def fit_diagnostics(
-    runs: pd.DataFrame, curves: pd.DataFrame, *, group_by: Sequence[str] | None = None
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    *,
+    group_by: Sequence[str] | None = None,
+    noise: pd.DataFrame | None = None,
 ) -> DiagnosticsFit:
     """Per-run largest attention logit and |log Z| from `curves` (`run_id, step` and the two
-    metric columns), joined to `runs` (`run_id, lr`, status, group columns) on `run_id`.
+    metric columns), joined to `runs` (`run_id, lr`, status, group columns) on `run_id`;
+    `noise` (`run_id, step, train/grad_noise_scale`) adds each run's last noise scale.
 
     Example:
         >>> runs = pd.DataFrame({"run_id": ["a", "b"], "trial_id": ["t0", "t1"],
@@ -124,6 +133,10 @@ def fit_diagnostics(
     joined = joined.merge(info, on="run_id", how="inner").sort_values([*groups, "lr", "step"])
     if joined.empty:
         raise UserError("diagnostics: no run logged train/attn_logit_max and train/output_logz")
+    last_noise: dict[Any, float] = {}
+    if noise is not None and not noise.empty:
+        ordered = noise.sort_values("step").groupby("run_id")[m.GRAD_NOISE_SCALE]
+        last_noise = {k: float(v) for k, v in ordered.last().items()}
     results = []
     for run_id, rows in joined.groupby("run_id", sort=False):
         first = rows.iloc[0]
@@ -136,6 +149,7 @@ def fit_diagnostics(
                 attn_logit_max=_extreme(rows[m.ATTN_LOGIT_MAX], absolute=False),
                 output_logz_absmax=_extreme(rows[m.OUTPUT_LOGZ], absolute=True),
                 n_steps=len(rows),
+                grad_noise_scale=last_noise.get(run_id),
             )
         )
     without = sorted(set(runs["run_id"]) - set(joined["run_id"]))

@@ -60,7 +60,8 @@ def diagnostics_fit(data: FitData, options: FitOptions) -> Any:
             f"diagnostics needs the per-step curves {list(KEYS)}: an MLflow sweep has them, "
             "a CSV or Parquet runs table does not"
         )
-    return fit_diagnostics(data.runs, curves, group_by=options.group_by)
+    noise = data.curves(m.GRAD_NOISE_SCALE)
+    return fit_diagnostics(data.runs, curves, group_by=options.group_by, noise=noise)
 
 
 def diagnostics_summary(fit: Mapping[str, Any]) -> Lines:
@@ -79,7 +80,7 @@ def diagnostics_summary(fit: Mapping[str, Any]) -> Lines:
 def diagnostics_section(fit: Mapping[str, Any]) -> Lines:
     from scalesweep.fit.diagnostics import markdown_table
 
-    return [
+    lines = [
         f"Read from the per-step curves `{m.ATTN_LOGIT_MAX}` (the largest pre-softmax attention "
         f"logit) and `{m.OUTPUT_LOGZ}` (the mean log Z of the output softmax) of "
         f"{len(fit['runs'])} runs. Without qk-layernorm the attention logits grow by orders of "
@@ -89,6 +90,16 @@ def diagnostics_section(fit: Mapping[str, Any]) -> Lines:
         "",
         *markdown_table(fit, "output_logz_absmax"),
     ]
+    if any(r.get("grad_noise_scale") is not None for r in fit["runs"]):
+        lines += [
+            "",
+            f"The gradient noise scale `{m.GRAD_NOISE_SCALE}` at each run's last logged step "
+            "(B_simple = tr(Σ)/|G|² in tokens, McCandlish et al. 2018): a batch size well below "
+            "it wastes steps, one well above it wastes tokens.",
+            "",
+            *markdown_table(fit, "grad_noise_scale"),
+        ]
+    return lines
 
 
 def diagnostics_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:

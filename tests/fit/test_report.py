@@ -203,6 +203,26 @@ def test_diagnostics_extremes_ignore_non_finite_values_and_note_runs_without_cur
     assert fit.notes and "1 run(s) without curves" in fit.notes[0]
 
 
+def test_diagnostics_report_the_last_noise_scale_of_runs_that_logged_one():
+    # Rule: the gradient noise scale is a training diagnostic: each run's value at its last
+    # logged step is in the fit (None for a run with one batch size) and, when any run has
+    # one, the report section has a table of it per group and LR.
+    from scalesweep.fit.views import diagnostics_section
+
+    runs = pd.DataFrame({"run_id": ["a", "b"], "lr": [0.1, 1.0], m.STATUS: [m.COMPLETED] * 2})
+    curves = pd.DataFrame({"run_id": ["a", "b"], "step": [10, 10],
+                           m.ATTN_LOGIT_MAX: [2.0, 5.0], m.OUTPUT_LOGZ: [1.0, 2.0]})  # fmt: skip
+    noise = pd.DataFrame({"run_id": ["a", "a"], "step": [20, 10],
+                          m.GRAD_NOISE_SCALE: [900.0, 300.0]})  # fmt: skip
+    fit = fit_diagnostics(runs, curves, noise=noise)
+    assert {r.lr: r.grad_noise_scale for r in fit.runs} == {0.1: 900.0, 1.0: None}
+    section = "\n".join(diagnostics_section(fit.to_dict()))
+    assert m.GRAD_NOISE_SCALE in section and "900" in section
+    assert m.GRAD_NOISE_SCALE not in "\n".join(
+        diagnostics_section(fit_diagnostics(runs, curves).to_dict())
+    )
+
+
 def test_tracking_curves_include_diverged_runs_only_when_asked(lr_sweep):
     # Rule: `tracking.curves` reads completed runs by default (isoFLOP envelopes want nothing
     # else) and, with `statuses`, diverged ones too, each row carrying its run's status.
