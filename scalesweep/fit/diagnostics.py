@@ -115,17 +115,7 @@ def fit_diagnostics(
         >>> [(r.attn_logit_max, r.output_logz_absmax) for r in fit_diagnostics(runs, curves).runs]
         [(5.0, 2.0), (900.0, 40.0)]
     """
-    for column, table, name in (
-        ("run_id", runs, "runs"),
-        ("lr", runs, "runs"),
-        ("run_id", curves, "curves"),
-        ("step", curves, "curves"),
-    ):
-        if column not in table.columns:
-            raise UserError(f"diagnostics: the {name} table has no column `{column}`")
-    missing = [k for k in KEYS if k not in curves.columns]
-    if missing:
-        raise UserError(f"diagnostics: the curves have no metric(s) {missing}")
+    _check_columns(runs, curves)
     groups = default_group_by(runs)[0] if group_by is None else tuple(group_by)
     columns = ["run_id", "lr", *groups, *(c for c in ("trial_id", m.STATUS) if c in runs)]
     info = runs[[c for c in dict.fromkeys(columns)]]
@@ -160,6 +150,20 @@ def fit_diagnostics(
         curves=joined.reset_index(drop=True),
         notes=notes if without else (),
     )
+
+
+def _check_columns(runs: pd.DataFrame, curves: pd.DataFrame) -> None:
+    for column, table, name in (
+        ("run_id", runs, "runs"),
+        ("lr", runs, "runs"),
+        ("run_id", curves, "curves"),
+        ("step", curves, "curves"),
+    ):
+        if column not in table.columns:
+            raise UserError(f"diagnostics: the {name} table has no column `{column}`")
+    missing = [k for k in KEYS if k not in curves.columns]
+    if missing:
+        raise UserError(f"diagnostics: the curves have no metric(s) {missing}")
 
 
 def _plain(value: Any) -> Any:

@@ -77,7 +77,11 @@ def isoflop_curves(fit: IsoflopFit, out: Path) -> Path:
             in_window += [x for n, x in zip(budget.sizes, budget.losses, strict=True)
                           if lo <= n <= hi]  # fmt: skip
         elif fit.method == "akima" and len(budget.sizes) >= 3:
-            log_n, log_loss = akima_profile(np.log(budget.sizes), np.array(budget.losses))
+            sampled = np.array(budget.losses)
+            log_n, log_loss = akima_profile(np.log(budget.sizes), sampled)
+            # An overshooting interpolant (sizes almost equal) would run off the axes.
+            spread = np.log(sampled.max() / sampled.min())
+            log_loss = np.clip(log_loss, np.log(sampled.min()) - spread, np.log(sampled.max()))
             ax.plot(np.exp(log_n), np.exp(log_loss), "-", color=color, lw=1)
             in_window += list(budget.losses)
         if not budget.excluded and budget.n_opt is not None:
