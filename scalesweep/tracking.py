@@ -335,21 +335,25 @@ def curves(
     keys: Iterable[str] = (m.VAL_LOSS, m.FLOPS),
     parent_run_id: str | None = None,
     statuses: Iterable[str] = (m.COMPLETED,),
+    cache: dict[tuple[str, str], dict[int, float]] | None = None,
 ) -> pd.DataFrame:
     """Per-step histories of the trials whose status is in `statuses`: `run_id, trial_id,
     status, step` and one column per metric in `keys`; a step is kept when every key was logged
-    at it."""
+    at it. A `cache` shared between calls fetches each (run, key) history once."""
     keys, statuses = tuple(keys), tuple(statuses)
     mlflow = client(tracking_uri, experiment)
     table = runs_table(experiment, tracking_uri, parent_run_id=parent_run_id)
+    cache = {} if cache is None else cache
     parts: list[pd.DataFrame] = []
     for row in table.itertuples(index=False):
         status = getattr(row, m.STATUS, None)
         if status not in statuses:
             continue
-        histories = [
-            {x.step: x.value for x in mlflow.get_metric_history(row.run_id, key)} for key in keys
-        ]
+        for key in keys:
+            if (row.run_id, key) not in cache:
+                found = mlflow.get_metric_history(row.run_id, key)
+                cache[row.run_id, key] = {x.step: x.value for x in found}
+        histories = [cache[row.run_id, key] for key in keys]
         steps = sorted(set.intersection(*(set(h) for h in histories)))
         if steps:
             frame = pd.DataFrame(

@@ -250,12 +250,13 @@ def run(args: argparse.Namespace) -> int:
     if runs.empty:
         raise UserError(f"{args.source}: the runs table is empty")
     names = tuple(KINDS) if args.kind == "all" else (args.kind,)
-    data = FitData(runs, load_curves=lambda keys: load_curves(args, keys))
+    histories: dict[Any, Any] = {}  # several kinds read the same MLflow histories
+    data = FitData(runs, load_curves=lambda keys: load_curves(args, keys, histories))
     fits, skipped, notes = fit_all(data, names, options, strict=args.kind != "all")
     if not fits:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise UserError(f"no fit could run on {args.source}: {reasons}")
-    envelope = _envelope(args, skipped)
+    envelope = _envelope(args, skipped, histories)
     result = fit_result(str(args.source), args.kind, runs, fits, skipped, notes)
     if envelope is not None:
         result["fits"]["isoflop_envelope"] = envelope.to_dict()
@@ -284,7 +285,7 @@ def json_default(value: Any) -> Any:
     return converted
 
 
-def _envelope(args: argparse.Namespace, skipped: dict[str, str]) -> Any:
+def _envelope(args: argparse.Namespace, skipped: dict[str, str], histories: Any) -> Any:
     """Approach 1 when per-step curves are available (--curves, or MLflow histories)."""
     if args.kind not in ("isoflop", "all"):
         return None
@@ -292,7 +293,7 @@ def _envelope(args: argparse.Namespace, skipped: dict[str, str]) -> Any:
     from scalesweep.fit.envelope import fit_envelope
 
     try:
-        curves = envelope_curves(args)
+        curves = envelope_curves(args, histories)
         return None if curves is None else fit_envelope(curves, level=args.level)
     except UserError as error:
         if args.curves is not None and args.kind != "all":

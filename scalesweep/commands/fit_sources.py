@@ -46,7 +46,7 @@ def read_runs(
     return apply_column_map(frame, columns or {})
 
 
-def load_curves(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
+def load_curves(args: argparse.Namespace, keys: tuple[str, ...], cache: Any = None) -> Any:
     """Per-step curves: one row per (run, step) with `run_id`, `step` and the metric `keys`
     as columns, from --curves, else the MLflow histories of the completed and diverged runs
     with their status (None for a file source without --curves)."""
@@ -63,6 +63,7 @@ def load_curves(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
         keys=keys,
         parent_run_id=args.parent_run_id,
         statuses=m.FINISHED_STATUSES,
+        cache=cache,
     )
     return None if curves.empty else curves
 
@@ -83,9 +84,10 @@ def _curves_file(path: Path, columns: tuple[str, ...]) -> Any:
     return frame
 
 
-def envelope_curves(args: argparse.Namespace) -> Any:
+def envelope_curves(args: argparse.Namespace, cache: Any = None) -> Any:
     """Per-step curves for Approach 1 (run_id, params, flops, loss): --curves, or the MLflow
-    histories of an experiment source; None when there are none."""
+    histories of an experiment source; None when there are none. `cache`: see
+    `tracking.curves`."""
     import pandas as pd
 
     from scalesweep import metrics as m
@@ -99,7 +101,9 @@ def envelope_curves(args: argparse.Namespace) -> Any:
         return None
     from scalesweep import tracking
 
-    curves = tracking.curves(args.source, args.tracking_uri, parent_run_id=args.parent_run_id)
+    curves = tracking.curves(
+        args.source, args.tracking_uri, parent_run_id=args.parent_run_id, cache=cache
+    )
     if curves.empty:
         return None
     table = tracking.runs_table(args.source, args.tracking_uri, parent_run_id=args.parent_run_id)

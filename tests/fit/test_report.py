@@ -234,6 +234,29 @@ def test_tracking_curves_include_diverged_runs_only_when_asked(lr_sweep):
     assert both["run_id"].nunique() == 16 and default["run_id"].nunique() == 14
 
 
+def test_tracking_curves_with_a_shared_cache_fetch_each_history_once(lr_sweep, monkeypatch):
+    # Rule: `scalesweep fit --kind all` asks for val/loss from three fits; a shared cache
+    # fetches each (run, key) history from MLflow once and returns the same table.
+    from mlflow.tracking import MlflowClient
+
+    uri, _, _ = lr_sweep
+    plain = tracking.curves("qk", uri, keys=(m.ATTN_LOGIT_MAX,))
+    fetched: list[tuple[str, str]] = []
+    original = MlflowClient.get_metric_history
+
+    def counting(self, run_id, key):
+        fetched.append((run_id, key))
+        return original(self, run_id, key)
+
+    monkeypatch.setattr(MlflowClient, "get_metric_history", counting)
+    cache: dict = {}
+    first = tracking.curves("qk", uri, keys=(m.ATTN_LOGIT_MAX,), cache=cache)
+    again = tracking.curves("qk", uri, keys=(m.ATTN_LOGIT_MAX, m.OUTPUT_LOGZ), cache=cache)
+    assert len(fetched) == len(set(fetched)) == 2 * 14
+    pd.testing.assert_frame_equal(first, plain)
+    assert again[m.ATTN_LOGIT_MAX].tolist() == plain[m.ATTN_LOGIT_MAX].tolist()
+
+
 # --- pieces -------------------------------------------------------------------------------------
 
 
