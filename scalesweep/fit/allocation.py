@@ -93,12 +93,17 @@ class ComputeOptimal:
     ci: dict[str, list[float | None]] = field(default_factory=dict)
     """Bootstrap percentile intervals for n_opt, d_opt, loss_opt (empty without bootstrap):
     the uncertainty of the fitted law at C."""
+    pi: dict[str, list[float | None]] = field(default_factory=dict)
+    """Prediction interval of loss_opt (empty without bootstrap): where the loss of a run
+    trained at (N_opt, D_opt) falls, the law's uncertainty plus the scatter of single runs
+    around it."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: finite_or_none(getattr(self, k)) for k in ("flops", "n_opt", "d_opt", "loss_opt")}
         out["flop_counting"] = self.flop_rule.flop_counting
         out["flop_rule"] = self.flop_rule.to_dict()
-        out["ci"] = {k: [finite_or_none(x) for x in v] for k, v in self.ci.items()}
+        for kind in ("ci", "pi"):
+            out[kind] = {k: [finite_or_none(x) for x in v] for k, v in getattr(self, kind).items()}
         return out
 
 
@@ -109,19 +114,24 @@ def compute_optimal(
     *,
     samples: np.ndarray | None = None,
     level: float = 0.95,
+    log_residuals: np.ndarray | None = None,
 ) -> ComputeOptimal:
     """The recommended N, D and predicted loss for budget `flops`, with percentile intervals
-    from bootstrap `samples` of θ when given."""
+    from bootstrap `samples` of θ when given. With the fit's `log_residuals` (ln L − ln L̂ per
+    point) too, the loss also gets a prediction interval: each sample's ln L̂ plus a residual
+    drawn at random (the bootstrap prediction interval of Davison & Hinkley 1997, §6.3.3)."""
     if not (flops > 0 and math.isfinite(flops)):
         raise UserError(f"`flops > 0` must hold, but got ({flops=})")
     point = optimal_arrays(theta, flops, rule)
     ci: dict[str, list[float | None]] = {}
+    pi: dict[str, list[float | None]] = {}
     if samples is not None and len(samples):
-        tail = 50 * (1 - level)
-        for key, values in optimal_arrays(samples, flops, rule).items():
-            finite = values[np.isfinite(values)]
-            low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (None, None)
-            ci[key] = [finite_or_none(low), finite_or_none(high)]
+        resampled = optimal_arrays(samples, flops, rule)
+        for key, values in resampled.items():
+            ci[key] = _percentiles(values, level)
+        if log_residuals is not None and len(log_residuals):
+            draws = np.random.default_rng(0).choice(log_residuals, len(samples))
+            pi["loss_opt"] = _percentiles(resampled["loss_opt"] * np.exp(draws), level)
     return ComputeOptimal(
         flops=float(flops),
         n_opt=float(point["n_opt"][0]),
@@ -129,4 +139,15 @@ def compute_optimal(
         loss_opt=float(point["loss_opt"][0]),
         flop_rule=rule,
         ci=ci,
+        pi=pi,
     )
+
+
+def _percentiles(values: np.ndarray, level: float) -> list[float | None]:
+    """The central `level` percentile interval of the finite `values`."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return [None, None]
+    tail = 50 * (1 - level)
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return [finite_or_none(low), finite_or_none(high)]

@@ -175,9 +175,14 @@ def compute_optimal_arrays(theta: np.ndarray, flops: float) -> dict[str, np.ndar
 
 def compute_optimal(fit: ParametricFit, flops: float) -> ComputeOptimal:
     """The recommended N, D and predicted loss for budget `flops`, spent as the runs count FLOPs
-    (`fit.flop_rule`), with intervals from the bootstrap samples when the fit has them."""
+    (`fit.flop_rule`), with intervals from the bootstrap samples when the fit has them (and a
+    prediction interval of the loss from the fitted points' residuals)."""
+    residuals = None
+    if not fit.points.empty:
+        n, d, loss = (fit.points[c].to_numpy(float) for c in ("params", "tokens", "loss"))
+        residuals = np.log(loss) - np.log(fit.loss(n, d))
     return _allocate(fit.theta, flops, fit.flop_rule, samples=fit.bootstrap_samples,
-                     level=fit.level)  # fmt: skip
+                     level=fit.level, log_residuals=residuals)  # fmt: skip
 
 
 def fit_arrays(

@@ -141,21 +141,18 @@ CAPTIONS = {
 
 
 def _prediction(p: Mapping[str, Any]) -> Lines:
-    header = ["fit", "N_opt", "CI", "D_opt", "CI", "loss", "CI"]
+    """Each fit's answer at the budget asked for, with its confidence interval (CI: where the
+    fitted law lies) and prediction interval (PI: where a new run's or budget's value falls)."""
+    names = ("N_opt", "D_opt", "loss")
+    header = ["fit", *(f"{n} {part}".strip() for n in names for part in ("", "CI", "PI"))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for source, q in p.items():
         if not isinstance(q, Mapping):
             continue
-        ci = q.get("ci", {})
-        cells = [
-            source,
-            num(q["n_opt"]),
-            interval(ci.get("n_opt")),
-            num(q["d_opt"]),
-            interval(ci.get("d_opt")),
-            num(q.get("loss_opt")),
-            interval(ci.get("loss_opt")),
-        ]
+        ci, pi = q.get("ci", {}), q.get("pi", {})
+        cells = [source]
+        for key in ("n_opt", "d_opt", "loss_opt"):
+            cells += [num(q.get(key)), interval(ci.get(key)), interval(pi.get(key))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

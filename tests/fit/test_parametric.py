@@ -253,3 +253,31 @@ def test_pruning_stragglers_keeps_the_best_optimum():
     assert pruned.pruned.sum() > 0 and not plain.pruned.any()
     assert np.nanmin(pruned.fun) == pytest.approx(np.nanmin(plain.fun), rel=1e-9)
     assert (pruned.fun[pruned.pruned] > np.nanmin(pruned.fun) * (1 + 1e-3)).all()
+
+
+def test_loss_prediction_interval_covers_new_runs_and_the_confidence_interval_does_not():
+    # Rule: at a new budget the loss has a CI (where the law lies) and a PI (where a run
+    # trained at N_opt, D_opt lands: the law's uncertainty plus single runs' scatter).
+    # Truth: L = 1.8 + 400/N^0.34 + 2000/D^0.37 with log-normal noise σ = 0.02 on 36 runs; a
+    # new run's loss is the true law at (N_opt, D_opt) times exp(N(0, σ²)). Tolerance: the 95%
+    # PI holds ≥ 90% of 2000 fresh draws, its log half-width is 1.96σ within a factor 1.5, and
+    # the CI is narrower than the PI.
+    rng = np.random.default_rng(3)
+    n, d = np.meshgrid(np.geomspace(1e7, 1e9, 6), np.geomspace(1e9, 1e11, 6))
+    n, d = n.ravel(), d.ravel()
+    sigma = 0.02
+
+    def law(n, d):
+        return 1.8 + 400 / n**0.34 + 2000 / d**0.37
+
+    runs = pd.DataFrame({"params": n, "tokens": d,
+                         "loss": law(n, d) * np.exp(rng.normal(0, sigma, n.size))})  # fmt: skip
+    best = compute_optimal(fit_parametric(runs, n_bootstrap=200, rng=rng), 1e20)
+    (ci_low, ci_high), (pi_low, pi_high) = best.ci["loss_opt"], best.pi["loss_opt"]
+    new_runs = law(best.n_opt, best.d_opt) * np.exp(rng.normal(0, sigma, 2000))
+    assert np.mean((pi_low <= new_runs) & (new_runs <= pi_high)) >= 0.90
+    half_width = np.log(pi_high / pi_low) / 2
+    assert 1.96 * sigma / 1.5 <= half_width <= 1.96 * sigma * 1.5
+    assert ci_high - ci_low < pi_high - pi_low
+    assert best.to_dict()["pi"]["loss_opt"] == [pi_low, pi_high]
+    assert compute_optimal(fit_parametric(runs), 1e20).pi == {}  # no bootstrap, no interval
