@@ -181,10 +181,29 @@ def _summary(result: dict[str, Any]) -> str:
         if name in KINDS:
             lines += KINDS[name].summary(fit)
     if result.get("prediction"):
-        lines.append(f"prediction: {json.dumps(result['prediction'])}")
+        lines += _prediction_lines(result["prediction"])
     for kind, why in result.get("skipped", {}).items():
         lines.append(f"skipped {kind}: {why}")
     return "\n".join(lines)
+
+
+def _prediction_lines(prediction: dict[str, Any]) -> list[str]:
+    """One line per fit: each answer with its CI (the law) and, where it has one, its PI (a new
+    budget's or run's value)."""
+    from scalesweep.fit.format import interval, num
+
+    lines = [f"prediction at C = {num(prediction['flops'])} ({prediction['flop_counting']}):"]
+    for name, answer in prediction.items():
+        if not isinstance(answer, dict):
+            continue
+        parts = []
+        for key, label in (("n_opt", "N_opt"), ("d_opt", "D_opt"), ("loss_opt", "loss")):
+            part = f"{label}={num(answer.get(key))} CI {interval(answer['ci'].get(key))}"
+            if answer.get("pi", {}).get(key):
+                part += f" PI {interval(answer['pi'][key])}"
+            parts.append(part)
+        lines.append(f"  {name}: " + "; ".join(parts))
+    return lines
 
 
 def fit_all(data: Any, names: Sequence[str], options: Any, *, strict: bool) -> Any:

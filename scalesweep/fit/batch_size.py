@@ -343,7 +343,7 @@ def fit_critical_batch(
     if len(batches) < MIN_BATCH_SIZES:
         raise UserError(
             f"{KIND} needs runs at {MIN_BATCH_SIZES} or more batch sizes, but got "
-            f"{len(batches)} ({list(batches)} tokens per step)"
+            f"{len(batches)} ({', '.join(f'{b:g}' for b in batches)} tokens per step)"
         )
     table, fits = _two_passes(points, groups, n_levels, level)
     law = _law(fits, level)

@@ -66,6 +66,11 @@ def fit_hparams(runs: pd.DataFrame, *, level: float = 0.95, n_col: str | None = 
         positive=("params", "tokens", "lr", "bs", "loss"),
         min_rows=4,
     )
+    if prepared.frame["lr"].nunique() < 2 and prepared.frame["bs"].nunique() < 2:
+        raise UserError(
+            "hparams fit needs runs that sweep `lr` or `bs`, but every run has "
+            f"lr={prepared.frame['lr'].iloc[0]:g} and bs={prepared.frame['bs'].iloc[0]:g}"
+        )
     planned, how = cell_tokens(prepared.frame)
     frame = prepared.frame.assign(tokens=planned)
     cells = best_per_cell(frame, ("params", "tokens"))[

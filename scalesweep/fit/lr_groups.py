@@ -19,6 +19,9 @@ from scalesweep.fit.runs import describe
 LR_COLUMNS = ("lr", "optim.lr")
 SEED_COLUMNS = ("seed", "train.seed")
 WIDTH_COLUMNS = ("model.width", "width")
+LINEAGE_PREFIX = "branch."
+"""Cooldown-branch lineage (`branch.of`, `branch.fork_step`, ...): where a run was forked, not a
+setting; its tokens already tell the run apart."""
 FALLBACK_GROUPS = ("width", "qk_norm", "z_loss")
 """Group columns of a table without sweep params (no dotted `section.key` columns)."""
 UNFINISHED = "unfinished"
@@ -55,19 +58,21 @@ def run_states(frame: pd.DataFrame) -> pd.Series:
 
 def default_group_by(frame: pd.DataFrame) -> tuple[tuple[str, ...], str]:
     """(columns, why): every run parameter (dotted `section.key` column) that takes more than
-    one value across the runs, except the LR and the seed; a table without such columns falls
-    back to whichever of width, qk_norm, z_loss it has."""
+    one value across the runs, except the LR, the seed and branch lineage; a table without such
+    columns falls back to whichever of width, qk_norm, z_loss it has."""
     params = [str(c) for c in frame.columns if "." in str(c)]
     if not params:
         found = tuple(c for c in FALLBACK_GROUPS if c in frame.columns)
         return found, f"no run parameters (dotted columns) in the table: {list(found) or 'none'}"
     skip = {*LR_COLUMNS, *SEED_COLUMNS}
     varying = tuple(
-        c for c in sorted(params) if c not in skip and frame[c].nunique(dropna=False) > 1
+        c
+        for c in sorted(params)
+        if c not in skip and not c.startswith(LINEAGE_PREFIX) and frame[c].nunique(dropna=False) > 1
     )
     width = next((c for c in WIDTH_COLUMNS if c in varying), None)
     ordered = tuple([width] if width else []) + tuple(c for c in varying if c != width)
-    return ordered, "every run parameter that varies, except the LR and the seed"
+    return ordered, "every run parameter that varies, except the LR, the seed and branch lineage"
 
 
 def group_key(groups: Sequence[str], value: Any) -> dict[str, Any]:

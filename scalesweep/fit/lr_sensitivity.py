@@ -25,8 +25,9 @@ and runs with a non-finite loss that are not marked diverged are left out, count
 and named in the notes.
 
 Groups: by default every run parameter (a dotted `section.key` column) that varies across the
-runs, other than the LR and the seed: pooling what the sweep varied (parameterization, weight
-decay, depth, ...) would average different LR curves. `group_by` overrides.
+runs, other than the LR, the seed and branch lineage: pooling what the sweep varied
+(parameterization, weight decay, depth, ...) would average different LR curves. `group_by`
+overrides.
 
 Transfer: the best LR against width, LR_opt ∝ width^k (statsmodels OLS in log-log, with CI),
 once per combination of the group columns that are not fixed by the width; k ≈ 0 means the
@@ -309,6 +310,11 @@ def fit_lr_sensitivity(
         result = _group(key, rows, state[rows.index], ell0[rows.index], lr_range, notes)
         if result is not None:
             results.append(result)
+    if results and all(len(g.curve) < 2 for g in results):
+        raise UserError(
+            f"LR sensitivity needs runs at 2 or more LRs per group, but each of the "
+            f"{len(results)} group(s) holds a single LR (group columns: {list(groups)})"
+        )
     notes += _coverage_notes(results, lr_range) + _single_lr_notes(results, groups)
     width = width_of(groups)
     transfer = _transfer_fits(frame, results, width, groups, level=level, notes=notes)

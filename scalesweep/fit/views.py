@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from scalesweep.fit.kinds import FitData, FitOptions
 
 Lines = list[str]
+SUMMARY_GROUPS = 10
+"""Groups the terminal summary of a per-group fit lists; the rest are in fit.json."""
 
 
 def parametric_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
@@ -70,10 +72,13 @@ def diagnostics_summary(fit: Mapping[str, Any]) -> Lines:
     header, rows = extremes_table(fit)
     n = len(fit["group_by"])
     lines = []
-    for row in rows:
+    for row in rows[:SUMMARY_GROUPS]:
         key = ", ".join(f"{h}={v}" for h, v in zip(header[:n], row[:n], strict=True))
         values = ", ".join(f"{h}: {v}" for h, v in zip(header[n:], row[n:], strict=True))
         lines.append(f"diagnostics {key or 'all runs'}: largest attention logit {values}")
+    if len(rows) > SUMMARY_GROUPS:
+        lines.append(f"diagnostics: {len(rows) - SUMMARY_GROUPS} more group(s) in fit.json and "
+                     "the report")  # fmt: skip
     return lines
 
 

@@ -129,6 +129,29 @@ def test_default_group_by_is_every_varying_run_parameter_but_lr_and_seed():
     assert fallback == ("width", "z_loss")
 
 
+def test_branch_lineage_is_not_a_group_and_single_lr_groups_are_refused():
+    # Rule: cooldown branches' lineage (`branch.of`, `branch.fork_step`, `branch.tokens`) says
+    # where a run was forked, not how it was set up: it is no default group column. A sweep
+    # with one LR per group (an isoFLOP grid) has no sensitivity: a UserError saying so, not
+    # a score of 0 per run.
+    runs = pd.DataFrame(
+        {
+            "model.width": [64, 64, 128, 128],
+            "train.tokens": [1e6, 2e6, 1e6, 2e6],
+            "branch.of": ["t0", None, "t1", None],
+            "branch.fork_step": [80.0, None, 40.0, None],
+            "optim.lr": 1e-2,
+            "lr": 1e-2,
+            "loss": [3.0, 2.9, 2.8, 2.7],
+            "init_loss": 5.0,
+        }
+    )
+    groups, _ = default_group_by(runs)
+    assert groups == ("model.width", "train.tokens")
+    with pytest.raises(UserError, match=r"2 or more LRs per group.*each of the 4 group"):
+        fit_lr_sensitivity(runs)
+
+
 def sp_mup_sweep() -> pd.DataFrame:
     """Standard parameterization (best LR ∝ 1/width) and muP (best LR 3e-3 at every width) on
     one LR grid (factors of 2 around 3e-3), as one sweep records them."""

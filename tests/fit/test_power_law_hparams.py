@@ -119,3 +119,15 @@ def test_hparams_cells_are_the_planned_budgets(planned):
     # Without the plan, a cell's D is its trained tokens' geometric mean (≤ 1.6 % above plan).
     assert fit.lr_law.exponents["tokens"] == pytest.approx(0.2, abs=1e-9 if planned else 0.005)
     assert "planned.tokens" in fit.basis.runs if planned else "within 10 %" in fit.basis.runs
+
+
+def test_hparams_refuses_runs_that_sweep_neither_lr_nor_batch_size():
+    # Rule: an isoFLOP sweep at one LR and one batch size has no optimum to fit: a UserError
+    # naming both values (with --kind all the fit is skipped saying so), not a "law" with
+    # exponents of 1e-17.
+    runs = batch_size_sweep(planned=True).query("bs == 32")
+    runs = runs[np.isclose(runs["lr"], runs.groupby(["params", "tokens"])["lr"].transform("min"))]
+    fixed = runs.assign(lr=1e-3)
+    with pytest.raises(UserError, match=r"sweep `lr` or `bs`.*lr=0\.001 and bs=32"):
+        fit_hparams(fixed)
+    assert fit_hparams(runs).lr_law.exponents["params"] == pytest.approx(-0.5, abs=1e-9)

@@ -81,11 +81,26 @@ def test_report_answers_first_with_the_numbers_of_fit_json(porian):
     predicted = result["prediction"]["isoflop"]
     for key in ("n_opt", "d_opt"):
         assert num(predicted[key]) in answer
-        assert html.markdown([interval(predicted["ci"][key])]).strip("<p>/") in answer
+        for kind in ("ci", "pi"):
+            assert html.markdown([interval(predicted[kind][key])]).strip("<p>/") in answer
     fit = result["fits"]["isoflop"]
     assert f"a = {num(fit['a'])} {interval(fit['a_ci'])}" in answer
     order = [text.index(s) for s in ('id="answer"', "<figure", 'id="runs"', 'id="notes"')]
     assert order == sorted(order)
+
+
+def test_text_summary_gives_each_prediction_with_its_ci_and_pi(porian, capsys):
+    # Rule: the terminal shows the prediction as one readable line per fit (not a JSON dump),
+    # each answer with its confidence and prediction interval, as fit.json has them.
+    result, _, out = porian
+    capsys.readouterr()
+    args = ["fit", str(out.parent / "runs.csv"), "--kind", "isoflop", "--predict-flops", "1e21"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("prediction at C = 1e+21"))
+    predicted = result["prediction"]["isoflop"]
+    expected = f"N_opt={num(predicted['n_opt'])} CI {interval(predicted['ci']['n_opt'])} PI "
+    assert lines[start + 1].startswith(f"  isoflop: {expected}{interval(predicted['pi']['n_opt'])}")
 
 
 def test_runs_of_a_csv_are_all_in_the_table(porian):
@@ -221,6 +236,20 @@ def test_diagnostics_report_the_last_noise_scale_of_runs_that_logged_one():
     assert m.GRAD_NOISE_SCALE not in "\n".join(
         diagnostics_section(fit_diagnostics(runs, curves).to_dict())
     )
+
+
+def test_diagnostics_summary_lists_at_most_ten_groups():
+    # Rule: the terminal summary names the first 10 groups and counts the rest (an isoFLOP
+    # grid under --kind all has a group per run); fit.json keeps them all.
+    from scalesweep.fit.views import SUMMARY_GROUPS, diagnostics_summary
+
+    ids = [f"r{i}" for i in range(12)]
+    runs = pd.DataFrame({"run_id": ids, "lr": 0.01, "model.width": range(12)})
+    curves = pd.DataFrame({"run_id": ids, "step": 10, m.ATTN_LOGIT_MAX: 3.0, m.OUTPUT_LOGZ: 1.0})
+    fit = fit_diagnostics(runs, curves).to_dict()
+    lines = diagnostics_summary(fit)
+    assert SUMMARY_GROUPS == 10 and len(fit["runs"]) == 12
+    assert len(lines) == 11 and lines[-1].startswith("diagnostics: 2 more group(s)")
 
 
 def test_tracking_curves_include_diverged_runs_only_when_asked(lr_sweep):
