@@ -199,15 +199,19 @@ def markdown_table(fit: Mapping[str, Any], key: str = "attn_logit_max") -> list[
     """`extremes_table` as Markdown lines, without the group columns that are the same in
     every run (named once below the table instead)."""
     groups = list(fit["group_by"])
-    header, rows = extremes_table(fit, key)
+    full_header, rows = extremes_table(fit, key)
     same = {i for i, g in enumerate(groups) if len({repr(r[g]) for r in fit["runs"]}) == 1}
     if len(fit["runs"]) < 2:
         same = set()
-    header = [h.split(".")[-1] if i < len(groups) else h for i, h in enumerate(header)]
+    short = [g.split(".")[-1] for g in groups]
+    # The key alone unless two sections share it (planned.tokens and train.tokens).
+    header = [g if short.count(s) > 1 else s for g, s in zip(groups, short, strict=True)]
+    header += full_header[len(groups) :]
     lines = ["| " + " | ".join(h for i, h in enumerate(header) if i not in same) + " |",
              "|" + "---|" * (len(header) - len(same))]  # fmt: skip
     for row in rows:
-        lines.append("| " + " | ".join(str(v) for i, v in enumerate(row) if i not in same) + " |")
+        cells = [num(v) if i < len(groups) else str(v) for i, v in enumerate(row)]
+        lines.append("| " + " | ".join(c for i, c in enumerate(cells) if i not in same) + " |")
     if same and rows:
         fixed = ", ".join(f"{groups[i]} = {num(rows[0][i])}" for i in sorted(same))
         lines += ["", f"Every run has {fixed}."]

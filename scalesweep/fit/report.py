@@ -141,19 +141,17 @@ CAPTIONS = {
 
 
 def _prediction(p: Mapping[str, Any]) -> Lines:
-    """Each fit's answer at the budget asked for, with its confidence interval (CI: where the
-    fitted law lies) and prediction interval (PI: where a new run's or budget's value falls)."""
-    names = ("N_opt", "D_opt", "loss")
-    header = ["fit", *(f"{n} {part}".strip() for n in names for part in ("", "CI", "PI"))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    """Each fit's answers at the budget asked for, a row per (fit, quantity), with the
+    confidence interval (CI: where the fitted law lies) and the prediction interval (PI: where a
+    new budget's optimum or a new run's loss falls)."""
+    lines = ["| fit | quantity | value | CI | PI |", "|---|---|---|---|---|"]
     for source, q in p.items():
         if not isinstance(q, Mapping):
             continue
         ci, pi = q.get("ci", {}), q.get("pi", {})
-        cells = [source]
-        for key in ("n_opt", "d_opt", "loss_opt"):
-            cells += [num(q.get(key)), interval(ci.get(key)), interval(pi.get(key))]
-        lines.append("| " + " | ".join(cells) + " |")
+        for key, label in (("n_opt", "N_opt"), ("d_opt", "D_opt"), ("loss_opt", "loss")):
+            cells = [source, label, num(q.get(key)), interval(ci.get(key)), interval(pi.get(key))]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
