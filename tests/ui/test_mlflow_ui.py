@@ -160,14 +160,27 @@ def browser():
 
 
 def _wait(driver, condition, what: str, name: str):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # React re-renders the table while it loads: an element found a moment ago may be gone,
+    # so the condition is simply asked again.
+    wait = WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
     try:
-        return WebDriverWait(driver, WAIT_S).until(condition)
+        return wait.until(condition)
     except TimeoutException:
         driver.save_screenshot(str(ARTIFACTS / f"{name}-FAILED.png"))
         pytest.fail(f"{what} did not show within {WAIT_S} s (see {ARTIFACTS}/{name}-FAILED.png)")
+
+
+def _click(driver, by: str, selector: str, *, text: str | None = None) -> bool:
+    """Click the first displayed element matching (and reading `text`); False when none is
+    there yet. Finding and clicking in one step leaves a re-render no gap to fall into."""
+    for element in driver.find_elements(by, selector):
+        if element.is_displayed() and (text is None or element.text == text):
+            element.click()
+            return True
+    return False
 
 
 def _rows(driver, run_id: str):
@@ -187,14 +200,16 @@ def test_experiment_lists_the_parent_with_its_children_nested(browser, swept, se
     assert SWEEP in browser.title or SWEEP in browser.find_element(By.TAG_NAME, "body").text
     assert not any(_rows(browser, child) for child in children)  # nested: folded at first
     browser.save_screenshot(str(ARTIFACTS / "1-experiment.png"))
-    expand = [  # the +/- button of the run name cell
-        button
-        for row in _rows(browser, parent)
-        for button in row.find_elements(By.TAG_NAME, "button")
-        if "runnamecell" in (button.get_attribute("data-component-id") or "")
-    ]
-    assert expand, "no expand button on the parent run"
-    browser.execute_script("arguments[0].click()", expand[0])
+
+    def expand(driver) -> bool:  # the +/- button of the run name cell
+        for row in _rows(driver, parent):
+            for button in row.find_elements(By.TAG_NAME, "button"):
+                if "runnamecell" in (button.get_attribute("data-component-id") or ""):
+                    driver.execute_script("arguments[0].click()", button)
+                    return True
+        return False
+
+    _wait(browser, expand, "the expand button on the parent run", "1-experiment")
     _wait(browser, lambda d: all(_rows(d, c) for c in children), "the child runs", "2-expanded")
     browser.save_screenshot(str(ARTIFACTS / "2-expanded.png"))
 
@@ -211,8 +226,10 @@ def test_trials_view_shows_the_swept_params_and_the_loss_of_every_child(browser,
     for column in ("model.width", "optim.lr", m.FINAL_VAL_LOSS, m.STATUS):
         assert any(column in h for h in headers), (column, headers)
     assert not _rows(browser, parent)  # the view lists trials only
+    texts = _wait(browser, lambda d: {c: " ".join(r.text for r in _rows(d, c)) for c in children},
+                  "the trials' cells", "3-trials")  # fmt: skip
     for run_id, run in children.items():
-        text = " ".join(r.text for r in _rows(browser, run_id))
+        text = texts[run_id]
         assert run.data.params["model.width"] in text and run.data.params["optim.lr"] in text
         assert run.data.tags[m.STATUS] in text
         loss = run.data.metrics[m.FINAL_VAL_LOSS]
@@ -229,17 +246,10 @@ def test_compare_view_of_the_children_opens(browser, swept, server):
     _, experiment_id, _, children = swept
     browser.get(tracking_ui.runs_url(server, experiment_id))
     _wait(browser, lambda d: all(_rows(d, c) for c in children), "the trials", "4-compare")
-    boxes = browser.find_elements(By.CSS_SELECTOR, ".ag-header-select-all")
-    select_all = [box for box in boxes if box.is_displayed()]
-    assert select_all, "no select-all checkbox in the runs table"
-    select_all[0].click()
-    compare = _wait(
-        browser,
-        lambda d: [b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Compare"],
-        "the Compare button",
-        "4-compare",
-    )
-    compare[0].click()
+    _wait(browser, lambda d: _click(d, By.CSS_SELECTOR, ".ag-header-select-all"),
+          "the select-all checkbox of the runs table", "4-compare")  # fmt: skip
+    _wait(browser, lambda d: _click(d, By.TAG_NAME, "button", text="Compare"),
+          "the Compare button", "4-compare")  # fmt: skip
     _wait(browser, lambda d: "compare-runs" in d.current_url, "the compare page", "4-compare")
     _wait(browser, lambda d: f"Comparing {len(children)} Runs" in d.page_source, "the runs",
           "4-compare")  # fmt: skip
