@@ -219,8 +219,10 @@ def _lr_summary(f: Mapping[str, Any]) -> Lines:
             f"({g['n_lr']} LRs, {g['n_diverged']} diverged)"
         )
     for t in f["transfer_exponent"]:
+        key = {k: v for k, v in t.items() if k not in ("k", "coef", "se", "ci", "n_widths")}
         lines.append(
-            f"lr transfer: k={num(t['k'])} CI {interval(t['ci'])} ({t['n_widths']} widths)"
+            f"lr transfer {key or 'all'}: k={num(t['k'])} CI {interval(t['ci'])} "
+            f"({t['n_widths']} widths)"
         )
     return [*lines, f"  groups by {f['group_by']}: {f['group_by_source']}"]
 

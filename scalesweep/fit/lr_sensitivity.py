@@ -383,9 +383,15 @@ def _transfer_fits(
             notes.append(f"{dict(other) or 'all runs'}: fewer than 2 widths with a best LR; "
                          "no transfer fit")  # fmt: skip
             continue
-        law = loglog_ols(widths, np.array([g.best_lr for g in usable]), level=level)
+        best = np.array([g.best_lr for g in usable])
+        law = loglog_ols(widths, best, level=level)
         if law.se is None:
             notes.append(f"{dict(other) or 'all runs'}: transfer exponent from 2 widths, a line "
                          "through 2 points: no interval")  # fmt: skip
-        fits.append(TransferFit(dict(other), law.exponent, law.coef, law.se, law.ci, len(usable)))
+        k, se, ci = law.exponent, law.se, law.ci
+        if np.unique(best).size == 1:  # k = 0 exactly, not OLS round-off of 1e-15
+            k, se, ci = 0.0, None if se is None else 0.0, (None, None) if se is None else (0.0, 0.0)
+            notes.append(f"{dict(other) or 'all runs'}: the same best LR ({best[0]:g}) at every "
+                         "width: k = 0, known only to the LR grid's spacing")  # fmt: skip
+        fits.append(TransferFit(dict(other), k, law.coef, se, ci, len(usable)))
     return tuple(fits)

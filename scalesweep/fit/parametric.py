@@ -278,8 +278,23 @@ def parametric_points(
             f"the best run per (N, D) cell: {len(frame)} cells from {len(prepared.frame)} "
             f"completed runs ({how}; --all-runs for every run)"
         )
+    _check_identifiable(frame)
     basis = Basis(n=n_note, flop_counting=convention, runs=used)
     return frame, basis, rule, len(prepared.excluded), prepared.notes
+
+
+def _check_identifiable(frame: pd.DataFrame) -> None:
+    """Five parameters need more than five distinct (N, D) points, and an exponent needs two
+    values on its axis: fewer fit the points exactly with A or B at 1e18."""
+    tokens = frame["cell_tokens"] if "cell_tokens" in frame else frame["tokens"]
+    points = len(set(zip(frame["params"], tokens, strict=True)))
+    sizes, budgets = frame["params"].nunique(), tokens.nunique()
+    if points < 6 or sizes < 2 or budgets < 2:
+        raise UserError(
+            "parametric fit (5 parameters) needs at least 6 distinct (N, D) points with 2 or "
+            f"more values of each, but got {points} point(s) from {sizes} value(s) of `params` "
+            f"and {budgets} of `tokens`"
+        )
 
 
 def fit_parametric(

@@ -243,3 +243,18 @@ def test_json_has_the_stable_keys(hand_fit):
     assert set(data["groups"][0]) >= {"model.width", "sensitivity", "best_lr", "best_loss",
                                       "n_lr", "n_diverged"}  # fmt: skip
     assert isinstance(data["transfer_exponent"], list)
+
+
+def test_one_best_lr_at_every_width_is_a_transfer_exponent_of_exactly_zero():
+    # Rule: when every width's best LR is the same grid point, k is 0 (not OLS round-off such
+    # as -2e-15), and the summary names the group each transfer line belongs to.
+    from scalesweep.fit.kinds import KINDS
+
+    grid = [(w, qk, lr) for w in (64, 128, 256) for qk in (False, True) for lr in (3e-3, 3e-2, 0.3)]
+    rows = [(w, qk, lr, 3.0 + (lr != 3e-2) * 0.1 + (not qk) * 0.05, 5.0) for w, qk, lr in grid]
+    runs = pd.DataFrame(rows, columns=["model.width", "model.qk_norm", "lr", "loss", "init_loss"])
+    fit = fit_lr_sensitivity(runs)
+    assert [(t.k, t.ci) for t in fit.transfer] == [(0.0, (0.0, 0.0))] * 2
+    assert any("the same best LR (0.03) at every width" in note for note in fit.notes)
+    lines = [x for x in KINDS["lr-sensitivity"].summary(fit.to_dict()) if "transfer" in x]
+    assert lines[0] == "lr transfer {'model.qk_norm': False}: k=0 CI [0, 0] (3 widths)"

@@ -281,3 +281,21 @@ def test_loss_prediction_interval_covers_new_runs_and_the_confidence_interval_do
     assert ci_high - ci_low < pi_high - pi_low
     assert best.to_dict()["pi"]["loss_opt"] == [pi_low, pi_high]
     assert compute_optimal(fit_parametric(runs), 1e20).pi == {}  # no bootstrap, no interval
+
+
+@pytest.mark.parametrize(
+    ("sizes", "budgets", "why"),
+    [
+        ((1e7, 2e7, 4e7, 8e7), (1e9,), "4 point.* 4 value.* and 1 of"),
+        ((1e7, 2e7), (1e9, 2e9), "4 point"),
+    ],
+)
+def test_too_few_distinct_points_for_five_parameters_are_refused(sizes, budgets, why):
+    # Rule: five parameters need ≥ 6 distinct (N, D) points with ≥ 2 values on each axis (an
+    # LR sweep at one token budget has 1): a UserError saying what the runs give, not a law
+    # through 4 points with A at 1e18. Seeds (repeated points) do not count twice.
+    runs = pd.DataFrame([(n, d, 2 + 1e3 / n**0.3 + 1e3 / d**0.3 + 0.01 * seed)
+                         for n in sizes for d in budgets for seed in range(3)],
+                        columns=["params", "tokens", "loss"])  # fmt: skip
+    with pytest.raises(UserError, match=why):
+        fit_parametric(runs, all_runs=True)
