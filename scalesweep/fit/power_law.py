@@ -12,7 +12,7 @@ convention pairs with (`runs.choose_n`; non-embedding for `kaplan`, Kaplan et al
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -194,6 +194,16 @@ def fit_power_laws(
             f"power-law fit needs at least one of the columns {list(KAPLAN_VARIABLES)}, but the "
             f"table has columns {sorted(map(str, runs.columns))}"
         )
-    return {
-        x: fit_power_law(runs, x, saturating=saturating, level=level, n_col=n_col) for x in present
-    }
+    fits: dict[str, PowerLawFit] = {}
+    why: dict[str, str] = {}
+    for x in present:
+        try:
+            fits[x] = fit_power_law(runs, x, saturating=saturating, level=level, n_col=n_col)
+        except UserError as error:  # e.g. an LR sweep at one token budget still has L(N)
+            why[x] = str(error)
+    if not fits:
+        raise UserError("; ".join(why.values()))
+    first = next(iter(fits))
+    skipped = tuple(f"power-law L({x}) not fitted: {reason}" for x, reason in why.items())
+    fits[first] = replace(fits[first], notes=fits[first].notes + skipped)
+    return fits

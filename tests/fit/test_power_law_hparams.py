@@ -56,6 +56,19 @@ def test_power_laws_for_every_present_variable():
         fit_power_laws(pd.DataFrame({"loss": [1.0, 2.0]}))
 
 
+def test_power_laws_fit_the_variables_they_can_and_name_the_rest():
+    # Rule: an LR sweep at one token budget still has L(N): the variable that cannot be fitted
+    # is named in a note, not a reason to skip every power law; none fittable is an error.
+    n = np.geomspace(1e6, 1e9, 5)
+    runs = pd.DataFrame({"params": n, "tokens": 1e9, "loss": n**-0.1})
+    fits = fit_power_laws(runs)
+    assert set(fits) == {"params"}
+    assert fits["params"].exponent == pytest.approx(-0.1)
+    assert any("L(tokens) not fitted" in note for note in fits["params"].notes)
+    with pytest.raises(UserError, match="`tokens`"):
+        fit_power_laws(runs.assign(params=1e6))
+
+
 def test_hparams_recovers_known_step_law():
     # Rule: from LR × BS grids with loss minimised at η = 2·N^-0.7·D^0.3, B = 0.5·D^0.6,
     # both laws are recovered.
