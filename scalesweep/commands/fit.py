@@ -192,7 +192,8 @@ def _prediction_lines(prediction: dict[str, Any]) -> list[str]:
     budget's or run's value)."""
     from scalesweep.fit.format import interval, num
 
-    lines = [f"prediction at C = {num(prediction['flops'])} ({prediction['flop_counting']}):"]
+    convention = prediction["flop_counting"] or "FLOP convention unknown"
+    lines = [f"prediction at C = {num(prediction['flops'])} ({convention}):"]
     for name, answer in prediction.items():
         if not isinstance(answer, dict):
             continue
