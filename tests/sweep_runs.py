@@ -54,3 +54,13 @@ def write_sweep(
         client.set_terminated(run_id, "FINISHED")
     client.set_terminated(parent, "FINISHED")
     return parent
+
+
+def fit_json(args: Sequence[str], capsys: Any) -> dict:
+    """`scalesweep fit ARGS --json` (exit 0 asserted, stderr shown otherwise) as a dict."""
+    from scalesweep.commands.fit import main
+
+    code = main(["fit", *args, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)

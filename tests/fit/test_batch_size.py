@@ -24,17 +24,11 @@ from scalesweep.fit.contours import reach_table, steps_to_reach
 from scalesweep.sweep.plan import plan
 from tests.fit import kaplan_truth
 from tests.fit.kaplan_truth import BATCH_SEQUENCES, KAPLAN, SEQ_LEN, frames, trials
+from tests.sweep_runs import fit_json
 
 truth_sweep = kaplan_truth.truth_sweep  # the session fixture: the known-truth sweep in MLflow
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
-    code = main(["fit", *args, "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return json.loads(captured.out)
 
 
 def test_recovers_b_star_and_alpha_b_through_mlflow(truth_sweep, capsys):
@@ -42,7 +36,7 @@ def test_recovers_b_star_and_alpha_b_through_mlflow(truth_sweep, capsys):
     # true B* = 2e8 tokens and α_B = 0.21; B_crit at L = 4 (truth 2.72e5) lies in its predicted
     # interval; at least 85% of the used levels' own intervals hold their true B_crit.
     uri, name = truth_sweep
-    fit = run_json(
+    fit = fit_json(
         [name, "--tracking-uri", uri, "--kind", "critical-batch", "--predict-at", "L=4"], capsys
     )
     assert fit["b_star_ci"][0] < KAPLAN.b_star < fit["b_star_ci"][1]
@@ -72,7 +66,7 @@ def test_out_writes_contour_and_law_plots_and_logs_the_headline(
     monkeypatch.chdir(tmp_path)
     uri, name = truth_sweep
     out = tmp_path / "out"
-    run_json([name, "--tracking-uri", uri, "--kind", "critical-batch", "--out", str(out)], capsys)
+    fit_json([name, "--tracking-uri", uri, "--kind", "critical-batch", "--out", str(out)], capsys)
     report = (out / "report.md").read_text()
     assert "## Critical batch size" in report
     for plot in ("critical_batch_contours.png", "critical_batch_law.png"):
@@ -86,11 +80,11 @@ def test_a_curves_file_gives_the_same_fit_as_mlflow(truth_sweep, tmp_path, capsy
     # Rule: a runs CSV plus --curves CSV (run_id, step, val/loss) is fitted exactly like the
     # same sweep read from MLflow.
     uri, name = truth_sweep
-    from_mlflow = run_json([name, "--tracking-uri", uri, "--kind", "critical-batch"], capsys)
+    from_mlflow = fit_json([name, "--tracking-uri", uri, "--kind", "critical-batch"], capsys)
     runs, curves = frames(trials())
     runs.to_csv(tmp_path / "runs.csv", index=False)
     curves.to_csv(tmp_path / "curves.csv", index=False)
-    from_files = run_json(
+    from_files = fit_json(
         [
             str(tmp_path / "runs.csv"),
             "--curves",

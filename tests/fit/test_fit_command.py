@@ -12,7 +12,7 @@ import pytest
 
 from scalesweep import tracking
 from scalesweep.commands.fit import main, read_runs
-from tests.sweep_runs import write_sweep
+from tests.sweep_runs import fit_json, write_sweep
 
 DATA = Path(__file__).parents[1] / "data"
 CHINCHILLA = str(DATA / "chinchilla_fig4_epoch_extracted.csv")
@@ -42,17 +42,10 @@ def lr_sweep_rows() -> list[dict]:
     return rows
 
 
-def run_json(args, capsys) -> dict:
-    code = main(["fit", *args, "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return json.loads(captured.out)
-
-
 def test_parametric_json_has_stable_keys_and_derives_tokens(capsys):
     # Rule: --json prints one object with E, A, B, alpha, beta, a, b, n_points, objective, ci;
     # tokens is derived from flops and the note says so.
-    data = run_json([CHINCHILLA, "--kind", "parametric", *CHINCHILLA_COLS, "--bootstrap", "20"],
+    data = fit_json([CHINCHILLA, "--kind", "parametric", *CHINCHILLA_COLS, "--bootstrap", "20"],
                     capsys)  # fmt: skip
     assert {"E", "A", "B", "alpha", "beta", "a", "b", "n_points", "objective", "ci"} <= set(data)
     assert set(data["ci"]) >= {"E", "A", "B", "alpha", "beta"}
@@ -66,7 +59,7 @@ def test_isoflop_json_lists_budgets_with_reasons(tmp_path, capsys):
     porian = pd.read_csv(DATA / "porian2024_isoflop_runs.csv")
     path = tmp_path / "runs.parquet"
     porian[porian["config"] == "rw/tuned/short/const/standard/val"].to_parquet(path)
-    data = run_json([str(path), "--kind", "isoflop"], capsys)
+    data = fit_json([str(path), "--kind", "isoflop"], capsys)
     assert data["a"] == pytest.approx(0.497, abs=0.05)
     assert len(data["a_ci"]) == 2 and len(data["b_ci"]) == 2
     keys = {"flops", "n_opt", "d_opt", "loss_opt", "n_points", "excluded", "reason"}
@@ -78,7 +71,7 @@ def test_all_writes_outputs_and_says_what_was_skipped(tmp_path, capsys):
     # and --out writes fit.json, the plots and a report embedding them; --predict-flops adds
     # N, D and loss with CI.
     out = tmp_path / "out"
-    data = run_json([CHINCHILLA, *CHINCHILLA_COLS, "--out", str(out), "--bootstrap", "20",
+    data = fit_json([CHINCHILLA, *CHINCHILLA_COLS, "--out", str(out), "--bootstrap", "20",
                      "--predict-flops", "5.76e23"], capsys)  # fmt: skip
     assert {"parametric", "isoflop", "power-law"} <= set(data["fits"])
     assert "lr" in data["skipped"]["lr-sensitivity"]
@@ -117,7 +110,7 @@ def test_mlflow_source_reads_children_and_logs_back(tmp_path, capsys, monkeypatc
     assert tracking.latest_parent_run_id("lrs", uri) == parent
 
     out = tmp_path / "out"
-    data = run_json(["lrs", "--tracking-uri", uri, "--kind", "lr-sensitivity", "--out", str(out)],
+    data = fit_json(["lrs", "--tracking-uri", uri, "--kind", "lr-sensitivity", "--out", str(out)],
                     capsys)  # fmt: skip
     assert [g["model.width"] for g in data["groups"]] == [32, 64, 128]
     assert data["groups"][2]["n_diverged"] == 1
@@ -131,7 +124,7 @@ def test_lr_sensitivity_from_csv_with_group_by_and_range(tmp_path, capsys):
     # Rule: --group-by and --lr-range reach the fit; group columns appear in each group.
     path = tmp_path / "runs.csv"
     pd.DataFrame(lr_sweep_rows()).to_csv(path, index=False)
-    data = run_json([str(path), "--kind", "lr-sensitivity", "--group-by", "model.width",
+    data = fit_json([str(path), "--kind", "lr-sensitivity", "--group-by", "model.width",
                      "--lr-range", "1e-3", "1e-2"], capsys)  # fmt: skip
     assert all(g["n_lr"] == 3 for g in data["groups"])
     assert data["lr_range"] == [1e-3, 1e-2]

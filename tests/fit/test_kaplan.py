@@ -9,8 +9,6 @@ D_c = 1.8e13) on a 6 × 6 grid of N in [1e6, 1e9] and D in [1e7, 1e10], loss noi
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +19,7 @@ from scalesweep.fit.contours import curve_points
 from scalesweep.fit.kaplan import fit_kaplan_ns, learning_points
 from tests.fit import kaplan_truth
 from tests.fit.kaplan_truth import KAPLAN, frames, trials
+from tests.sweep_runs import fit_json
 
 truth_sweep = kaplan_truth.truth_sweep  # the session fixture: the known-truth sweep in MLflow
 
@@ -46,18 +45,11 @@ def nd_runs(seed: int = 0, sigma: float = 0.005) -> pd.DataFrame:
     )
 
 
-def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
-    code = main(["fit", *args, "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return json.loads(captured.out)
-
-
 def test_kaplan_ns_recovers_the_learning_curve_law_through_mlflow(truth_sweep, capsys):
     # Rule: S_c, α_S, N_c and α_N lie inside their jackknife intervals; the predicted loss at
     # N = 1e9, S_min = 1e5 (truth 2.400) lies inside its interval.
     uri, name = truth_sweep
-    fit = run_json(
+    fit = fit_json(
         [name, "--tracking-uri", uri, "--kind", "kaplan-ns", "--predict-at", "N=1e9,S=1e5"], capsys
     )
     truth = {
@@ -81,7 +73,7 @@ def test_kaplan_nd_recovers_the_published_constants(tmp_path, capsys):
     # N = 1e10, D = 1e11 (outside the data) lies inside its interval.
     path = tmp_path / "runs.csv"
     nd_runs().to_csv(path, index=False)
-    fit = run_json([str(path), "--kind", "kaplan-nd", "--predict-at", "N=1e10,D=1e11"], capsys)
+    fit = fit_json([str(path), "--kind", "kaplan-nd", "--predict-at", "N=1e10,D=1e11"], capsys)
     for key, value in ND_TRUTH.items():
         low, high = fit["ci"][key]
         assert low < value < high, (key, fit[key], fit["ci"][key])
@@ -94,7 +86,7 @@ def test_kaplan_nd_writes_its_plot_and_report_section(tmp_path, capsys):
     # Rule: --out draws L against D per size and the report has the section with its table.
     path, out = tmp_path / "runs.csv", tmp_path / "out"
     nd_runs().to_csv(path, index=False)
-    run_json([str(path), "--kind", "kaplan-nd", "--out", str(out)], capsys)
+    fit_json([str(path), "--kind", "kaplan-nd", "--out", str(out)], capsys)
     report = (out / "report.md").read_text()
     assert "## Kaplan et al. 2020 L(N, D)" in report and "| alpha_D |" in report
     assert (out / "kaplan_nd.png").stat().st_size > 10_000

@@ -3,14 +3,13 @@ by `scalesweep fit`, the answer compared with the truth that generated them."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scalesweep.commands.fit import main
+from tests import sweep_runs
 from tests.sweep_runs import write_sweep
 
 
@@ -37,9 +36,6 @@ def fit_json(store: Store, capsys: pytest.CaptureFixture[str]) -> Callable[..., 
     """Run `scalesweep fit SWEEP --tracking-uri ... ARGS --json` and return its JSON."""
 
     def run(sweep: str, *args: str) -> dict:
-        code = main(["fit", sweep, "--tracking-uri", store.uri, *args, "--json"])
-        captured = capsys.readouterr()
-        assert code == 0, captured.err
-        return json.loads(captured.out)
+        return sweep_runs.fit_json([sweep, "--tracking-uri", store.uri, *args], capsys)
 
     return run
