@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.runs import finite_or_none
+from scalesweep.fit.runs import finite_or_none, percentile_interval
 
 
 @dataclass(frozen=True)
@@ -128,10 +128,10 @@ def compute_optimal(
     if samples is not None and len(samples):
         resampled = optimal_arrays(samples, flops, rule)
         for key, values in resampled.items():
-            ci[key] = _percentiles(values, level)
+            ci[key] = percentile_interval(values, level)
         if log_residuals is not None and len(log_residuals):
             draws = np.random.default_rng(0).choice(log_residuals, len(samples))
-            pi["loss_opt"] = _percentiles(resampled["loss_opt"] * np.exp(draws), level)
+            pi["loss_opt"] = percentile_interval(resampled["loss_opt"] * np.exp(draws), level)
     return ComputeOptimal(
         flops=float(flops),
         n_opt=float(point["n_opt"][0]),
@@ -141,13 +141,3 @@ def compute_optimal(
         ci=ci,
         pi=pi,
     )
-
-
-def _percentiles(values: np.ndarray, level: float) -> list[float | None]:
-    """The central `level` percentile interval of the finite `values`."""
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        return [None, None]
-    tail = 50 * (1 - level)
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return [finite_or_none(low), finite_or_none(high)]

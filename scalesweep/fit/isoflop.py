@@ -42,6 +42,7 @@ from scalesweep.fit.runs import (
     finite_or_none,
     flop_counting,
     group_budgets,
+    percentile_interval,
     prepare,
 )
 
@@ -264,12 +265,8 @@ def _bootstrap(
 
 
 def _percentiles(samples: np.ndarray, level: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    if not len(samples):
-        return (None, None), (None, None)
-    tail = 50 * (1 - level)
-    a_lo, a_hi = np.percentile(samples[:, 0], [tail, 100 - tail])
-    b_lo, b_hi = np.percentile(samples[:, 1], [tail, 100 - tail])
-    return (float(a_lo), float(a_hi)), (float(b_lo), float(b_hi))
+    a_ci, b_ci = (percentile_interval(samples[:, j], level) for j in (0, 1))
+    return (a_ci[0], a_ci[1]), (b_ci[0], b_ci[1])
 
 
 def _bootstrap_notes(requested: int, samples: np.ndarray | None) -> tuple[str, ...]:

@@ -45,6 +45,7 @@ from scalesweep.fit.runs import (
     choose_n,
     finite_or_none,
     flop_counting,
+    percentile_interval,
     prepare,
 )
 
@@ -333,11 +334,7 @@ def fit_parametric(
         samples = bootstrap_arrays(
             n, d, loss, theta, n_resamples=n_bootstrap, rng=rng or np.random.default_rng(0)
         )
-        tail = 50 * (1 - level)
-        for key, values in _law(samples).items():
-            finite = values[np.isfinite(values)]
-            low, high = np.percentile(finite, [tail, 100 - tail])
-            ci[key] = [finite_or_none(low), finite_or_none(high)]
+        ci = {key: percentile_interval(values, level) for key, values in _law(samples).items()}
     return ParametricFit(
         **{k: float(v[0]) for k, v in _law(theta).items()},
         n_points=len(frame),
