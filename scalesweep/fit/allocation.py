@@ -63,9 +63,11 @@ def flops_per_token(frame: pd.DataFrame, *, derived: bool, convention: str | Non
     return FlopsPerToken(float(np.exp(ln_k)), float(p), source, convention)
 
 
-def optimal_arrays(theta: np.ndarray, flops: float, rule: FlopsPerToken) -> dict[str, np.ndarray]:
+def optimal_arrays(
+    theta: np.ndarray, flops: float | np.ndarray, rule: FlopsPerToken
+) -> dict[str, np.ndarray]:
     """N_opt, D_opt and L at the optimum for budget `flops`, for each row of θ = (e, a, b, α, β)
-    (see the module docstring)."""
+    (see the module docstring); or, for one θ, at each of an array of budgets."""
     e, a, b, alpha, beta = np.atleast_2d(theta).T
     big_e, big_a, big_b, p = np.exp(e), np.exp(a), np.exp(b), rule.p
     with np.errstate(all="ignore"):

@@ -33,7 +33,6 @@ from scalesweep.fit.allocation import (
     ComputeOptimal,
     FlopsPerToken,
     flops_per_token,
-    optimal_arrays,
 )
 from scalesweep.fit.allocation import compute_optimal as _allocate
 from scalesweep.fit.huber import huber_objective
@@ -167,11 +166,6 @@ def _law(theta: np.ndarray) -> dict[str, np.ndarray]:
         "a": beta / (alpha + beta),
         "b": alpha / (alpha + beta),
     }
-
-
-def compute_optimal_arrays(theta: np.ndarray, flops: float) -> dict[str, np.ndarray]:
-    """N_opt, D_opt and L at the optimum for budget `flops` = 6·N·D, for each row of θ."""
-    return optimal_arrays(theta, flops, SIX_ND)
 
 
 def compute_optimal(fit: ParametricFit, flops: float) -> ComputeOptimal:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from scalesweep.fit.allocation import optimal_arrays
 from scalesweep.fit.isoflop import IsoflopFit
-from scalesweep.fit.parametric import ParametricFit, compute_optimal_arrays
+from scalesweep.fit.parametric import ParametricFit
 from scalesweep.fit.power_law import PowerLawFit
 from scalesweep.fit.profiles import akima_profile
 from scalesweep.fit.regression import LogLogFit
@@ -137,11 +138,11 @@ def parametric_contours(fit: ParametricFit, out: Path, data: Any = None) -> Path
     levels = np.quantile(loss, np.linspace(0.02, 0.98, 15))
     contour = ax.contour(n, d, loss, levels=np.unique(levels), cmap="viridis", linewidths=0.8)
     ax.clabel(contour, fontsize=6, fmt="%.2f")
-    theta = np.array([np.log(fit.E), np.log(fit.A), np.log(fit.B), fit.alpha, fit.beta])
-    budgets = np.geomspace(6 * n_lo * d_lo, 6 * n_hi * d_hi, 60)
-    frontier = [compute_optimal_arrays(theta, c) for c in budgets]
-    ax.plot([f["n_opt"][0] for f in frontier], [f["d_opt"][0] for f in frontier], "r-",
-            label=f"efficient frontier (a={fit.a:.3f})")  # fmt: skip
+    # Budgets spent as the runs count FLOPs, like the predictions (`fit.flop_rule`).
+    rule = fit.flop_rule
+    budgets = np.geomspace(rule.k * n_lo**rule.p * d_lo, rule.k * n_hi**rule.p * d_hi, 60)
+    frontier = optimal_arrays(fit.theta, budgets, rule)
+    ax.plot(frontier["n_opt"], frontier["d_opt"], "r-", label=f"efficient frontier (a={fit.a:.3f})")
     if data is not None and len(data):
         ax.plot(data["params"], data["tokens"], "k.", ms=3, label="runs")
     ax.set_xlim(n_lo, n_hi)
@@ -212,9 +213,7 @@ def prediction(fits: dict[str, Any], predicted: dict[str, Any], out: Path) -> Pa
             if band is not None:
                 ax.fill_between(grid, *band, color="C0", alpha=0.2, label=f"{law.level:.0%} CI")
         if parametric is not None:
-            theta = np.array([np.log(parametric.E), np.log(parametric.A), np.log(parametric.B),
-                              parametric.alpha, parametric.beta])  # fmt: skip
-            path = [compute_optimal_arrays(theta, c)[key][0] for c in grid]
+            path = optimal_arrays(parametric.theta, grid, parametric.flop_rule)[key]
             ax.plot(grid, path, "--", color="C1", label="parametric L(N, D) (Approach 3)")
         _predicted_points(ax, predicted, key)
         ax.set_xscale("log")
