@@ -31,7 +31,9 @@ class TrainSummary:
     flops: float
     """Training FLOPs under train.flop_counting."""
     tokens_per_s: float
+    """Tokens trained in this process over `wall_s` (a branch's from its fork)."""
     wall_s: float
+    """Seconds this run trained in this process; a trunk's leave out its branches' time."""
     diverged_step: int | None = None
     reason: str | None = None
     final_val_loss_avg: float | None = None

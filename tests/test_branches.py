@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from scalesweep.branches import plan_branch, standalone_config, train_with_branches
@@ -40,12 +42,14 @@ class Recorder(Callback):
     def __init__(self) -> None:
         self.losses: dict[int, float] = {}
         self.val: dict[int, float] = {}
+        self.val_steps: list[int] = []  # every val/loss logged, repeats included
 
     def on_log(self, step, metrics):
         if "train/loss" in metrics:
             self.losses[step] = metrics["train/loss"]
         if "val/loss" in metrics:
             self.val[step] = metrics["val/loss"]
+            self.val_steps.append(step)
 
 
 class Branches:
@@ -101,6 +105,28 @@ def test_a_branch_is_the_standalone_run_and_the_trunk_goes_on_unchanged():
     alone_trunk = train(trunk, callbacks=[plain])
     assert trunk_recorder.losses == pytest.approx(plain.losses, rel=1e-6, abs=1e-7)
     assert summary.final_val_loss == pytest.approx(alone_trunk.final_val_loss, rel=1e-6)
+    steps = trunk_recorder.val_steps  # a fork step is evaluated (and logged) once
+    assert len(steps) == len(set(steps)) and set(plain.val_steps) <= set(steps)
+
+
+def test_a_branch_and_its_trunk_each_time_their_own_tokens():
+    # Rule: a branch's throughput is its own tokens (from the fork) over its own wall time,
+    # and the trunk's is the trunk's tokens over the trunk's time without its branches.
+    trunk = config()
+    branches = branches_of(trunk)
+    opened = Branches()
+    started = time.perf_counter()
+    summary = train_with_branches(Trainer(trunk), branches, opened)
+    elapsed = time.perf_counter() - started
+    per_step = trunk.train.batch_size * trunk.model.seq_len
+    for branch in branches:
+        own = opened.summaries[branch.name]
+        trained = (branch.steps - branch.fork_step) * per_step
+        assert own.tokens_per_s * own.wall_s == pytest.approx(trained, rel=1e-9)
+        assert own.wall_s < summary.wall_s
+    assert summary.tokens_per_s * summary.wall_s == pytest.approx(summary.tokens, rel=1e-9)
+    # Disjoint stretches of the same call: the trunk's own time and each branch's.
+    assert summary.wall_s + sum(opened.summaries[b.name].wall_s for b in branches) <= elapsed
 
 
 def test_a_killed_trunk_resumes_and_reruns_only_the_unfinished_branch(tmp_path):
