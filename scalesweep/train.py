@@ -314,22 +314,19 @@ class Trainer:
         its own callbacks; the trunk's state and settings come back when the block ends."""
         trunk_state = checkpoint.snapshot(self.state_dict())
         trunk = (self.config, self.n_steps, self.callbacks, self.checkpoint_dir, self.last_eval)
-        trunk_clock = (self.started, self.tokens_at_start)
-        branch_started = time.perf_counter()
+        trunk_clock, forked = (self.started, self.tokens_at_start), time.perf_counter()
         self.config, self.n_steps = config, total_steps(config)
         self.callbacks, self.checkpoint_dir = list(callbacks), None
-        # The branch's wall time and throughput count from the fork, not the trunk's start.
-        self.started, self.tokens_at_start = branch_started, self.state.step * self.tokens_per_step
+        # A branch is timed from its fork; the trunk's clock leaves the branch's time out.
+        self.started, self.tokens_at_start = forked, self.state.step * self.tokens_per_step
         self.state.final_val_loss = self.state.final_val_loss_avg = None
         try:
             yield self
         finally:
             self.config, self.n_steps, self.callbacks, self.checkpoint_dir, self.last_eval = trunk
             self.load_state_dict(checkpoint.restore(trunk_state, self.world.device))
-            # The trunk's clock leaves out the time spent in its branch (after load_state_dict,
-            # which sets tokens_at_start for a resume).
-            self.started = trunk_clock[0] + (time.perf_counter() - branch_started)
-            self.tokens_at_start = trunk_clock[1]
+            self.started = trunk_clock[0] + (time.perf_counter() - forked)
+            self.tokens_at_start = trunk_clock[1]  # after load_state_dict, which sets it
 
     def _averaged_loss(self) -> dict[str, float]:
         if self.average is None or not self.average.ready:
