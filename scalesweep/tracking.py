@@ -335,14 +335,17 @@ def curves(
     keys: Iterable[str] = (m.VAL_LOSS, m.FLOPS),
     parent_run_id: str | None = None,
     statuses: Iterable[str] = (m.COMPLETED,),
+    table: pd.DataFrame | None = None,
     cache: dict[tuple[str, str], dict[int, float]] | None = None,
 ) -> pd.DataFrame:
     """Per-step histories of the trials whose status is in `statuses`: `run_id, trial_id,
     status, step` and one column per metric in `keys`; a step is kept when every key was logged
-    at it. A `cache` shared between calls fetches each (run, key) history once."""
+    at it. `table`: the `runs_table` the caller has already read; a `cache` shared between
+    calls fetches each (run, key) history once."""
     keys, statuses = tuple(keys), tuple(statuses)
     mlflow = client(tracking_uri, experiment)
-    table = runs_table(experiment, tracking_uri, parent_run_id=parent_run_id)
+    if table is None:
+        table = runs_table(experiment, tracking_uri, parent_run_id=parent_run_id)
     cache = {} if cache is None else cache
     parts: list[pd.DataFrame] = []
     for row in table.itertuples(index=False):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scalesweep.commands.fit_sources import envelope_curves, is_file_source, load_curves, read_runs
+from scalesweep.commands.fit_sources import CurveSource, is_file_source, read_table
 from scalesweep.fit.kinds import KINDS
 
 
@@ -258,25 +258,22 @@ def fit_result(
 def run(args: argparse.Namespace) -> int:
     from scalesweep.errors import UserError
     from scalesweep.fit.kinds import FitData
-    from scalesweep.fit.runs import parse_column_map
+    from scalesweep.fit.runs import apply_column_map, parse_column_map
 
     options = options_from(args)
-    runs = read_runs(
-        args.source,
-        tracking_uri=args.tracking_uri,
-        columns=parse_column_map(args.col),
-        parent_run_id=args.parent_run_id,
-    )
+    table = read_table(args.source, tracking_uri=args.tracking_uri,
+                       parent_run_id=args.parent_run_id)  # fmt: skip
+    runs = apply_column_map(table, parse_column_map(args.col))
     if runs.empty:
         raise UserError(f"{args.source}: the runs table is empty")
     names = tuple(KINDS) if args.kind == "all" else (args.kind,)
-    histories: dict[Any, Any] = {}  # several kinds read the same MLflow histories
-    data = FitData(runs, load_curves=lambda keys: load_curves(args, keys, histories))
+    curves = CurveSource.of(args, table)  # one source for every kind that reads curves
+    data = FitData(runs, load_curves=curves.curves)
     fits, skipped, notes = fit_all(data, names, options, strict=args.kind != "all")
     if not fits:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise UserError(f"no fit could run on {args.source}: {reasons}")
-    envelope = _envelope(args, skipped, histories)
+    envelope = _envelope(args, skipped, curves)
     result = fit_result(str(args.source), args.kind, runs, fits, skipped, notes)
     if envelope is not None:
         result["fits"]["isoflop_envelope"] = envelope.to_dict()
@@ -305,7 +302,7 @@ def json_default(value: Any) -> Any:
     return converted
 
 
-def _envelope(args: argparse.Namespace, skipped: dict[str, str], histories: Any) -> Any:
+def _envelope(args: argparse.Namespace, skipped: dict[str, str], source: CurveSource) -> Any:
     """Approach 1 when per-step curves are available (--curves, or MLflow histories)."""
     if args.kind not in ("isoflop", "all"):
         return None
@@ -313,7 +310,7 @@ def _envelope(args: argparse.Namespace, skipped: dict[str, str], histories: Any)
     from scalesweep.fit.envelope import fit_envelope
 
     try:
-        curves = envelope_curves(args, histories)
+        curves = source.envelope()
         return None if curves is None else fit_envelope(curves, level=args.level)
     except UserError as error:
         if args.curves is not None and args.kind != "all":

@@ -6,12 +6,35 @@ MLflow experiment (through `scalesweep.tracking`). This is the fitter's edge: ev
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 def is_file_source(source: str) -> bool:
     return Path(source).suffix.lower() in (".csv", ".parquet")
+
+
+def read_table(
+    source: str, *, tracking_uri: str | None = None, parent_run_id: str | None = None
+) -> Any:
+    """The runs table as the source has it: a `.csv`, a `.parquet`, or else an MLflow
+    experiment (sweep) name (`tracking.runs_table`)."""
+    import pandas as pd
+
+    from scalesweep.errors import UserError
+
+    if not is_file_source(source):
+        from scalesweep import tracking
+
+        return tracking.runs_table(source, tracking_uri, parent_run_id=parent_run_id)
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"SOURCE: the file {path} does not exist")
+    try:
+        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except Exception as error:  # pandas raises many types for a malformed file
+        raise UserError(f"SOURCE: cannot read {path} as {path.suffix[1:]} ({error})") from None
 
 
 def read_runs(
@@ -21,51 +44,79 @@ def read_runs(
     columns: dict[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> Any:
-    """The runs table from a `.csv`, a `.parquet`, or else an MLflow experiment (sweep) name.
-
-    `columns` maps canonical names to source columns (`{"params": "Model Size"}`), then the
-    aliases of `fit.runs` fill canonical columns that are still absent. Nothing is dropped.
+    """The runs table (`read_table`) with canonical columns: `columns` maps canonical names to
+    source columns (`{"params": "Model Size"}`), then the aliases of `fit.runs` fill canonical
+    columns that are still absent. Nothing is dropped.
     """
-    import pandas as pd
-
-    from scalesweep.errors import UserError
     from scalesweep.fit.runs import apply_column_map
 
-    if is_file_source(source):
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"SOURCE: the file {path} does not exist")
-        try:
-            frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-        except Exception as error:  # pandas raises many types for a malformed file
-            raise UserError(f"SOURCE: cannot read {path} as {path.suffix[1:]} ({error})") from None
-    else:
+    table = read_table(source, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
+    return apply_column_map(table, columns or {})
+
+
+@dataclass
+class CurveSource:
+    """Where the per-step curves come from: a `--curves` file, else the MLflow histories of
+    the sweep `source` (none for a file source). Each (run, key) history is fetched once, and
+    the runs table is read once (or given, when the caller has read it)."""
+
+    source: str
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+    curves_file: Path | None = None
+    table: Any = None
+    """The sweep's runs table as `tracking.runs_table` gives it (read on first use if None)."""
+    histories: dict[Any, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, table: Any = None) -> CurveSource:
+        """The source `scalesweep fit` was given."""
+        return cls(args.source, args.tracking_uri, args.parent_run_id, args.curves, table)
+
+    def curves(self, keys: tuple[str, ...]) -> Any:
+        """One row per (run, step) with `run_id`, `step` and the metric `keys` as columns:
+        the --curves file, else the histories of the completed and diverged runs with their
+        status; None when there are none."""
+        from scalesweep import metrics as m
+
+        if self.curves_file is not None:
+            return _curves_file(self.curves_file, ("run_id", "step", *keys))
+        found = self._histories(keys, m.FINISHED_STATUSES)
+        return None if found is None or found.empty else found
+
+    def envelope(self) -> Any:
+        """Curves for Approach 1 (run_id, params, flops, loss) of the completed runs; None when
+        there are none."""
+        from scalesweep import metrics as m
+
+        if self.curves_file is not None:
+            return _curves_file(self.curves_file, ())
+        found = self._histories((m.VAL_LOSS, m.FLOPS), (m.COMPLETED,))
+        if found is None or found.empty:
+            return None
+        sizes = self.table.set_index("run_id")[m.PARAMS]
+        return found.rename(columns={m.VAL_LOSS: "loss", m.FLOPS: "flops"}).assign(
+            params=lambda frame: frame["run_id"].map(sizes)
+        )
+
+    def _histories(self, keys: tuple[str, ...], statuses: tuple[str, ...]) -> Any:
+        if is_file_source(self.source):
+            return None
         from scalesweep import tracking
 
-        frame = tracking.runs_table(source, tracking_uri, parent_run_id=parent_run_id)
-    return apply_column_map(frame, columns or {})
-
-
-def load_curves(args: argparse.Namespace, keys: tuple[str, ...], cache: Any = None) -> Any:
-    """Per-step curves: one row per (run, step) with `run_id`, `step` and the metric `keys`
-    as columns, from --curves, else the MLflow histories of the completed and diverged runs
-    with their status (None for a file source without --curves)."""
-    if args.curves is not None:
-        return _curves_file(args.curves, ("run_id", "step", *keys))
-    if is_file_source(args.source):
-        return None
-    from scalesweep import metrics as m
-    from scalesweep import tracking
-
-    curves = tracking.curves(
-        args.source,
-        args.tracking_uri,
-        keys=keys,
-        parent_run_id=args.parent_run_id,
-        statuses=m.FINISHED_STATUSES,
-        cache=cache,
-    )
-    return None if curves.empty else curves
+        if self.table is None:
+            self.table = read_table(
+                self.source, tracking_uri=self.tracking_uri, parent_run_id=self.parent_run_id
+            )
+        return tracking.curves(
+            self.source,
+            self.tracking_uri,
+            keys=keys,
+            parent_run_id=self.parent_run_id,
+            statuses=statuses,
+            table=self.table,
+            cache=self.histories,
+        )
 
 
 def _curves_file(path: Path, columns: tuple[str, ...]) -> Any:
@@ -82,32 +133,3 @@ def _curves_file(path: Path, columns: tuple[str, ...]) -> Any:
             f"--curves {path}: needs column(s) {missing}, but has {list(frame.columns)}"
         )
     return frame
-
-
-def envelope_curves(args: argparse.Namespace, cache: Any = None) -> Any:
-    """Per-step curves for Approach 1 (run_id, params, flops, loss): --curves, or the MLflow
-    histories of an experiment source; None when there are none. `cache`: see
-    `tracking.curves`."""
-    import pandas as pd
-
-    from scalesweep import metrics as m
-    from scalesweep.errors import UserError
-
-    if args.curves is not None:
-        if not args.curves.is_file():
-            raise UserError(f"--curves: the file {args.curves} does not exist")
-        return pd.read_csv(args.curves)
-    if is_file_source(args.source):
-        return None
-    from scalesweep import tracking
-
-    curves = tracking.curves(
-        args.source, args.tracking_uri, parent_run_id=args.parent_run_id, cache=cache
-    )
-    if curves.empty:
-        return None
-    table = tracking.runs_table(args.source, args.tracking_uri, parent_run_id=args.parent_run_id)
-    sizes = table.set_index("run_id")[m.PARAMS]
-    return curves.rename(columns={m.VAL_LOSS: "loss", m.FLOPS: "flops"}).assign(
-        params=lambda frame: frame["run_id"].map(sizes)
-    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from scalesweep.commands.fit import (
     fit_all,
@@ -29,32 +28,17 @@ def sweep_report(sweep: str, tracking_uri: str, parent_run_id: str, out: Path) -
     """The report a sweep writes when it ends, from this invocation's runs: the LR curves and
     sensitivity (when it swept the LR), the training diagnostics and every run's status.
     Written to `out` and logged to the parent run under `report/`; returns report.html."""
-    from scalesweep import metrics as m
     from scalesweep import tracking
+    from scalesweep.commands.fit_sources import CurveSource, read_table
     from scalesweep.fit.kinds import FitData, FitOptions
     from scalesweep.fit.runs import apply_column_map
 
-    table = tracking.runs_table(sweep, tracking_uri, parent_run_id=parent_run_id)
+    table = read_table(sweep, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
     runs = apply_column_map(table, {})
-
-    def load_curves(keys: tuple[str, ...]) -> Any:
-        found = tracking.curves(
-            sweep,
-            tracking_uri,
-            keys=keys,
-            parent_run_id=parent_run_id,
-            statuses=m.FINISHED_STATUSES,
-        )
-        return None if found.empty else found
-
-    names: tuple[str, ...] = SWEEP_REPORT_KINDS
-    skipped: dict[str, str] = {}
-    if "lr" not in runs.columns or runs["lr"].nunique() < 2:
-        names = tuple(n for n in names if n != "lr-sensitivity")
-        skipped["lr-sensitivity"] = "the sweep ran one learning rate"
-    data = FitData(runs, load_curves=load_curves)
-    fits, more, notes = fit_all(data, names, FitOptions(), strict=False)
-    result = fit_result(sweep, "sweep", runs, fits, {**skipped, **more}, notes)
+    curves = CurveSource(sweep, tracking_uri, parent_run_id, table=table)
+    data = FitData(runs, load_curves=curves.curves)
+    fits, skipped, notes = fit_all(data, SWEEP_REPORT_KINDS, FitOptions(), strict=False)
+    result = fit_result(sweep, "sweep", runs, fits, skipped, notes)
     text = json.dumps(result, indent=2, allow_nan=False, default=json_default)
     files = write_report(out, fits, runs, result, text)
     tracking.log_fit_outputs(

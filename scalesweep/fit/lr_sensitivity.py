@@ -311,9 +311,10 @@ def fit_lr_sensitivity(
         if result is not None:
             results.append(result)
     if results and all(len(g.curve) < 2 for g in results):
+        one = "; the sweep ran one learning rate" if frame["lr"].nunique() < 2 else ""
         raise UserError(
             f"LR sensitivity needs runs at 2 or more LRs per group, but each of the "
-            f"{len(results)} group(s) holds a single LR (group columns: {list(groups)})"
+            f"{len(results)} group(s) holds a single LR (group columns: {list(groups)}){one}"
         )
     notes += _coverage_notes(results, lr_range) + _single_lr_notes(results, groups)
     width = width_of(groups)

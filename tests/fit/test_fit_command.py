@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from scalesweep import tracking
-from scalesweep.commands.fit import main, read_runs
+from scalesweep.commands.fit import main
+from scalesweep.commands.fit_sources import read_runs
 from tests.sweep_runs import fit_json, write_sweep
 
 DATA = Path(__file__).parents[1] / "data"
