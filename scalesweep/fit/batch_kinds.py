@@ -34,13 +34,22 @@ KAPLAN_FORMS = {
 # --- critical batch size -----------------------------------------------------------------------
 
 
-def _critical_fit(data: FitData, o: FitOptions) -> Any:
-    from dataclasses import replace
-
+def _critical_batch(data: FitData, o: FitOptions) -> Any:
+    """The critical-batch law of the runs, fitted once for the kinds that need it."""
     from scalesweep import metrics as m
     from scalesweep.fit.batch_size import fit_critical_batch
 
-    fit = fit_critical_batch(data.runs, data.curves(m.VAL_LOSS), group_by=o.group_by, level=o.level)
+    key = ("critical-batch", o.group_by, o.level)
+    if key not in data.shared:
+        curves = data.curves(m.VAL_LOSS)
+        data.shared[key] = fit_critical_batch(data.runs, curves, group_by=o.group_by, level=o.level)
+    return data.shared[key]
+
+
+def _critical_fit(data: FitData, o: FitOptions) -> Any:
+    from dataclasses import replace
+
+    fit = _critical_batch(data, o)
     at = tuple(fit.predict(p["L"]) for p in o.predict_at if set(p) == {"L"})
     return replace(fit, predictions=at)
 
@@ -96,9 +105,8 @@ def _ns_fit(data: FitData, o: FitOptions) -> Any:
     from scalesweep.fit.kaplan import fit_kaplan_ns
 
     curves = data.curves(m.VAL_LOSS)
-    return fit_kaplan_ns(
-        data.runs, curves, group_by=o.group_by, level=o.level, predict_at=o.predict_at
-    )
+    return fit_kaplan_ns(data.runs, curves, group_by=o.group_by, level=o.level,
+                         predict_at=o.predict_at, critical=_critical_batch(data, o))  # fmt: skip
 
 
 def _nd_fit(data: FitData, o: FitOptions) -> Any:

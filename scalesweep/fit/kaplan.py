@@ -331,9 +331,11 @@ def fit_kaplan_ns(
     group_by: Sequence[str] | None = None,
     level: float = 0.95,
     predict_at: Sequence[Mapping[str, float]] = (),
+    critical: CriticalBatchFit | None = None,
 ) -> KaplanFit:
     """L(N, S_min) from the curves of a batch-size sweep (see the module docstring): the
-    `critical-batch` fit first, then S_min per curve point, then the four-parameter law."""
+    `critical-batch` fit first (`critical`, when the caller has it for the same runs, groups
+    and level), then S_min per curve point, then the four-parameter law."""
     kind = "kaplan-ns"
     if N not in runs.columns:
         raise UserError(
@@ -341,7 +343,7 @@ def fit_kaplan_ns(
             f"table (map one with --col {N}=SOURCE)"
         )
     groups = tuple(default_group_by(list(runs.columns)) if group_by is None else group_by)
-    cb = fit_critical_batch(runs, curves, group_by=groups, level=level)
+    cb = critical or fit_critical_batch(runs, curves, group_by=groups, level=level)
     extra = [c for c in (N, WARMUP) if c not in groups and c in runs.columns]
     points, notes = curve_points(runs, curves, (*groups, *extra), kind=kind)
     points, warmup_note = learning_points(points, groups, cb.table)

@@ -76,6 +76,9 @@ class FitData:
     )
     """keys -> one row per (run, logged step): `run_id, trial_id, step` and a column per
     metric key (`scalesweep.metrics` names); None when the source has no curves (a CSV)."""
+    shared: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Intermediate fits one kind builds on another's (kaplan-ns on critical-batch), made once
+    per command."""
 
     def curves(self, *keys: str) -> pd.DataFrame | None:
         return self.load_curves(tuple(keys))

@@ -68,6 +68,29 @@ def test_kaplan_ns_recovers_the_learning_curve_law_through_mlflow(truth_sweep, c
     assert at["ci"][0] < true_loss < at["ci"][1]
 
 
+def test_kind_all_fits_the_critical_batch_law_once_for_both_kinds(truth_sweep, capsys, monkeypatch):
+    # Rule: kaplan-ns builds on the critical-batch law; under --kind all that law is fitted
+    # once and both answers equal those of each kind run alone.
+    from scalesweep.fit import batch_size, kaplan
+
+    uri, name = truth_sweep
+    alone = {kind: fit_json([name, "--tracking-uri", uri, "--kind", kind], capsys)
+             for kind in ("critical-batch", "kaplan-ns")}  # fmt: skip
+    calls = []
+    original = batch_size.fit_critical_batch
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(batch_size, "fit_critical_batch", counted)
+    monkeypatch.setattr(kaplan, "fit_critical_batch", counted)
+    both = fit_json([name, "--tracking-uri", uri, "--kind", "all"], capsys)["fits"]
+    assert len(calls) == 1
+    for kind in ("critical-batch", "kaplan-ns"):
+        assert both[kind] == alone[kind]["fits"][kind]
+
+
 def test_kaplan_nd_recovers_the_published_constants(tmp_path, capsys):
     # Rule: the four constants lie inside their asymptotic intervals, and the loss predicted at
     # N = 1e10, D = 1e11 (outside the data) lies inside its interval.
