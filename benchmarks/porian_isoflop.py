@@ -40,10 +40,9 @@ def exponent_table(runs: pd.DataFrame, published: pd.Series) -> pd.DataFrame:
         row: dict[str, object] = {"config": config, "published a": truth}
         for method in ESTIMATORS:
             fit = fit_isoflop(runs[runs["config"] == config], method=method)
-            low, high = fit.a_ci
             row[f"{method} a"] = fit.a
             row[f"{method} error"] = fit.a - truth
-            row[f"{method} covers"] = bool(low is not None and low <= truth <= high)
+            row[f"{method} covers"] = _covers(list(fit.a_ci), truth)
         rows.append(row)
     return pd.DataFrame(rows)
 

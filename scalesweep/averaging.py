@@ -43,7 +43,7 @@ class WeightAverage:
         """Take the weights after optimizer step `step` into the average, every `every` steps."""
         if step % self.config.every:
             return
-        weights = [p.detach().float().cpu().clone() for p in model.parameters()]
+        weights = [p.detach().to("cpu", torch.float32, copy=True) for p in model.parameters()]
         if self.config.kind == "ema":
             decay = 1.0 - self.config.every / self.config.window
             if self.total is None:

@@ -98,9 +98,9 @@ FAILED: Final = "failed"
 RUNNING: Final = "running"
 """A child run that has started and not finished (or whose driver died before marking it)."""
 FINISHED_STATUSES: Final = (COMPLETED, DIVERGED)
+"""Statuses of a trial that ran to its end: never trained again on --resume."""
 ENDED_STATUSES: Final = (COMPLETED, DIVERGED, FAILED)
 """Statuses of a trial that will not run again in this sweep invocation."""
 
 SearchMetric = Literal["final_val_loss", "final_val_loss_avg"]
 """What a searcher may minimize: the final validation loss, or that of the averaged weights."""
-"""Statuses of a trial that ran to its end: never trained again on --resume."""

@@ -17,10 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from scalesweep.distributed import World
+from scalesweep.distributed import World, all_reduce_mean
 from scalesweep.noise_scale import NoiseScaleEMA, noise_scale_terms
 
 
@@ -64,10 +63,7 @@ class NoiseMeter:
         self.measuring = False
         if self.small_sq is None:
             return None
-        small = self.small_sq.detach().clone()
-        if self.world.size > 1:  # the mean of the ranks' local norms
-            dist.all_reduce(small, op=dist.ReduceOp.SUM)
-            small /= self.world.size
+        small = all_reduce_mean(self.small_sq, self.world)  # the mean of the ranks' local norms
         big = float(grad_norm) ** 2
         terms = noise_scale_terms(float(small), big, self.small_tokens, self.big_tokens)
         return self.ema.update(terms)

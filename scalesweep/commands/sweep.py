@@ -118,13 +118,15 @@ def run_plan_command(args: argparse.Namespace) -> int:
 def _branch_table(plan: Any) -> Any:
     from rich.table import Table
 
+    from scalesweep.branches import cooldown_flops
+
     table = Table(title="cooldown branches (forked from their trunk at the fork step)")
     for column in ("trunk", "branch", "tokens", "fork step", "steps", "cooldown FLOPs"):
         table.add_column(column, justify="left" if column in ("trunk", "branch") else "right")
     for trial in plan.trials:
         per_step = trial.flops / trial.steps
         for branch in trial.branches:
-            cooldown = (branch.steps - branch.fork_step) * per_step
+            cooldown = cooldown_flops(branch, per_step)
             table.add_row(trial.name, branch.name, f"{branch.tokens:,}", str(branch.fork_step),
                           str(branch.steps), f"{cooldown:.3e}")  # fmt: skip
     return table

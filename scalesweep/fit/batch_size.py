@@ -46,9 +46,9 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.batch_stats import jackknife_cov, t_quantile, weighted_loglog
+from scalesweep.fit.batch_stats import jackknife_cov, weighted_loglog
 from scalesweep.fit.contours import curve_points, default_group_by, loss_levels, reach_table
-from scalesweep.fit.regression import LogLogFit
+from scalesweep.fit.regression import LogLogFit, t_quantile
 from scalesweep.fit.runs import finite_or_none
 
 KIND = "critical-batch"
@@ -119,7 +119,6 @@ def fit_level(
         >>> f"{fit.b_crit:.3g} in [{fit.b_crit_ci[0]:.3g}, {fit.b_crit_ci[1]:.3g}]", fit.used
         ('1.01e+04 in [9.55e+03, 1.06e+04]', True)
     """
-    from scipy import stats
     from scipy.optimize import curve_fit
 
     base = LevelFit(dict(group), loss, tuple(map(float, batch)), tuple(map(float, steps)))
@@ -140,7 +139,7 @@ def fit_level(
     ci: tuple[float | None, float | None] = (None, None)
     se = math.sqrt(var) if np.isfinite(var) and 0 < var < MAX_LOG_VAR else None
     if se is not None:
-        half = float(stats.t.ppf(0.5 + level / 2, len(batch) - 2)) * se
+        half = t_quantile(level, len(batch) - 2) * se
         ci = (b_crit * math.exp(-half), b_crit * math.exp(half))
     fitted = replace(
         base, s_min=math.exp(log_s), e_min=math.exp(log_e), b_crit=b_crit, b_crit_ci=ci, se_log=se

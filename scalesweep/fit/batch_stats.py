@@ -24,13 +24,6 @@ def jackknife_cov(replicates: np.ndarray) -> np.ndarray:
     return (n - 1) / n * centred.T @ centred
 
 
-def t_quantile(level: float, dof: int) -> float:
-    """The two-sided `level` quantile of Student's t with `dof` (at least 1) degrees of freedom."""
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + level / 2, max(dof, 1)))
-
-
 def weighted_loglog(
     x: np.ndarray, y: np.ndarray, se_log_y: np.ndarray, *, level: float = 0.95
 ) -> LogLogFit:

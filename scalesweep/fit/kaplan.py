@@ -36,8 +36,9 @@ import pandas as pd
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
 from scalesweep.fit.batch_size import CriticalBatchFit, fit_critical_batch
-from scalesweep.fit.batch_stats import jackknife_cov, t_quantile
+from scalesweep.fit.batch_stats import jackknife_cov
 from scalesweep.fit.contours import curve_points, default_group_by
+from scalesweep.fit.regression import t_quantile
 from scalesweep.fit.runs import finite_or_none, group_budgets, prepare
 
 N = m.PARAMS_NONEMBED

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from scalesweep.fit.regression import t_quantile
 from scalesweep.fit.runs import finite_or_none
 
 ALPHA_STARTS = (0.05, 0.1, 0.2, 0.4)
@@ -75,14 +76,12 @@ class SaturatingLaw:
         of a new budget's optimal loss; None without an error estimate."""
         if self.cov is None or self.resid_var is None:
             return None
-        from scipy import stats
-
         x = np.atleast_1d(np.log(np.asarray(flops, float) / self.c0))
         g = _gradient(self.theta, x)
         var = np.einsum("ij,jk,ik->i", g, np.asarray(self.cov), g)
         if prediction:
             var = var + self.resid_var
-        t = float(stats.t.ppf(0.5 + self.level / 2, self.n_points - 3))
+        t = t_quantile(self.level, self.n_points - 3)  # ≥ 1 dof: there is a covariance
         center = _model(self.theta, x)
         return np.exp(center - t * np.sqrt(var)), np.exp(center + t * np.sqrt(var))
 

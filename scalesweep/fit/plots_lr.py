@@ -16,7 +16,7 @@ import numpy as np
 
 from scalesweep import metrics as m
 from scalesweep.fit.diagnostics import DiagnosticsFit, sort_key
-from scalesweep.fit.lr_groups import WIDTH_COLUMNS
+from scalesweep.fit.lr_groups import WIDTH_COLUMNS, width_of
 from scalesweep.fit.lr_sensitivity import GroupSensitivity, LrSensitivityFit
 from scalesweep.fit.plots import figure, save
 
@@ -174,7 +174,7 @@ def _diagnostic_panels(fit: DiagnosticsFit) -> tuple[Any, Any, list[str], list[t
     """(curves of the widest width, that width, the varied intervention columns, one tuple of
     their values per panel)."""
     curves = fit.curves
-    width_column = next((c for c in fit.group_by if c in WIDTH_COLUMNS), None)
+    width_column = width_of(fit.group_by)
     width = None
     if width_column is not None and curves[width_column].notna().any():
         width = max(curves[width_column].dropna().unique(), key=lambda w: sort_key([w]))

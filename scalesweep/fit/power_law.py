@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.regression import loglog_ols
+from scalesweep.fit.regression import loglog_ols, t_quantile
 from scalesweep.fit.runs import (
     Basis,
     choose_n,
@@ -161,11 +161,8 @@ def fit_power_law(
 def _saturating_fit(
     x: str, xs: np.ndarray, ys: np.ndarray, level: float, common: dict[str, Any]
 ) -> PowerLawFit:
-    from scipy import stats
-
     params, se = _saturating(xs, ys, level)
-    dof = max(len(xs) - 3, 1)
-    t = float(stats.t.ppf(0.5 + level / 2, dof))
+    t = t_quantile(level, len(xs) - 3)
     e, log_a, alpha = params
     residual = ys - (e + np.exp(log_a) * xs**-alpha)
     r2 = 1 - float(np.sum(residual**2) / np.sum((ys - ys.mean()) ** 2))

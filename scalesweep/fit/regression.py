@@ -24,6 +24,13 @@ def _ols(log_x: np.ndarray, log_y: np.ndarray) -> Any:
     return sm.OLS(log_y, sm.add_constant(log_x, has_constant="add")).fit()
 
 
+def t_quantile(level: float, dof: int) -> float:
+    """The two-sided `level` quantile of Student's t with `dof` (at least 1) degrees of freedom."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, max(dof, 1)))
+
+
 @dataclass(frozen=True)
 class LogLogFit:
     """y = k·x^p fitted as ln y = ln k + p ln x by OLS."""
@@ -56,14 +63,12 @@ class LogLogFit:
         residual scatter). None without a covariance."""
         if self.cov is None:
             return None
-        from scipy import stats
-
         lx = np.log(np.asarray(x, float))
         cov = np.asarray(self.cov)
         var = cov[0, 0] + 2 * lx * cov[0, 1] + lx * lx * cov[1, 1]
         if prediction:
             var = var + (self.resid_var or 0.0)
-        t = float(stats.t.ppf(0.5 + self.level / 2, max(self.n_points - 2, 1)))
+        t = t_quantile(self.level, self.n_points - 2)
         center = np.log(self.coef) + self.exponent * lx
         return np.exp(center - t * np.sqrt(var)), np.exp(center + t * np.sqrt(var))
 

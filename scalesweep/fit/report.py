@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Lines = list[str]
-LR_COLUMNS = ("optim.lr",)
 MAX_OPEN_ROWS = 40
 """A longer run table starts folded."""
 
@@ -244,7 +243,7 @@ def render_html(
 def run_table(runs: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """(header, rows, status per row) of the runs: trial, the swept keys, status and the
     losses for a sweep; every column but the aliases for a CSV or Parquet table."""
-    from scalesweep.fit.lr_groups import WIDTH_COLUMNS
+    from scalesweep.fit.lr_groups import LR_COLUMNS, WIDTH_COLUMNS
     from scalesweep.fit.runs import ALIASES
 
     aliases = {c for c, sources in ALIASES.items() if any(s in runs.columns for s in sources)}

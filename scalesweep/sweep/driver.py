@@ -373,8 +373,7 @@ def run_sweep(
             timeout_s=experiment.config.tracking.outage_timeout_s,
         )
     rows = _rows(experiment, plan, session, errors)
-    ended = (m.COMPLETED, m.DIVERGED, m.FAILED)
-    finished = len(rows) == plan.n_runs and all(r[m.STATUS] in ended for r in rows)
+    finished = len(rows) == plan.n_runs and all(r[m.STATUS] in m.ENDED_STATUSES for r in rows)
     tracking.with_retries(
         lambda: client.set_terminated(session.parent_run_id, "FINISHED" if finished else "KILLED"),
         what="marking the sweep's parent run",

@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from scalesweep import metrics as m
 from scalesweep.sweep.plan import Plan, trial_name
+from scalesweep.sweep.search import CELL_KEY
 from scalesweep.sweep.trial import CHECKPOINT_STEP
 
 
@@ -55,7 +56,6 @@ class SweepProgress(Callback):
     """Keeps a `Tally` from Tune's trial events and shows it."""
 
     def __init__(self, plan: Plan, *, already_done: int = 0, metric: str) -> None:
-        self.plan = plan
         self.metric = metric
         self.flops = {t.name: t.flops for t in plan.trials}
         self.steps = {t.name: t.steps for t in plan.trials}
@@ -64,7 +64,7 @@ class SweepProgress(Callback):
         self.task: Any = None
 
     def _cell_name(self, trial: Any) -> str:
-        return trial_name((trial.config or {}).get("cell", {}))
+        return trial_name((trial.config or {}).get(CELL_KEY, {}))
 
     def _show(self, *, ended: bool = False) -> None:
         if self.bar is None:
