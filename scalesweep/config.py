@@ -379,3 +379,20 @@ def total_steps(config: ExperimentConfig) -> int:
     assert config.train.tokens is not None  # guaranteed by TrainConfig's validator
     tokens_per_step = config.train.batch_size * config.model.seq_len
     return max(1, math.ceil(config.train.tokens / tokens_per_step))
+
+
+def batch_split(
+    batch_size: int, micro_batch_size: int | None, ranks: int
+) -> tuple[int, int] | None:
+    """(sequences per forward pass, micro-batches per step) on each of `ranks`, or None when
+    the batch does not split into ranks × micro-batches.
+
+    Example:
+        >>> batch_split(32, 4, 2), batch_split(30, 4, 2)
+        ((4, 4), None)
+    """
+    per_rank, remainder = divmod(batch_size, ranks)
+    micro = micro_batch_size or per_rank
+    if remainder or per_rank % micro:
+        return None
+    return micro, per_rank // micro

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from scalesweep.config import batch_split
 from scalesweep.errors import UserError
 
 # Dense bf16 peak of the GPUs we know, for MFU (vendor spec sheets, SXM parts).
@@ -67,14 +68,13 @@ def split_batch(batch_size: int, micro_batch_size: int | None, world: World) -> 
         >>> split_batch(32, 4, World(0, 2, torch.device("cpu")))
         (4, 4)
     """
-    per_rank, remainder = divmod(batch_size, world.size)
-    micro = micro_batch_size or per_rank
-    if remainder or per_rank % micro:
+    split = batch_split(batch_size, micro_batch_size, world.size)
+    if split is None:
         raise UserError(
             f"train.batch_size: got {batch_size}, which does not split into {world.size} ranks "
-            f"× micro-batches of {micro}"
+            f"× micro-batches of {micro_batch_size or batch_size // world.size}"
         )
-    return micro, per_rank // micro
+    return split
 
 
 def wrap(model: torch.nn.Module, world: World, *, compile: bool) -> torch.nn.Module:

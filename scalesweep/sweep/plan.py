@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from scalesweep import metrics as m
 from scalesweep.branches import Branch, cooldown_flops, plan_branch
-from scalesweep.config import BranchesConfig, ExperimentConfig, total_steps
+from scalesweep.config import BranchesConfig, ExperimentConfig, batch_split, total_steps
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment, set_dotted
 from scalesweep.flops import count_params, flops_per_token, paired_params
@@ -128,8 +128,8 @@ def _check_batch_splits(config: ExperimentConfig) -> None:
     """The batch must split into the trial's ranks × micro-batches (else every rank would find
     out, and fail, only once the trial started)."""
     ranks, batch = config.resources.workers_per_trial, config.train.batch_size
-    micro = config.train.micro_batch_size or batch // ranks
-    if batch % ranks or micro == 0 or (batch // ranks) % micro:
+    if batch_split(batch, config.train.micro_batch_size, ranks) is None:
+        micro = config.train.micro_batch_size or batch // ranks
         raise UserError(
             f"train.batch_size: got {batch}, which does not split into "
             f"resources.workers_per_trial={ranks} ranks × micro-batches of {micro or 'none'}"
