@@ -188,7 +188,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     outcome = run_sweep(
         experiment, result, resume=args.resume, restart=args.restart, address=address
     )
-    experiment_id = _set_up_ui(experiment, result)  # the experiment exists now
+    experiment_id = _set_up_ui(experiment, result, outcome.tracking_uri)  # it exists now
     console.print(summary_table(experiment.config.name, outcome.rows))
     report = _write_sweep_report(experiment, outcome, console)
     for line in closing_lines(experiment.config.name, experiment_id, outcome, report):
@@ -207,12 +207,11 @@ def _swept_keys(plan: Any) -> list[str]:
     return keys + [k for k in plan.sampled_keys if k not in keys]
 
 
-def _set_up_ui(experiment: Any, plan: Any) -> str:
+def _set_up_ui(experiment: Any, plan: Any, uri: str) -> str:
     """The sweep's experiment, marked as model training, with its trials view (see
     `scalesweep.tracking_ui`); returns its id."""
     from scalesweep import tracking, tracking_ui
 
-    uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
     return tracking.with_retries(
         lambda: tracking_ui.set_up_experiment(uri, experiment.config.name, _swept_keys(plan)),
         what="setting up the sweep's experiment",
@@ -225,11 +224,9 @@ def _write_sweep_report(experiment: Any, outcome: Any, console: Any) -> Path | N
     parent run. A finished sweep is not failed by its report: an error is printed instead."""
     from scalesweep.commands.report import sweep_report
 
-    config = experiment.config
-    # the sweep's storage folder, resolved as the driver resolves it
-    out = Path(config.storage_path or "runs").resolve() / config.name / "report"
+    name, out = experiment.config.name, outcome.storage / "report"
     try:
-        return sweep_report(config.name, outcome.tracking_uri, outcome.parent_run_id, out)
+        return sweep_report(name, outcome.tracking_uri, outcome.parent_run_id, out)
     except Exception as error:  # the trials are done and recorded; say what went wrong
         console.print(f"sweep report not written: {type(error).__name__}: {error}", markup=False)
         return None

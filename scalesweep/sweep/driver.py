@@ -125,6 +125,8 @@ class SweepOutcome:
     tracking_uri: str
     rows: list[dict[str, Any]]
     """One per trial: name, width, LR, assignment, status, final_val_loss, init_loss."""
+    storage: Path
+    """The sweep's storage folder (`storage_path`/name)."""
     finished: bool = True
     """Every planned trial ran to an end (completed, diverged or failed)."""
 
@@ -348,7 +350,8 @@ def run_sweep(
     tracking_uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
     tracking.check_local_store(tracking_uri)
     storage, state = _check_storage(experiment, plan, resume=resume, restart=restart)
-    preflight(experiment, address=address)  # starts or joins Ray; cluster and resources
+    # Starts or joins Ray; checks the cluster can reach the store and storage, and the resources.
+    preflight(experiment, tracking_uri, storage.parent, address=address)
     tracking.check_reachable(tracking_uri)
     session = _open_session(experiment, plan, storage, state, tracking_uri)
     # Tune's own output: its new engine prints a configuration box even when silenced.
@@ -380,4 +383,4 @@ def run_sweep(
         timeout_s=experiment.config.tracking.outage_timeout_s,
     )
     session.save(finished=finished)
-    return SweepOutcome(session.parent_run_id, session.tracking_uri, rows, finished)
+    return SweepOutcome(session.parent_run_id, session.tracking_uri, rows, storage, finished)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from scalesweep.config import ResourcesConfig
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment
-from scalesweep.tracking import is_local_uri, resolve_tracking_uri
+from scalesweep.tracking import is_local_uri
 
 
 def alive_nodes() -> list[dict[str, object]]:
@@ -192,12 +192,14 @@ def connect(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False)
 
 
-def preflight(experiment: Experiment, *, address: str | None) -> None:
-    """Connect to the cluster (or start a local one) and check it can run this sweep."""
+def preflight(
+    experiment: Experiment, tracking_uri: str, storage: Path, *, address: str | None
+) -> None:
+    """Connect to the cluster (or start a local one) and check it can run this sweep, whose
+    resolved tracking URI and storage root the driver gives."""
     connect(address)
     config = experiment.config
     n_nodes = len(alive_nodes())
-    check_tracking_for_cluster(resolve_tracking_uri(config.tracking.uri), n_nodes)
-    storage = Path(config.storage_path or "runs").resolve()
+    check_tracking_for_cluster(tracking_uri, n_nodes)
     check_storage_for_cluster(storage, config.storage_path is not None, n_nodes)
     check_resources(config.resources)
