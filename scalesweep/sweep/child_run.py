@@ -55,17 +55,14 @@ class ChildRun:
             ),
             "opening the child run",
         )
-        self.skip_through: dict[str, int] = {}
+        self.restarted = existing is not None
         self.done: dict[str, Any] | None = None
         """The summary of an earlier attempt that finished (then nothing is left to do)."""
-        if existing is not None:  # restarted: what did its earlier attempts leave?
+        if self.restarted:  # what did its earlier attempts leave?
             self._retry(lambda: replay_spool(self.client, self.spool), "writing its spool")
             run = self._retry(lambda: self.client.get_run(self.run_id), "reading its run")
             if run.data.tags.get(tracking.STATUS_TAG) in m.FINISHED_STATUSES:
                 self.done = {**run.data.metrics, m.STATUS: run.data.tags[tracking.STATUS_TAG]}
-            self.skip_through = self._retry(
-                lambda: logged_through(self.client, self.run_id), "reading its metrics"
-            )
 
     def _retry(self, call: Any, what: str) -> Any:
         return tracking.with_retries(
@@ -73,12 +70,19 @@ class ChildRun:
         )
 
     def metric_log(self) -> MetricLog:
+        """The run's metric log; a restarted run's skips the steps already logged (read here,
+        by the process that logs, not by a distributed trial's driver that never does)."""
+        skip_through = {}
+        if self.restarted:
+            skip_through = self._retry(
+                lambda: logged_through(self.client, self.run_id), "reading its metrics"
+            )
         return MetricLog(
             self.client,
             self.run_id,
             every_s=self.config.tracking.log_every_s,
             spool=self.spool,
-            skip_through=self.skip_through,
+            skip_through=skip_through,
         )
 
     def finish(self, log: MetricLog, summary: dict[str, Any]) -> None:
