@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,19 @@ class _Session:
         self.state.update(updates)
         _write_state(self.storage / STATE_FILE, self.state)
 
+    @cached_property
+    def client(self) -> Any:
+        return tracking.MlflowClient(self.tracking_uri)
+
+    def replay_spools(self, timeout_s: float) -> None:
+        """Write to MLflow what trials spooled while it was down, their statuses included."""
+        for spool in sorted((self.storage / "spool").glob("*.jsonl")):
+            tracking.with_retries(
+                lambda spool=spool: replay_spool(self.client, spool),  # type: ignore[misc]
+                what=f"writing the metrics spooled in {spool.name}",
+                timeout_s=timeout_s,
+            )
+
 
 def _check_storage(
     experiment: Experiment, plan: Plan, *, resume: bool, restart: bool
@@ -206,11 +220,9 @@ def _open_session(
 def _history(experiment: Experiment, session: _Session) -> list[Done]:
     """What earlier runs of this sweep left in MLflow: finished trials with their objective,
     unfinished ones (running or failed) to run again with their exact values."""
-    client = tracking.MlflowClient(session.tracking_uri)
-    for spool in sorted((session.storage / "spool").glob("*.jsonl")):
-        replay_spool(client, spool)  # statuses that an outage kept out of MLflow
+    session.replay_spools(experiment.config.tracking.outage_timeout_s)
     history = []
-    for run in tracking.child_runs(client, experiment.config.name, session.parent_run_id):
+    for run in tracking.child_runs(session.client, experiment.config.name, session.parent_run_id):
         tags, metrics = run.data.tags, run.data.metrics
         if tracking.CELL_TAG not in tags or tracking.BRANCH_TAG in tags:
             continue  # a cooldown branch is its trunk's business, not a Tune trial
@@ -295,9 +307,8 @@ def _rows(
 ) -> list[dict[str, Any]]:
     """One row per trial of this sweep, from its child run; trials that Tune saw fail without a
     status in MLflow count as failed."""
-    client = tracking.MlflowClient(session.tracking_uri)
     runs = tracking.with_retries(
-        lambda: tracking.child_runs(client, experiment.config.name, session.parent_run_id),
+        lambda: tracking.child_runs(session.client, experiment.config.name, session.parent_run_id),
         what="reading the trials' runs",
         timeout_s=experiment.config.tracking.outage_timeout_s,
     )
@@ -314,10 +325,12 @@ def _rows(
         status = tags.get(tracking.STATUS_TAG, m.RUNNING)
         if status == m.RUNNING and name in errors:
             status = m.FAILED
-            client.set_tag(run.info.run_id, tracking.STATUS_TAG, m.FAILED)
+            session.client.set_tag(run.info.run_id, tracking.STATUS_TAG, m.FAILED)
         if status in m.ENDED_STATUSES and run.info.status == "RUNNING":
             # Ended, but its driver died before marking the run (or Tune saw it fail).
-            client.set_terminated(run.info.run_id, "FAILED" if status == m.FAILED else "FINISHED")
+            session.client.set_terminated(
+                run.info.run_id, "FAILED" if status == m.FAILED else "FINISHED"
+            )
         rows.append(
             {
                 "trial": name,
@@ -368,17 +381,13 @@ def run_sweep(
         finally:
             progress.close()
         errors = {trial_name(assignment_of(r.config or {})) for r in grid if r.error is not None}
-    client = tracking.MlflowClient(session.tracking_uri)
-    for spool in sorted((session.storage / "spool").glob("*.jsonl")):
-        tracking.with_retries(
-            lambda spool=spool: replay_spool(client, spool),  # type: ignore[misc]
-            what=f"writing the metrics spooled in {spool.name}",
-            timeout_s=experiment.config.tracking.outage_timeout_s,
-        )
+    session.replay_spools(experiment.config.tracking.outage_timeout_s)
     rows = _rows(experiment, plan, session, errors)
     finished = len(rows) == plan.n_runs and all(r[m.STATUS] in m.ENDED_STATUSES for r in rows)
     tracking.with_retries(
-        lambda: client.set_terminated(session.parent_run_id, "FINISHED" if finished else "KILLED"),
+        lambda: session.client.set_terminated(
+            session.parent_run_id, "FINISHED" if finished else "KILLED"
+        ),
         what="marking the sweep's parent run",
         timeout_s=experiment.config.tracking.outage_timeout_s,
     )
