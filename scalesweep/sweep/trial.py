@@ -146,6 +146,11 @@ class Trial:
         return open_branch
 
 
+def progress_report(metric: str, step: int, metrics: dict[str, float]) -> dict[str, Any]:
+    """What a trial tells Tune at an evaluation (both paths)."""
+    return {metric: metrics[m.VAL_LOSS], CHECKPOINT_STEP: step, m.STATUS: m.RUNNING}
+
+
 # --- the in-process path -------------------------------------------------------------------------
 
 
@@ -159,8 +164,7 @@ class TuneReporter(Callback):
     def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         from ray import tune
 
-        payload = {self.metric: metrics[m.VAL_LOSS], CHECKPOINT_STEP: step, m.STATUS: m.RUNNING}
-        tune.report(payload)
+        tune.report(progress_report(self.metric, step, metrics))
 
 
 def _train(trainer: Trainer, trial: Trial, settings: TrialSettings, rank0: bool) -> dict[str, Any]:
@@ -210,8 +214,7 @@ class TrainReporter(Callback):
         import ray.train
 
         saved = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
-        payload = {self.metric: metrics[m.VAL_LOSS], CHECKPOINT_STEP: step, m.STATUS: m.RUNNING}
-        ray.train.report(payload, checkpoint=saved)
+        ray.train.report(progress_report(self.metric, step, metrics), checkpoint=saved)
 
 
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
