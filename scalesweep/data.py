@@ -95,8 +95,19 @@ def sample_batch(
         )
     rng = np.random.default_rng([seed, step, index])
     starts = rng.integers(0, n - seq_len, size=batch_size)  # the last window ends at n - 1
-    windows = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
-    return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+    return windows(tokens, starts, seq_len)
+
+
+def windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of `seq_len + 1` tokens at `starts`: (x, y), int64, y shifted by one.
+
+    Example:
+        >>> x, y = windows(np.arange(10), np.array([0, 5]), 3)
+        >>> x.tolist(), y.tolist()
+        ([[0, 1, 2], [5, 6, 7]], [[1, 2, 3], [6, 7, 8]])
+    """
+    cut = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+    return np.ascontiguousarray(cut[:, :-1]), np.ascontiguousarray(cut[:, 1:])
 
 
 # --- reading shards ----------------------------------------------------------------------------

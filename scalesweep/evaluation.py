@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from scalesweep.data import windows
 from scalesweep.distributed import World
 
 
@@ -50,13 +51,12 @@ class Validation:
         self.world = world
 
     def _batches(self) -> Any:
-        offsets = np.arange(self.seq_len + 1)
         for first in range(0, len(self.mine), self.batch_size):
-            starts = self.mine[first : first + self.batch_size]
-            windows = np.asarray(self.tokens[starts[:, None] + offsets], dtype=np.int64)
-            x = torch.from_numpy(np.ascontiguousarray(windows[:, :-1]))
-            y = torch.from_numpy(np.ascontiguousarray(windows[:, 1:]))
-            yield x.to(self.world.device), y.to(self.world.device)
+            x, y = windows(self.tokens, self.mine[first : first + self.batch_size], self.seq_len)
+            yield (
+                torch.from_numpy(x).to(self.world.device),
+                torch.from_numpy(y).to(self.world.device),
+            )
 
     @torch.no_grad()
     def loss(self, model: torch.nn.Module, autocast: Callable[[], Any]) -> float:
