@@ -328,7 +328,7 @@ def write_report(
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "fit.json").write_text(text + "\n")
-    plots = {name: KINDS[name].plots(fit, runs, out) for name, fit in fits.items()}
+    plots = {name: KINDS[name].plots(fit, out) for name, fit in fits.items()}
     if result.get("prediction"):
         plots["prediction"] = [fit_plots.prediction(fits, result["prediction"], out)]
     names = {kind: [p.name for p in paths] for kind, paths in plots.items()}

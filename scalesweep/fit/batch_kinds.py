@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 from scalesweep.fit.format import interval, num
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from scalesweep.fit.kinds import FitData, FitOptions
 
 Lines = list[str]
@@ -91,7 +89,7 @@ def _critical_section(f: Mapping[str, Any]) -> Lines:
     return lines
 
 
-def _critical_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+def _critical_plots(fit: Any, out: Path) -> list[Path]:
     from scalesweep.fit import batch_plots
 
     return [batch_plots.critical_batch_contours(fit, out), batch_plots.critical_batch_law(fit, out)]
@@ -162,7 +160,7 @@ def _kaplan_headline(kind: str) -> Any:
     return headline
 
 
-def _kaplan_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+def _kaplan_plots(fit: Any, out: Path) -> list[Path]:
     from scalesweep.fit import batch_plots
 
     return [batch_plots.kaplan_law(fit, out)]

@@ -100,8 +100,8 @@ class FitKind:
     """JSON-ready result -> lines of the text summary."""
     section: Callable[[Mapping[str, Any]], Lines]
     """JSON-ready result -> Markdown lines of its report section."""
-    plots: Callable[[Any, pd.DataFrame, Path], list[Path]] = field(default=lambda *_: [])
-    """(fit result, runs table, folder) -> the plot files written."""
+    plots: Callable[[Any, Path], list[Path]] = field(default=lambda *_: [])
+    """(fit result, folder) -> the plot files written."""
     predict: Callable[[Any, float], dict[str, Any]] | None = None
     """(fit result, FLOPs) -> the compute-optimal N, D (and loss) at that budget."""
     to_dict: Callable[[Any], Any] = field(default=lambda fit: fit.to_dict())

@@ -125,10 +125,11 @@ def isoflop_optimal(fit: IsoflopFit, out: Path) -> Path:
     return save(fig, out, "isoflop_optimal.png")
 
 
-def parametric_contours(fit: ParametricFit, out: Path, data: Any = None) -> Path:
-    """Contours of L(N, D), the efficient frontier (N_opt(C), D_opt(C)) and the data."""
+def parametric_contours(fit: ParametricFit, out: Path) -> Path:
+    """Contours of L(N, D), the efficient frontier (N_opt(C), D_opt(C)) and the points fitted."""
     fig, ax = figure()
-    if data is not None and len(data):
+    data = fit.points
+    if len(data):
         n_lo, n_hi = float(data["params"].min()) / 3, float(data["params"].max()) * 30
         d_lo, d_hi = float(data["tokens"].min()) / 3, float(data["tokens"].max()) * 30
     else:
@@ -143,7 +144,7 @@ def parametric_contours(fit: ParametricFit, out: Path, data: Any = None) -> Path
     budgets = np.geomspace(rule.k * n_lo**rule.p * d_lo, rule.k * n_hi**rule.p * d_hi, 60)
     frontier = optimal_arrays(fit.theta, budgets, rule)
     ax.plot(frontier["n_opt"], frontier["d_opt"], "r-", label=f"efficient frontier (a={fit.a:.3f})")
-    if data is not None and len(data):
+    if len(data):
         ax.plot(data["params"], data["tokens"], "k.", ms=3, label="runs")
     ax.set_xlim(n_lo, n_hi)
     ax.set_ylim(d_lo, d_hi)

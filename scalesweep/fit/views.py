@@ -14,8 +14,6 @@ from scalesweep import metrics as m
 from scalesweep.errors import UserError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from scalesweep.fit.kinds import FitData, FitOptions
 
 Lines = list[str]
@@ -23,19 +21,19 @@ SUMMARY_GROUPS = 10
 """Groups the terminal summary of a per-group fit lists; the rest are in fit.json."""
 
 
-def parametric_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+def parametric_plots(fit: Any, out: Path) -> list[Path]:
     from scalesweep.fit import plots
 
-    return [plots.parametric_contours(fit, out, fit.points)]
+    return [plots.parametric_contours(fit, out)]
 
 
-def isoflop_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+def isoflop_plots(fit: Any, out: Path) -> list[Path]:
     from scalesweep.fit import plots
 
     return [plots.isoflop_curves(fit, out), plots.isoflop_optimal(fit, out)]
 
 
-def lr_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+def lr_plots(fit: Any, out: Path) -> list[Path]:
     from scalesweep.fit import plots_lr
 
     written = [plots_lr.lr_sensitivity_curves(fit, out), plots_lr.lr_sensitivity_bars(fit, out)]
@@ -44,7 +42,7 @@ def lr_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
     return written
 
 
-def power_plots(fits: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+def power_plots(fits: Any, out: Path) -> list[Path]:
     from scalesweep.fit import plots
 
     return [plots.power_laws(fits, out)]
@@ -107,7 +105,7 @@ def diagnostics_section(fit: Mapping[str, Any]) -> Lines:
     return lines
 
 
-def diagnostics_plots(fit: Any, runs: pd.DataFrame, out: Path) -> list[Path]:
+def diagnostics_plots(fit: Any, out: Path) -> list[Path]:
     from scalesweep.fit import plots_lr
 
     return [plots_lr.diagnostics_curves(fit, out), plots_lr.attention_logit_growth(fit, out)]
