@@ -25,7 +25,7 @@ import pandas as pd
 
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
-from scalesweep.fit.format import num
+from scalesweep.fit.format import constant_columns, num, short
 from scalesweep.fit.lr_groups import default_group_by
 from scalesweep.fit.runs import finite_or_none
 
@@ -200,12 +200,11 @@ def markdown_table(fit: Mapping[str, Any], key: str = "attn_logit_max") -> list[
     every run (named once below the table instead)."""
     groups = list(fit["group_by"])
     full_header, rows = extremes_table(fit, key)
-    same = {i for i, g in enumerate(groups) if len({repr(r[g]) for r in fit["runs"]}) == 1}
-    if len(fit["runs"]) < 2:
-        same = set()
-    short = [g.split(".")[-1] for g in groups]
+    constant = constant_columns(fit["runs"], groups) if len(fit["runs"]) >= 2 else []
+    same = {i for i, g in enumerate(groups) if g in constant}
+    keys = [short(g) for g in groups]
     # The key alone unless two sections share it (planned.tokens and train.tokens).
-    header = [g if short.count(s) > 1 else s for g, s in zip(groups, short, strict=True)]
+    header = [g if keys.count(k) > 1 else k for g, k in zip(groups, keys, strict=True)]
     header += full_header[len(groups) :]
     lines = ["| " + " | ".join(h for i, h in enumerate(header) if i not in same) + " |",
              "|" + "---|" * (len(header) - len(same))]  # fmt: skip

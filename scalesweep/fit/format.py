@@ -44,3 +44,19 @@ def basis(fit: Mapping[str, Any]) -> str:
         return "  (no basis recorded)"
     convention = used.get("flop_counting") or "unknown (no train.flop_counting column)"
     return f"  N = {used['n']}; C counted as {convention}; runs: {used['runs']}"
+
+
+def short(column: str) -> str:
+    """`model.qk_norm` -> `qk_norm`: a sweep key as a table or a legend says it."""
+    return column.split(".")[-1]
+
+
+def constant_columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
+    """The `columns` with one value in every row (`z_loss` in a sweep that never turned it on):
+    a table names them once instead of in every row.
+
+    Example:
+        >>> constant_columns([{"w": 64, "z": 0}, {"w": 128, "z": 0}], ["w", "z"])
+        ['z']
+    """
+    return [c for c in columns if len({repr(row.get(c)) for row in rows}) <= 1]

@@ -16,17 +16,13 @@ import numpy as np
 
 from scalesweep import metrics as m
 from scalesweep.fit.diagnostics import DiagnosticsFit, sort_key
+from scalesweep.fit.format import constant_columns, short
 from scalesweep.fit.lr_groups import WIDTH_COLUMNS, width_of
 from scalesweep.fit.lr_sensitivity import GroupSensitivity, LrSensitivityFit
 from scalesweep.fit.plots import figure, save
 
 DIVERGED_STYLE = {"marker": "x", "color": "red", "ms": 9, "mew": 2, "ls": "none"}
 """A diverged run, everywhere."""
-
-
-def short(column: str) -> str:
-    """`model.qk_norm` -> `qk_norm`: the sweep key as a legend says it."""
-    return column.split(".")[-1]
 
 
 def label(key: dict[str, Any]) -> str:
@@ -37,9 +33,8 @@ def label(key: dict[str, Any]) -> str:
 def varying(keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The keys without the columns that are the same in all of them (z_loss=0.0 in a sweep
     that never turned z-loss on), so labels name only what the sweep varied; width stays."""
-    columns = {c for key in keys for c in key}
-    same = {c for c in columns if c not in WIDTH_COLUMNS
-            and len({repr(key.get(c)) for key in keys}) == 1}  # fmt: skip
+    columns = sorted({c for key in keys for c in key})
+    same = set(constant_columns(keys, columns)) - set(WIDTH_COLUMNS)
     return [{k: v for k, v in key.items() if k not in same} for key in keys]
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from scalesweep import metrics as m
 from scalesweep.fit import html
-from scalesweep.fit.format import interval, num
+from scalesweep.fit.format import constant_columns, interval, num, short
 from scalesweep.fit.kinds import KINDS
 
 if TYPE_CHECKING:
@@ -29,13 +29,10 @@ MAX_OPEN_ROWS = 40
 """A longer run table starts folded."""
 
 
-def _short(column: str) -> str:
-    return column.split(".")[-1]
-
-
 def _varying(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
     """The columns whose value differs between rows (a constant one says nothing per row)."""
-    return [c for c in columns if len({repr(r.get(c)) for r in rows}) > 1 or len(rows) == 1]
+    same = [] if len(rows) == 1 else constant_columns(rows, columns)
+    return [c for c in columns if c not in same]
 
 
 def _constants(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Lines:
@@ -54,7 +51,7 @@ def _exponent(k: float | None) -> str:
 
 def _lr_answer(fit: Mapping[str, Any]) -> Lines:
     cols = _varying(fit["groups"], fit["group_by"])
-    header = [*map(_short, cols), "best LR", "loss at best LR", "LR sensitivity", "diverged / runs"]
+    header = [*map(short, cols), "best LR", "loss at best LR", "LR sensitivity", "diverged / runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in fit["groups"]:
         values = [num(g[c]) for c in cols]
@@ -74,7 +71,7 @@ def _lr_answer(fit: Mapping[str, Any]) -> Lines:
         "Lower is more stable.",
     ]
     for t in fit["transfer_exponent"]:
-        key = ", ".join(f"{_short(c)}={num(t[c])}" for c in cols if c in t) or "all runs"
+        key = ", ".join(f"{short(c)}={num(t[c])}" for c in cols if c in t) or "all runs"
         lines += [
             "",
             f"Best LR ∝ width^k ({key}): k = {_exponent(t['k'])}, {fit['level']:.0%} CI "
