@@ -43,6 +43,7 @@ from scalesweep.fit.runs import (
     flop_counting,
     group_budgets,
     percentile_interval,
+    planned,
     prepare,
 )
 
@@ -135,10 +136,9 @@ class IsoflopFit:
 def budget_labels(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
     """The budget C of each run and where it came from: `planned.flops` when every run has
     one, else the runs' FLOPs grouped within 10 %."""
-    if PLANNED_FLOPS in frame.columns:
-        planned = pd.to_numeric(frame[PLANNED_FLOPS], errors="coerce").to_numpy(float)
-        if np.isfinite(planned).all() and (planned > 0).all():
-            return planned, f"budgets from `{PLANNED_FLOPS}`"
+    plan = planned(frame, PLANNED_FLOPS)
+    if plan is not None:
+        return plan, f"budgets from `{PLANNED_FLOPS}`"
     return group_budgets(frame["flops"].to_numpy(float)), "budgets: the runs' FLOPs within 10 %"
 
 

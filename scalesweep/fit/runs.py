@@ -266,15 +266,23 @@ def choose_n(frame: pd.DataFrame, n_col: str | None = None) -> tuple[pd.DataFram
     return out, f"`{column}` ({why})"
 
 
+def planned(frame: pd.DataFrame, column: str) -> np.ndarray | None:
+    """The plan's value of each run (`planned.tokens`, `planned.flops`) when every run has a
+    positive one; None otherwise (a table from elsewhere, or runs of several plans)."""
+    if column not in frame.columns:
+        return None
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+    return values if np.isfinite(values).all() and (values > 0).all() else None
+
+
 def cell_tokens(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
     """The planned token budget D of each run, and how it was found: `planned.tokens` when the
     table has it; else, when the batch size (`bs`) varies, each size's trained tokens grouped
     within 10 % (a trial trains whole steps, so its trained tokens exceed the plan by up to
     one batch and differ by batch size); else the trained tokens as they are."""
-    if PLANNED_TOKENS in frame.columns:
-        planned = pd.to_numeric(frame[PLANNED_TOKENS], errors="coerce").to_numpy(float)
-        if np.isfinite(planned).all() and (planned > 0).all():
-            return planned, f"D cells from `{PLANNED_TOKENS}`"
+    plan = planned(frame, PLANNED_TOKENS)
+    if plan is not None:
+        return plan, f"D cells from `{PLANNED_TOKENS}`"
     tokens = frame["tokens"].to_numpy(float)
     if "bs" not in frame.columns or frame["bs"].nunique() < 2:
         return tokens, f"D cells from trained `tokens` (no `{PLANNED_TOKENS}` column)"
