@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from scalesweep.fit.runs import finite_or_none
+from scalesweep.fit.runs import best_per_cell, finite_or_none
 
 IsoflopMethod = Literal["quadratic", "akima"]
 
@@ -51,12 +51,6 @@ class BudgetFit:
         return {k: finite_or_none(getattr(self, k)) for k in keys}
 
 
-def _best_per_size(group: pd.DataFrame) -> pd.DataFrame:
-    """The lowest-loss run at each size, sorted by size."""
-    best = group.loc[group.groupby("params")["loss"].idxmin()]
-    return best.sort_values("params")
-
-
 def _d_at(best: pd.DataFrame, flops: float, n_opt: float) -> float:
     if "tokens" in best.columns and best["tokens"].notna().all():
         return float(
@@ -74,7 +68,7 @@ def fit_budget(
     robust: bool = False,
 ) -> BudgetFit:
     """The minimum of one isoFLOP profile (columns params, loss, optional tokens)."""
-    best = _best_per_size(group)
+    best = best_per_cell(group, ("params",)).sort_values("params")  # the best run per size
     sizes, losses = best["params"].to_numpy(float), best["loss"].to_numpy(float)
     common: dict[str, Any] = {
         "flops": flops,
