@@ -92,14 +92,11 @@ def flops_per_token(
 ) -> float:
     """Training (forward + backward) FLOPs per token under `convention`."""
     counts = count_params(model, vocab_size)
-    if convention == "6N":
-        return 6.0 * counts.total
-    if convention == "kaplan":
-        return 6.0 * counts.nonembed
+    if convention in ("6N", "kaplan"):
+        return 6.0 * paired_params(counts, convention)
     if convention == "chinchilla":
         return 3.0 * chinchilla_forward_flops_per_sequence(model) / model.seq_len
-    if convention == "palm":
-        return 6.0 * (counts.total - counts.embedding) + 12.0 * model.depth * model.width * (
-            model.seq_len
-        )
+    if convention == "palm":  # 6·N plus the attention term, 12·L·d·T
+        attention = 12.0 * model.depth * model.width * model.seq_len
+        return 6.0 * paired_params(counts, convention) + attention
     raise ValueError(f"`convention` must be one of {CONVENTIONS}, but got {convention!r}")
