@@ -227,7 +227,6 @@ class Trainer:
             self.noise.start_step(measuring=is_log)
         loss, diagnostics = self._forward_backward(diagnose=is_log)
         grad_norm = self._clip()
-        noise_scale = self.noise.record(grad_norm) if self.noise and is_log else None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -236,6 +235,7 @@ class Trainer:
         self.window.tokens += self.tokens_per_step
         if not is_log:
             return None
+        noise_scale = self.noise.record(grad_norm) if self.noise else None  # syncs: after step
         tokens = float(self.state.step * self.tokens_per_step)
         tokens_per_s = self.window.rate()
         metrics = {
