@@ -18,38 +18,44 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
 PREDICT = ("--predict-flops", "1e21")
 
 
 def _sources(tmp: Path) -> dict[str, list[str]]:
     import pandas as pd
 
-    chinchilla = str(DATA / "chinchilla_fig4_epoch_extracted.csv")
+    for name in ("chinchilla_fig4_epoch_extracted.csv", "steplaw_dense_lr_bs_loss.csv"):
+        shutil.copy(DATA / name, tmp / name)  # relative names: the same in every checkout
     sources = {
         "chinchilla": [
-            *(chinchilla, "--col", "params=Model Size", "--col", "flops=Training FLOP"),
-            *("--predict-flops", "5.76e23"),
+            *("chinchilla_fig4_epoch_extracted.csv", "--col", "params=Model Size"),
+            *("--col", "flops=Training FLOP", "--predict-flops", "5.76e23"),
         ],
-        "steplaw": [str(DATA / "steplaw_dense_lr_bs_loss.csv"), "--col", "loss=smooth loss"],
+        "steplaw": ["steplaw_dense_lr_bs_loss.csv", "--col", "loss=smooth loss"],
     }
     porian = pd.read_csv(DATA / "porian2024_isoflop_runs.csv")
     for index, (config, runs) in enumerate(porian.groupby("config", sort=True)):
-        path = tmp / f"porian{index:02d}.csv"
-        runs.drop(columns="config").to_csv(path, index=False)
-        sources[f"porian/{config}"] = [str(path), *PREDICT]
+        name = f"porian{index:02d}.csv"
+        runs.drop(columns="config").to_csv(tmp / name, index=False)
+        sources[f"porian/{config}"] = [name, *PREDICT]
     return sources
 
 
-def _fit(args: list[str]) -> Any:
+def _fit(args: list[str], cwd: Path) -> Any:
     cmd = [sys.executable, "-m", "scalesweep", "fit", *args, "--kind", "all", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # The code beside this script, whichever checkout is installed.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
     if done.returncode != 0:
         return {"exit": done.returncode, "stderr": done.stderr.strip().splitlines()[-1:]}
     return json.loads(done.stdout)
@@ -63,7 +69,7 @@ def write(out: Path, sweep: str | None, tracking_uri: str | None) -> None:
             sources[f"sweep/{sweep}"] = [sweep, "--tracking-uri", str(tracking_uri)]
         snapshot = {}
         for name, args in sources.items():
-            snapshot[name] = _fit(args)
+            snapshot[name] = _fit(args, Path(tmp))
             print(f"{name}: {'ok' if 'exit' not in snapshot[name] else snapshot[name]}")
     (out / "snapshot.json").write_text(json.dumps(snapshot, indent=1, sort_keys=True))
 
