@@ -33,8 +33,13 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from scalesweep.fit import parametric
-from scalesweep.fit.parametric import bootstrap_arrays, fit_arrays, huber_objective, start_grid
+from scalesweep.fit.laws.parametric import approach3 as parametric
+from scalesweep.fit.laws.parametric.approach3 import (
+    bootstrap_arrays,
+    fit_arrays,
+    huber_objective,
+    start_grid,
+)
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT / "tests" / "data" / "chinchilla_fig4_epoch_extracted.csv"

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scalesweep.fit.isoflop import fit_isoflop
-from scalesweep.fit.profiles import fit_budget
+from scalesweep.fit.laws.isoflop.approach2 import fit_isoflop
+from scalesweep.fit.laws.isoflop.profiles import fit_budget
 
 DATA = Path(__file__).parents[1] / "tests" / "data"
 ESTIMATORS = ("quadratic", "akima")

@@ -1,6 +1,7 @@
-"""The inputs of `scalesweep fit`: the runs table and the per-step curves, from a file or an
-MLflow experiment (through `scalesweep.tracking`). This is the fitter's edge: everything in
-`scalesweep.fit` is a pure function of what these return.
+"""The inputs of the fitter: the runs table and the per-step curves, from a file or an MLflow
+experiment (through `scalesweep.tracking`). This is the fitter's edge: everything in
+`scalesweep.fit` is a pure function of what these return. Read by `scalesweep fit` and by the
+report a sweep writes on itself (`sweep.report`).
 """
 
 from __future__ import annotations
@@ -83,21 +84,6 @@ class CurveSource:
             return _curves_file(self.curves_file, ("run_id", "step", *keys))
         found = self._histories(keys, m.FINISHED_STATUSES)
         return None if found is None or found.empty else found
-
-    def envelope(self) -> Any:
-        """Curves for Approach 1 (run_id, params, flops, loss) of the completed runs; None when
-        there are none."""
-        from scalesweep import metrics as m
-
-        if self.curves_file is not None:
-            return _curves_file(self.curves_file, ())
-        found = self._histories((m.VAL_LOSS, m.FLOPS), (m.COMPLETED,))
-        if found is None or found.empty:
-            return None
-        sizes = self.table.set_index("run_id")[m.PARAMS]
-        return found.rename(columns={m.VAL_LOSS: "loss", m.FLOPS: "flops"}).assign(
-            params=lambda frame: frame["run_id"].map(sizes)
-        )
 
     def _histories(self, keys: tuple[str, ...], statuses: tuple[str, ...]) -> Any:
         if is_file_source(self.source):

@@ -220,9 +220,9 @@ def _set_up_ui(experiment: Any, plan: Any, uri: str) -> str:
 
 
 def _write_sweep_report(experiment: Any, outcome: Any, console: Any) -> Path | None:
-    """The sweep's own report (`scalesweep.commands.report`), in its storage folder and on its
+    """The sweep's own report (`scalesweep.sweep.report`), in its storage folder and on its
     parent run. A finished sweep is not failed by its report: an error is printed instead."""
-    from scalesweep.commands.report import sweep_report
+    from scalesweep.sweep.report import sweep_report
 
     name, out = experiment.config.name, outcome.storage / "report"
     try:

@@ -314,22 +314,6 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
-def percentile_interval(values: np.ndarray, level: float) -> list[float | None]:
-    """The central `level` percentile interval of the finite `values` (bootstrap samples);
-    [None, None] when none is finite.
-
-    Example:
-        >>> percentile_interval(np.arange(101.0), 0.5), percentile_interval(np.array([np.nan]), 0.5)
-        ([25.0, 75.0], [None, None])
-    """
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        return [None, None]
-    tail = 50 * (1 - level)
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return [finite_or_none(low), finite_or_none(high)]
-
-
 def group_budgets(flops: np.ndarray, tolerance: float = BUDGET_TOLERANCE) -> np.ndarray:
     """Budget label (geometric mean) per run: sorted FLOPs split where consecutive values
     differ by more than `tolerance`× (a sweep's runs miss their budget by a few steps)."""

@@ -3,22 +3,13 @@ and sensitivity, its training diagnostics and every trial's status, logged to th
 parent run so that the MLflow UI shows a picture as soon as the sweep is over.
 
 It is `scalesweep fit` restricted to the kinds a sweep can always answer, through the same
-functions (`fit_all`, `fit_result`, `write_report`), so it has the same shape as fit.json and
-the full report. Not a subcommand: `scalesweep sweep` calls `sweep_report`.
+pipeline (`fit.pipeline.run_fits`, `write_report`), so it has the same shape as fit.json and
+the full report. `scalesweep sweep` calls `sweep_report`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from scalesweep.commands.fit import (
-    fit_all,
-    fit_result,
-    headline_metrics,
-    json_default,
-    write_report,
-)
 
 SWEEP_REPORT_KINDS = ("lr-sensitivity", "diagnostics")
 """What a sweep reports on itself when it ends (`scalesweep fit` fits the rest)."""
@@ -29,24 +20,23 @@ def sweep_report(sweep: str, tracking_uri: str, parent_run_id: str, out: Path) -
     sensitivity (when it swept the LR), the training diagnostics and every run's status.
     Written to `out` and logged to the parent run under `report/`; returns report.html."""
     from scalesweep import tracking
-    from scalesweep.commands.fit_sources import CurveSource, read_table
-    from scalesweep.fit.kinds import FitData, FitOptions
+    from scalesweep.fit import FitData, FitOptions
+    from scalesweep.fit.pipeline import headline_metrics, run_fits, write_report
     from scalesweep.fit.runs import apply_column_map
+    from scalesweep.sources import CurveSource, read_table
 
     table = read_table(sweep, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
     runs = apply_column_map(table, {})
     curves = CurveSource(sweep, tracking_uri, parent_run_id, table=table)
     data = FitData(runs, load_curves=curves.curves)
-    fits, skipped, notes = fit_all(data, SWEEP_REPORT_KINDS, FitOptions(), strict=False)
-    result = fit_result(sweep, "sweep", runs, fits, skipped, notes)
-    text = json.dumps(result, indent=2, allow_nan=False, default=json_default)
-    files = write_report(out, fits, runs, result, text)
+    outcome = run_fits(data, SWEEP_REPORT_KINDS, FitOptions(), source=sweep, kind="sweep")
+    files = write_report(out, outcome, runs)
     tracking.log_fit_outputs(
         sweep,
         tracking_uri,
         parent_run_id=parent_run_id,
         files=files,
-        headline=headline_metrics(fits),
+        headline=headline_metrics(outcome.fits),
         artifact_path="report",
     )
     return out / "report.html"

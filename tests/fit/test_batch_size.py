@@ -19,8 +19,8 @@ import pytest
 from scalesweep import metrics as m
 from scalesweep.commands.fit import main
 from scalesweep.experiment import load_experiment
-from scalesweep.fit.batch_size import MIN_BATCH_SIZES, fit_critical_batch, fit_level
-from scalesweep.fit.contours import reach_table, steps_to_reach
+from scalesweep.fit.laws.batch.contours import reach_table, steps_to_reach
+from scalesweep.fit.laws.batch.critical import MIN_BATCH_SIZES, fit_critical_batch, fit_level
 from scalesweep.sweep.plan import plan
 from tests.fit import kaplan_truth
 from tests.fit.kaplan_truth import BATCH_SEQUENCES, KAPLAN, SEQ_LEN, frames, trials
@@ -276,11 +276,11 @@ def test_truth_batch_sizes_are_in_tokens():
     "module",
     [
         "scalesweep.noise_scale",
-        "scalesweep.fit.batch_size",
-        "scalesweep.fit.batch_stats",
-        "scalesweep.fit.contours",
-        "scalesweep.fit.kaplan",
-        "scalesweep.fit.batch_kinds",
+        "scalesweep.fit.laws.batch.critical",
+        "scalesweep.fit.numerics.resampling",
+        "scalesweep.fit.laws.batch.contours",
+        "scalesweep.fit.laws.batch.kaplan",
+        "scalesweep.fit.options",
     ],
 )
 def test_docstring_examples_run(module):

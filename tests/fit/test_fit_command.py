@@ -12,7 +12,7 @@ import pytest
 
 from scalesweep import tracking
 from scalesweep.commands.fit import main
-from scalesweep.commands.fit_sources import read_runs
+from scalesweep.sources import read_runs
 from tests.sweep_runs import fit_json, write_sweep
 
 DATA = Path(__file__).parents[1] / "data"

@@ -15,8 +15,8 @@ import pytest
 
 from scalesweep import metrics as m
 from scalesweep.commands.fit import main
-from scalesweep.fit.contours import curve_points
-from scalesweep.fit.kaplan import fit_kaplan_ns, learning_points
+from scalesweep.fit.laws.batch.contours import curve_points
+from scalesweep.fit.laws.batch.kaplan import fit_kaplan_ns, learning_points
 from tests.fit import kaplan_truth
 from tests.fit.kaplan_truth import KAPLAN, frames, trials
 from tests.sweep_runs import fit_json
@@ -71,7 +71,8 @@ def test_kaplan_ns_recovers_the_learning_curve_law_through_mlflow(truth_sweep, c
 def test_kind_all_fits_the_critical_batch_law_once_for_both_kinds(truth_sweep, capsys, monkeypatch):
     # Rule: kaplan-ns builds on the critical-batch law; under --kind all that law is fitted
     # once and both answers equal those of each kind run alone.
-    from scalesweep.fit import batch_size, kaplan
+    from scalesweep.fit.laws.batch import critical as batch_size
+    from scalesweep.fit.laws.batch import kaplan
 
     uri, name = truth_sweep
     alone = {kind: fit_json([name, "--tracking-uri", uri, "--kind", kind], capsys)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from scalesweep.errors import UserError
-from scalesweep.fit.lr_sensitivity import default_group_by, fit_lr_sensitivity
+from scalesweep.fit.laws.lr.sensitivity import default_group_by, fit_lr_sensitivity
 
 NAN = float("nan")
 

@@ -11,14 +11,14 @@ import pytest
 from scipy.optimize import minimize
 
 from scalesweep.errors import UserError
-from scalesweep.fit.lbfgs import Prune, minimize_batch
-from scalesweep.fit.parametric import (
+from scalesweep.fit.laws.parametric.approach3 import (
     compute_optimal,
     fit_arrays,
     fit_parametric,
     huber_objective,
     start_grid,
 )
+from scalesweep.fit.numerics.lbfgs import Prune, minimize_batch
 
 DATA = Path(__file__).parents[1] / "data"
 

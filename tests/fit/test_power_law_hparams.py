@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from scalesweep.errors import UserError
-from scalesweep.fit.hparams import fit_hparams
-from scalesweep.fit.power_law import fit_power_law, fit_power_laws
+from scalesweep.fit.laws.hparams import fit_hparams
+from scalesweep.fit.laws.power_law import fit_power_law, fit_power_laws
 from scalesweep.fit.runs import apply_column_map
 
 DATA = Path(__file__).parents[1] / "data"

@@ -19,12 +19,12 @@ from mlflow.tracking import MlflowClient
 from scalesweep import metrics as m
 from scalesweep import tracking, tracking_ui
 from scalesweep.commands.fit import main
-from scalesweep.commands.report import sweep_report
 from scalesweep.commands.sweep import closing_lines
-from scalesweep.fit import html
-from scalesweep.fit.diagnostics import fit_diagnostics
 from scalesweep.fit.format import interval, num
-from scalesweep.fit.plots_lr import varying
+from scalesweep.fit.laws.diagnostics import fit_diagnostics
+from scalesweep.fit.plots.groups import varying
+from scalesweep.fit.report import html
+from scalesweep.sweep.report import sweep_report
 from tests.sweep_runs import write_sweep
 
 PORIAN = Path(__file__).parents[1] / "data" / "porian2024_isoflop_runs.csv"
@@ -222,7 +222,9 @@ def test_diagnostics_report_the_last_noise_scale_of_runs_that_logged_one():
     # Rule: the gradient noise scale is a training diagnostic: each run's value at its last
     # logged step is in the fit (None for a run with one batch size) and, when any run has
     # one, the report section has a table of it per group and LR.
-    from scalesweep.fit.views import diagnostics_section
+    from scalesweep.fit import KINDS
+
+    diagnostics_section = KINDS["diagnostics"].section
 
     runs = pd.DataFrame({"run_id": ["a", "b"], "lr": [0.1, 1.0], m.STATUS: [m.COMPLETED] * 2})
     curves = pd.DataFrame({"run_id": ["a", "b"], "step": [10, 10],
@@ -241,7 +243,8 @@ def test_diagnostics_report_the_last_noise_scale_of_runs_that_logged_one():
 def test_diagnostics_summary_lists_at_most_ten_groups():
     # Rule: the terminal summary names the first 10 groups and counts the rest (an isoFLOP
     # grid under --kind all has a group per run); fit.json keeps them all.
-    from scalesweep.fit.views import SUMMARY_GROUPS, diagnostics_summary
+    from scalesweep.fit.kinds.diagnostics import SUMMARY_GROUPS
+    from scalesweep.fit.kinds.diagnostics import summary as diagnostics_summary
 
     ids = [f"r{i}" for i in range(12)]
     runs = pd.DataFrame({"run_id": ids, "lr": 0.01, "model.width": range(12)})
@@ -338,7 +341,7 @@ def test_closing_lines_give_the_runs_view_and_the_report(tmp_path):
 def test_an_exponent_of_floating_point_noise_reads_as_zero():
     # Rule: the LR-transfer exponent of a sweep whose best LR is the same at every width is 0
     # up to rounding (1e-15); the answer writes 0, and any other exponent as fit.json has it.
-    from scalesweep.fit.report import _exponent
+    from scalesweep.fit.kinds.lr import _exponent
 
     assert _exponent(-2.092e-15) == "0"
     assert _exponent(-0.5123456) == num(-0.5123456) == "-0.5123"

@@ -1,8 +1,6 @@
-"""Registry entries for the batch-size fits: `critical-batch`, `kaplan-ns` and `kaplan-nd`.
-
-`scalesweep.fit.kinds` builds a `FitKind` from each mapping in `ENTRIES` (its fields by name),
-so these kinds live beside their fits while the registry stays one list. Like the registry,
-this module loads without numpy or pandas; the fits import them when they run.
+"""Registry entries of the batch-size family: `critical-batch` (B_crit(L), McCandlish et al.
+2018; Kaplan et al. 2020 §5.1), and Kaplan et al. 2020's `kaplan-ns` (L(N, S_min), which
+requires the critical-batch law) and `kaplan-nd` (L(N, D)).
 
 Prediction points come from `FitOptions.predict_at` (`--predict-at`): `L=...` asks
 critical-batch for B_crit at that loss, `N=...,S=...` asks kaplan-ns for the loss at
@@ -11,43 +9,24 @@ critical-batch for B_crit at that loss, `N=...,S=...` asks kaplan-ns for the los
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from scalesweep import metrics as m
+from scalesweep.fit.base import FitData, FitKind, Lines
 from scalesweep.fit.format import interval, num
-
-if TYPE_CHECKING:
-    from scalesweep.fit.kinds import FitData, FitOptions
-
-Lines = list[str]
-KAPLAN_FORMS = {
-    "kaplan-ns": "L(N, S_min) = (N_c/N)^α_N + (S_c/S_min)^α_S (Kaplan et al. 2020, eq. 5.6), "
-    "S_min = S/(1 + B_crit(L)/B) from the critical-batch law",
-    "kaplan-nd": "L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D (Kaplan et al. 2020, eq. 1.5), "
-    "from each run's final loss and trained tokens",
-}
-
+from scalesweep.fit.options import FitOptions
 
 # --- critical batch size -----------------------------------------------------------------------
 
 
-def _critical_batch(data: FitData, o: FitOptions) -> Any:
-    """The critical-batch law of the runs, fitted once for the kinds that need it."""
-    from scalesweep import metrics as m
-    from scalesweep.fit.batch_size import fit_critical_batch
+def _critical_fit(data: FitData, o: FitOptions, inputs: Mapping[str, Any]) -> Any:
+    from scalesweep.fit.laws.batch.critical import fit_critical_batch
 
-    key = ("critical-batch", o.group_by, o.level)
-    if key not in data.shared:
-        curves = data.curves(m.VAL_LOSS)
-        data.shared[key] = fit_critical_batch(data.runs, curves, group_by=o.group_by, level=o.level)
-    return data.shared[key]
-
-
-def _critical_fit(data: FitData, o: FitOptions) -> Any:
-    from dataclasses import replace
-
-    fit = _critical_batch(data, o)
+    curves = data.curves(m.VAL_LOSS)
+    fit = fit_critical_batch(data.runs, curves, group_by=o.group_by, level=o.level)
     at = tuple(fit.predict(p["L"]) for p in o.predict_at if set(p) == {"L"})
     return replace(fit, predictions=at)
 
@@ -90,37 +69,37 @@ def _critical_section(f: Mapping[str, Any]) -> Lines:
 
 
 def _critical_plots(fit: Any, out: Path) -> list[Path]:
-    from scalesweep.fit import batch_plots
+    from scalesweep.fit.plots.batch import critical_batch_contours, critical_batch_law
 
-    return [batch_plots.critical_batch_contours(fit, out), batch_plots.critical_batch_law(fit, out)]
+    return [critical_batch_contours(fit, out), critical_batch_law(fit, out)]
 
 
 # --- Kaplan L(N, S_min) and L(N, D) ------------------------------------------------------------
 
 
-def _ns_fit(data: FitData, o: FitOptions) -> Any:
-    from scalesweep import metrics as m
-    from scalesweep.fit.kaplan import fit_kaplan_ns
+def _ns_fit(data: FitData, o: FitOptions, inputs: Mapping[str, Any]) -> Any:
+    from scalesweep.fit.laws.batch.kaplan import fit_kaplan_ns
 
-    curves = data.curves(m.VAL_LOSS)
-    return fit_kaplan_ns(data.runs, curves, group_by=o.group_by, level=o.level,
-                         predict_at=o.predict_at, critical=_critical_batch(data, o))  # fmt: skip
+    return fit_kaplan_ns(
+        data.runs,
+        data.curves(m.VAL_LOSS),
+        group_by=o.group_by,
+        level=o.level,
+        predict_at=o.predict_at,
+        critical=inputs["critical-batch"],
+    )
 
 
-def _nd_fit(data: FitData, o: FitOptions) -> Any:
-    from scalesweep.fit.kaplan import fit_kaplan_nd
+def _nd_fit(data: FitData, o: FitOptions, inputs: Mapping[str, Any]) -> Any:
+    from scalesweep.fit.laws.batch.kaplan import fit_kaplan_nd
 
     return fit_kaplan_nd(data.runs, level=o.level, predict_at=o.predict_at)
 
 
-def _kaplan_names(f: Mapping[str, Any]) -> list[str]:
-    return [k for k in f["ci"]]
-
-
-def _kaplan_summary(kind: str) -> Any:
+def _kaplan_summary(name: str) -> Callable[[Mapping[str, Any]], Lines]:
     def summary(f: Mapping[str, Any]) -> Lines:
-        values = " ".join(f"{k}={num(f[k])} CI {interval(f['ci'][k])}" for k in _kaplan_names(f))
-        lines = [f"{kind}: {values} ({f['n_points']} points, {f['interval']})"]
+        values = " ".join(f"{k}={num(f[k])} CI {interval(f['ci'][k])}" for k in f["ci"])
+        lines = [f"{name}: {values} ({f['n_points']} points, {f['interval']})"]
         for p in f["predictions"]:
             where = ", ".join(f"{k}={num(v, 3)}" for k, v in p.items() if k not in ("loss", "ci"))
             lines.append(f"  L({where}) = {num(p['loss'])} CI {interval(p['ci'])}")
@@ -129,15 +108,11 @@ def _kaplan_summary(kind: str) -> Any:
     return summary
 
 
-def _kaplan_section(kind: str) -> Any:
+def _kaplan_section(form: str) -> Callable[[Mapping[str, Any]], Lines]:
     def section(f: Mapping[str, Any]) -> Lines:
-        lines = [
-            f"{KAPLAN_FORMS[kind]}; least squares on ln L.",
-            "",
-            "| parameter | estimate | CI |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {k} | {num(f[k])} | {interval(f['ci'][k])} |" for k in _kaplan_names(f)]
+        lines = [f"{form}; least squares on ln L.", "", "| parameter | estimate | CI |"]
+        lines.append("|---|---|---|")
+        lines += [f"| {k} | {num(f[k])} | {interval(f['ci'][k])} |" for k in f["ci"]]
         lines += [
             "",
             f"{f['n_points']} points from {f['n_runs']} runs, RMSE of ln L "
@@ -151,9 +126,7 @@ def _kaplan_section(kind: str) -> Any:
     return section
 
 
-def _kaplan_headline(kind: str) -> Any:
-    prefix = "fit." + kind.replace("-", "_")
-
+def _kaplan_headline(prefix: str) -> Callable[[Any], dict[str, float]]:
     def headline(fit: Any) -> dict[str, float]:
         return {f"{prefix}.{k}": float(v) for k, v in fit.values().items()}
 
@@ -161,69 +134,47 @@ def _kaplan_headline(kind: str) -> Any:
 
 
 def _kaplan_plots(fit: Any, out: Path) -> list[Path]:
-    from scalesweep.fit import batch_plots
+    from scalesweep.fit.plots.batch import kaplan_law
 
-    return [batch_plots.kaplan_law(fit, out)]
+    return [kaplan_law(fit, out)]
 
 
-ENTRIES: tuple[dict[str, Any], ...] = (
-    {
-        "name": "critical-batch",
-        "title": "Critical batch size B_crit(L) (McCandlish et al. 2018; Kaplan et al. 2020 §5.1)",
-        "fit": _critical_fit,
-        "headline": lambda f: {
+KINDS = (
+    FitKind(
+        name="critical-batch",
+        title="Critical batch size B_crit(L) (McCandlish et al. 2018; Kaplan et al. 2020 §5.1)",
+        fit=_critical_fit,
+        headline=lambda f: {
             "fit.critical_batch.b_star": f.b_star,
             "fit.critical_batch.alpha_b": f.alpha_b,
         },
-        "summary": _critical_summary,
-        "section": _critical_section,
-        "plots": _critical_plots,
-    },
-    *(
-        {
-            "name": kind,
-            "title": f"Kaplan et al. 2020 {'L(N, S_min)' if kind == 'kaplan-ns' else 'L(N, D)'}",
-            "fit": _ns_fit if kind == "kaplan-ns" else _nd_fit,
-            "headline": _kaplan_headline(kind),
-            "summary": _kaplan_summary(kind),
-            "section": _kaplan_section(kind),
-            "plots": _kaplan_plots,
-        }
-        for kind in ("kaplan-ns", "kaplan-nd")
+        summary=_critical_summary,
+        section=_critical_section,
+        plots=_critical_plots,
+    ),
+    FitKind(
+        name="kaplan-ns",
+        title="Kaplan et al. 2020 L(N, S_min)",
+        fit=_ns_fit,
+        requires=("critical-batch",),
+        headline=_kaplan_headline("fit.kaplan_ns"),
+        summary=_kaplan_summary("kaplan-ns"),
+        section=_kaplan_section(
+            "L(N, S_min) = (N_c/N)^α_N + (S_c/S_min)^α_S (Kaplan et al. 2020, eq. 5.6), "
+            "S_min = S/(1 + B_crit(L)/B) from the critical-batch law"
+        ),
+        plots=_kaplan_plots,
+    ),
+    FitKind(
+        name="kaplan-nd",
+        title="Kaplan et al. 2020 L(N, D)",
+        fit=_nd_fit,
+        headline=_kaplan_headline("fit.kaplan_nd"),
+        summary=_kaplan_summary("kaplan-nd"),
+        section=_kaplan_section(
+            "L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D (Kaplan et al. 2020, eq. 1.5), "
+            "from each run's final loss and trained tokens"
+        ),
+        plots=_kaplan_plots,
     ),
 )
-"""The kinds' `FitKind` fields, in registry order."""
-
-
-def parse_point(text: str) -> dict[str, float]:
-    """`--predict-at` "N=1e9,S=1e5" -> {"N": 1e9, "S": 1e5}; the keys must be one of the forms
-    {L}, {N, S} or {N, D}, the values positive numbers.
-
-    Example:
-        >>> parse_point("N=1e9, D=2e10")
-        {'N': 1000000000.0, 'D': 20000000000.0}
-    """
-    import math
-
-    from scalesweep.errors import UserError
-
-    forms = ({"L"}, {"N", "S"}, {"N", "D"})
-    point: dict[str, float] = {}
-    for item in text.split(","):
-        key, sep, value = (part.strip() for part in item.partition("="))
-        try:
-            number = float(value) if sep else math.nan
-        except ValueError:
-            number = math.nan
-        if not (number > 0 and math.isfinite(number)):
-            raise UserError(
-                f"--predict-at {text!r}: `{key}` must be a positive number, "
-                f"written KEY=VALUE, but got {item.strip()!r}"
-            )
-        point[key] = number
-    if set(point) not in forms:
-        raise UserError(
-            f"--predict-at {text!r}: the keys must be L (critical-batch), N,S "
-            f"(kaplan-ns) or N,D (kaplan-nd), but got {sorted(point)}"
-        )
-    return point

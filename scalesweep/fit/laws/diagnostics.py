@@ -26,7 +26,7 @@ import pandas as pd
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
 from scalesweep.fit.format import constant_columns, num, short
-from scalesweep.fit.lr_groups import default_group_by
+from scalesweep.fit.laws.lr.groups import default_group_by
 from scalesweep.fit.runs import finite_or_none
 
 KEYS = (m.ATTN_LOGIT_MAX, m.OUTPUT_LOGZ)

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.regression import LogLinearLaw, loglinear_ols
+from scalesweep.fit.numerics.regression import LogLinearLaw, loglinear_ols
 from scalesweep.fit.runs import Basis, best_per_cell, cell_tokens, choose_n, flop_counting, prepare
 
 

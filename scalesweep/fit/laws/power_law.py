@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.regression import loglog_ols, t_quantile
+from scalesweep.fit.numerics.regression import loglog_ols, t_quantile
 from scalesweep.fit.runs import (
     Basis,
     choose_n,

@@ -170,3 +170,33 @@ def loglinear_ols(
         r2=r2,
         n_points=len(response),
     )
+
+
+def weighted_loglog(
+    x: np.ndarray, y: np.ndarray, se_log_y: np.ndarray, *, level: float = 0.95
+) -> LogLogFit:
+    """y = k·x^p by WLS of ln y on ln x with weights 1/se², the scale from the residuals.
+
+    Example:
+        >>> fit = weighted_loglog(np.array([2.0, 4, 8]), np.array([8.0, 4, 2]), np.ones(3))
+        >>> round(fit.exponent, 6), round(fit.coef, 6)
+        (-1.0, 16.0)
+    """
+    import statsmodels.api as sm
+
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    result = sm.WLS(ly, sm.add_constant(lx), weights=1.0 / np.asarray(se_log_y) ** 2).fit()
+    low, high = result.conf_int(alpha=1 - level)[1]
+    (c00, c01), (c10, c11) = np.asarray(result.cov_params(), float)
+    with np.errstate(divide="ignore", invalid="ignore"):  # R² of an exact line is undefined
+        r2 = float(result.rsquared)
+    return LogLogFit(
+        exponent=float(result.params[1]),
+        coef=float(math.exp(result.params[0])),
+        se=float(result.bse[1]),
+        ci=(float(low), float(high)),
+        n_points=len(lx),
+        r2=r2,
+        cov=((c00, c01), (c10, c11)),
+        level=level,
+    )

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from scalesweep.fit.batch_size import CriticalBatchFit, LevelFit
-from scalesweep.fit.kaplan import KaplanFit, N
-from scalesweep.fit.plots import figure, plain_ticks, save
+from scalesweep.fit.laws.batch.critical import CriticalBatchFit, LevelFit
+from scalesweep.fit.laws.batch.kaplan import KaplanFit, N
+from scalesweep.fit.plots.canvas import figure, plain_ticks, save
 
 MAX_PANELS = 4
 """Contour panels per figure: the first groups (smallest models) when there are more."""

@@ -12,14 +12,14 @@ runs table, so the report says exactly what fit.json says. Order, as a researche
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalesweep import metrics as m
-from scalesweep.fit import html
-from scalesweep.fit.format import constant_columns, interval, num, short
+from scalesweep.fit.format import interval, num
 from scalesweep.fit.kinds import KINDS
+from scalesweep.fit.report import html
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,111 +29,13 @@ MAX_OPEN_ROWS = 40
 """A longer run table starts folded."""
 
 
-def _varying(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
-    """The columns whose value differs between rows (a constant one says nothing per row)."""
-    same = [] if len(rows) == 1 else constant_columns(rows, columns)
-    return [c for c in columns if c not in same]
+PREDICTION_CAPTION = "N_opt and D_opt extrapolated to the budget asked for."
+"""The caption of prediction.png (`plots.prediction`)."""
 
 
-def _constants(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Lines:
-    """`Every group has z_loss = 0.` for the columns `_varying` leaves out of a table."""
-    fixed = [c for c in columns if c not in _varying(rows, columns)]
-    if not fixed or not rows:
-        return []
-    return ["", "Every group has " + ", ".join(f"{c} = {num(rows[0].get(c))}" for c in fixed) + "."]
-
-
-def _exponent(k: float | None) -> str:
-    """`num(k)`, with floating-point noise around 0 (|k| < 1e-9: the same best LR at every
-    width) written as 0."""
-    return "0" if k is not None and abs(k) < 1e-9 else num(k)
-
-
-def _lr_answer(fit: Mapping[str, Any]) -> Lines:
-    cols = _varying(fit["groups"], fit["group_by"])
-    header = [*map(short, cols), "best LR", "loss at best LR", "LR sensitivity", "diverged / runs"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for g in fit["groups"]:
-        values = [num(g[c]) for c in cols]
-        values += [
-            num(g["best_lr"]),
-            num(g["best_loss"]),
-            num(g["sensitivity"]),
-            f"{g['n_diverged']} / {g['n_runs']}",
-        ]
-        lines.append("| " + " | ".join(values) + " |")
-    lines += _constants(fit["groups"], fit["group_by"])
-    lo, hi = fit["lr_range"]
-    lines += [
-        "",
-        f"LR sensitivity (Wortsman et al. 2023): the mean excess of min(ℓ, ℓ0) over "
-        f"the group's best loss, over LRs in [{lo:g}, {hi:g}]; a diverged run scores ℓ0. "
-        "Lower is more stable.",
-    ]
-    for t in fit["transfer_exponent"]:
-        key = ", ".join(f"{short(c)}={num(t[c])}" for c in cols if c in t) or "all runs"
-        lines += [
-            "",
-            f"Best LR ∝ width^k ({key}): k = {_exponent(t['k'])}, {fit['level']:.0%} CI "
-            f"{interval(t['ci'])}, over {t['n_widths']} widths.",
-        ]
-    return lines
-
-
-def _isoflop_answer(fit: Mapping[str, Any]) -> Lines:
-    kept = [b for b in fit["budgets"] if not b["excluded"]]
-    lines = [
-        f"N_opt ∝ C^a with a = {num(fit['a'])} {interval(fit['a_ci'])}; D_opt ∝ C^b with "
-        f"b = {num(fit['b'])} {interval(fit['b_ci'])} ({fit['method']}, {len(kept)} of "
-        f"{len(fit['budgets'])} budgets)."
-    ]
-    if kept:
-        top = max(kept, key=lambda b: b["flops"])
-        lines.append(
-            f"\nAt the largest budget fitted, C = {num(top['flops'], 3)} FLOPs: "
-            f"N_opt = {num(top['n_opt'])}, D_opt = {num(top['d_opt'])}, "
-            f"loss = {num(top['loss_opt'])}."
-        )
-    return lines
-
-
-def _parametric_answer(fit: Mapping[str, Any]) -> Lines:
-    ci = fit.get("ci", {})
-    return [
-        f"L(N, D) = {num(fit['E'])} + {num(fit['A'])}/N^{num(fit['alpha'])} + "
-        f"{num(fit['B'])}/D^{num(fit['beta'])}; N_opt ∝ C^a with a = {num(fit['a'])} "
-        f"{interval(ci.get('a'))}, D_opt ∝ C^b with b = {num(fit['b'])} "
-        f"{interval(ci.get('b'))} ({fit['n_points']} points)."
-    ]
-
-
-def _diagnostics_answer(fit: Mapping[str, Any]) -> Lines:
-    from scalesweep.fit.diagnostics import markdown_table
-
-    intro = "Largest attention logit during training, per group (rows) and peak LR (columns):"
-    return [intro, "", *markdown_table(fit)]
-
-
-ANSWERS: dict[str, Callable[[Mapping[str, Any]], Lines]] = {
-    "lr-sensitivity": _lr_answer,
-    "isoflop": _isoflop_answer,
-    "parametric": _parametric_answer,
-    "diagnostics": _diagnostics_answer,
-}
-"""The headline of each kind; a kind not here answers with its text summary."""
-
-CAPTIONS = {
-    "lr_sensitivity.png": "Final validation loss against peak LR per width and intervention.",
-    "lr_sensitivity_bars.png": "LR sensitivity per group.",
-    "lr_transfer.png": "Best LR against width, with the fitted exponent.",
-    "isoflop_curves.png": "isoFLOP profiles: loss against N per budget, fitted curves, minima.",
-    "isoflop_optimal.png": "N_opt(C) and D_opt(C) with their confidence bands.",
-    "parametric_contours.png": "Contours of the fitted L(N, D) and the compute-optimal frontier.",
-    "prediction.png": "N_opt and D_opt extrapolated to the budget asked for.",
-    "diagnostics_curves.png": "Largest attention logit and output log Z against step, per LR.",
-    "attention_logits.png": "Largest attention logit during training against LR.",
-    "power_laws.png": "Loss on the compute frontier against each variable, with its power law.",
-}
+def _caption(kind: str, path: Path) -> str:
+    captions = KINDS[kind].captions if kind in KINDS else {"prediction.png": PREDICTION_CAPTION}
+    return f"{path.name}: {captions.get(path.name, '')}"
 
 
 def _prediction(p: Mapping[str, Any]) -> Lines:
@@ -165,8 +67,8 @@ def answers(result: Mapping[str, Any]) -> list[tuple[str, Lines]]:
     for name, kind in KINDS.items():
         if name in result["fits"]:
             fit = result["fits"][name]
-            answer = ANSWERS.get(name, lambda f, kind=kind: [f"- {s}" for s in kind.summary(f)])
-            out.append((kind.title, answer(fit)))
+            lines = kind.answer(fit) if kind.answer else [f"- {s}" for s in kind.summary(fit)]
+            out.append((kind.title, lines))
     return out
 
 
@@ -174,9 +76,9 @@ def notes(result: Mapping[str, Any]) -> Lines:
     """Markdown bullets: what was set aside or skipped, and the groups used."""
     lines = [f"- {note}" for note in result.get("notes", [])]
     lines += [f"- {kind} not fitted: {why}" for kind, why in result.get("skipped", {}).items()]
-    lr = result["fits"].get("lr-sensitivity")
-    if lr is not None:
-        lines.append(f"- LR-sensitivity groups: {', '.join(lr['group_by']) or 'all runs'}.")
+    for name, kind in KINDS.items():
+        if name in result["fits"]:
+            lines += kind.report_notes(result["fits"][name])
     lines.append("- Every number here is in fit.json, written beside this report.")
     return lines
 
@@ -223,13 +125,11 @@ def render_html(
     for title, answer in answers(result):
         body.append(f'<div class="answer">{html.heading(3, title)}{html.markdown(answer)}</div>')
     for path in plots.get("prediction", ()):
-        body.append(html.image(path, f"{path.name}: {CAPTIONS.get(path.name, '')}"))
+        body.append(html.image(path, _caption("prediction", path)))
     for name, kind in KINDS.items():
         if name in result["fits"]:
             body.append(html.heading(2, kind.title, name))
-            body += [
-                html.image(p, f"{p.name}: {CAPTIONS.get(p.name, '')}") for p in plots.get(name, ())
-            ]
+            body += [html.image(p, _caption(name, p)) for p in plots.get(name, ())]
             body.append(html.markdown(kind.section(result["fits"][name])))
     if runs is not None:
         body += [html.heading(2, "Runs", "runs"), _runs_html(runs)]
@@ -240,7 +140,7 @@ def render_html(
 def run_table(runs: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """(header, rows, status per row) of the runs: trial, the swept keys, status and the
     losses for a sweep; every column but the aliases for a CSV or Parquet table."""
-    from scalesweep.fit.lr_groups import LR_COLUMNS, WIDTH_COLUMNS
+    from scalesweep.fit.laws.lr.groups import LR_COLUMNS, WIDTH_COLUMNS
     from scalesweep.fit.runs import ALIASES
 
     aliases = {c for c, sources in ALIASES.items() if any(s in runs.columns for s in sources)}

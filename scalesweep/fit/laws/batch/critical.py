@@ -10,7 +10,7 @@ and E_min (tokens at an infinitesimal one). The knee of that contour in the (ste
 plane is at B_crit(L) = E_min/S_min, where S = 2·S_min and E = 2·E_min. Kaplan et al. find
 B_crit(L) = B*·L^(−1/α_B) (B* ≈ 2·10^8 tokens, α_B ≈ 0.21, their eq. 5.3).
 
-After `scalesweep.fit.contours` has read S(B) per (group, batch size, loss level):
+After `scalesweep.fit.laws.batch.contours` has read S(B) per (group, batch size, loss level):
   1. `fit_level`: S_min and E_min per (group, level) by least squares on ln S (relative
      errors, as steps span decades), with asymptotic standard errors from scipy's
      `curve_fit`; B_crit's interval by the delta method on ln B_crit = ln E_min − ln S_min.
@@ -46,9 +46,14 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.batch_stats import jackknife_cov, weighted_loglog
-from scalesweep.fit.contours import curve_points, default_group_by, loss_levels, reach_table
-from scalesweep.fit.regression import LogLogFit, t_quantile
+from scalesweep.fit.laws.batch.contours import (
+    curve_points,
+    default_group_by,
+    loss_levels,
+    reach_table,
+)
+from scalesweep.fit.numerics.regression import LogLogFit, t_quantile, weighted_loglog
+from scalesweep.fit.numerics.resampling import jackknife_cov
 from scalesweep.fit.runs import finite_or_none
 
 KIND = "critical-batch"

@@ -35,10 +35,10 @@ import pandas as pd
 
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
-from scalesweep.fit.batch_size import CriticalBatchFit, fit_critical_batch
-from scalesweep.fit.batch_stats import jackknife_cov
-from scalesweep.fit.contours import curve_points, default_group_by
-from scalesweep.fit.regression import t_quantile
+from scalesweep.fit.laws.batch.contours import curve_points, default_group_by
+from scalesweep.fit.laws.batch.critical import CriticalBatchFit, fit_critical_batch
+from scalesweep.fit.numerics.regression import t_quantile
+from scalesweep.fit.numerics.resampling import jackknife_cov
 from scalesweep.fit.runs import finite_or_none, group_budgets, prepare
 
 N = m.PARAMS_NONEMBED

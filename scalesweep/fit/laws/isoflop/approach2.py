@@ -15,7 +15,7 @@ its minimum. Several runs at one size (seeds, LR sweeps) count as their best los
 Budgets are the runs' `planned.flops` when the table has it, else their FLOPs grouped within
 10 %; C is in the runs' convention (`train.flop_counting`) and N is the column that convention
 pairs with (`runs.choose_n`). The per-budget minima also give L_opt(C), a saturating power law
-(`scalesweep.fit.loss_law`), so `predict` returns N_opt, D_opt and L_opt at a new budget, each
+(`loss_law`), so `predict` returns N_opt, D_opt and L_opt at a new budget, each
 with a confidence band (where the fitted law lies) and a prediction interval (where a new
 budget's optimum falls, single budgets' scatter included).
 
@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.loss_law import SaturatingLaw, fit_saturating
-from scalesweep.fit.profiles import BudgetFit, IsoflopMethod, fit_budget
-from scalesweep.fit.regression import LogLogFit, loglog_ols
+from scalesweep.fit.laws.isoflop.loss_law import SaturatingLaw, fit_saturating
+from scalesweep.fit.laws.isoflop.profiles import BudgetFit, IsoflopMethod, fit_budget
+from scalesweep.fit.numerics.regression import LogLogFit, loglog_ols
+from scalesweep.fit.numerics.resampling import percentile_interval
 from scalesweep.fit.runs import (
     PLANNED_FLOPS,
     Basis,
@@ -42,7 +43,6 @@ from scalesweep.fit.runs import (
     finite_or_none,
     flop_counting,
     group_budgets,
-    percentile_interval,
     planned,
     prepare,
 )

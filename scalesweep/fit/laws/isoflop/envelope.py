@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scalesweep import metrics as m
 from scalesweep.errors import UserError
-from scalesweep.fit.regression import LogLogFit, loglog_ols
+from scalesweep.fit.numerics.regression import LogLogFit, loglog_ols
 from scalesweep.fit.runs import finite_or_none
 
 
@@ -42,6 +43,18 @@ class EnvelopeFit:
                 for row in self.points.to_dict(orient="records")
             ],
         }
+
+
+def envelope_curves(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """The curves `fit_envelope` reads (run_id, params, flops, loss) from per-step curves
+    (run_id, step, `val/loss`, `train/flops` and, from MLflow, each run's status): the
+    completed runs only (a diverged run's curve is no envelope), N from the runs table."""
+    if m.STATUS in curves.columns:
+        curves = curves[curves[m.STATUS] == m.COMPLETED]
+    sizes = runs.set_index("run_id")[m.PARAMS]
+    return curves.rename(columns={m.VAL_LOSS: "loss", m.FLOPS: "flops"}).assign(
+        params=lambda frame: frame["run_id"].map(sizes)
+    )
 
 
 def fit_envelope(curves: pd.DataFrame, *, n_grid: int = 40, level: float = 0.95) -> EnvelopeFit:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from scalesweep.fit.regression import t_quantile
+from scalesweep.fit.numerics.regression import t_quantile
 from scalesweep.fit.runs import finite_or_none
 
 ALPHA_STARTS = (0.05, 0.1, 0.2, 0.4)

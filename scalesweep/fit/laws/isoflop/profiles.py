@@ -2,7 +2,7 @@
 
 `fit_budget` takes the runs of one budget, keeps the best run per size, and finds the loss-
 minimising size by Akima interpolation (Porian et al. 2024's estimator, the default) or by a
-local parabola (`quadratic`); see `scalesweep.fit.isoflop` for why. A budget without an
+local parabola (`quadratic`); see `approach2` for why. A budget without an
 interior minimum is returned with the reason, never silently dropped.
 """
 

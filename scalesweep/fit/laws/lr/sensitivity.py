@@ -46,7 +46,7 @@ import pandas as pd
 
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
-from scalesweep.fit.lr_groups import (
+from scalesweep.fit.laws.lr.groups import (
     UNFINISHED,
     coverage,
     default_group_by,
@@ -54,7 +54,7 @@ from scalesweep.fit.lr_groups import (
     run_states,
     width_of,
 )
-from scalesweep.fit.regression import loglog_ols
+from scalesweep.fit.numerics.regression import loglog_ols
 from scalesweep.fit.runs import finite_or_none, name_runs
 
 DEFAULT_LR_RANGE = (3e-4, 3e-1)

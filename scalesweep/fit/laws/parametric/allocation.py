@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.runs import finite_or_none, percentile_interval
+from scalesweep.fit.numerics.resampling import percentile_interval
+from scalesweep.fit.runs import finite_or_none
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,14 @@ log L̂ = LSE(a − α log N, b − β log D, e), with A = e^a, B = e^b, E = e^e
 points (averaging shrinks the objective below L-BFGS's absolute tolerance and it stops early),
 by L-BFGS from every start of the grid α, β ∈ {0, 0.5, …, 2}, e ∈ {-1, -0.5, …, 1},
 a, b ∈ {0, 5, …, 25}; the lowest objective wins. The 4500 starts run as one batch
-(`scalesweep.fit.lbfgs`), then the winner is polished by one scipy L-BFGS-B call.
+(`scalesweep.fit.numerics.lbfgs`), then the winner is polished by one scipy L-BFGS-B call.
 
 Which runs: by default the best run of each (N, D) cell (the planned token budget, see
 `runs.cell_tokens`), because the law describes the loss reachable at (N, D); off-optimal
 learning rates or extra seeds of a cell would pull it up (two off-optimal runs per point moved
 E from 1.800 to 1.880 on synthetic data). `all_runs=True` fits every completed run. N is the
 column the runs' FLOP convention pairs with (`runs.choose_n`); predictions spend C as the runs
-count it (`scalesweep.fit.allocation`).
+count it (`scalesweep.fit.laws.parametric.allocation`).
 """
 
 from __future__ import annotations
@@ -28,15 +28,16 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from scalesweep.errors import UserError
-from scalesweep.fit.allocation import (
+from scalesweep.fit.laws.parametric.allocation import (
     SIX_ND,
     ComputeOptimal,
     FlopsPerToken,
     flops_per_token,
 )
-from scalesweep.fit.allocation import compute_optimal as _allocate
-from scalesweep.fit.huber import huber_objective
-from scalesweep.fit.lbfgs import Prune, minimize_batch
+from scalesweep.fit.laws.parametric.allocation import compute_optimal as _allocate
+from scalesweep.fit.numerics.huber import huber_objective
+from scalesweep.fit.numerics.lbfgs import Prune, minimize_batch
+from scalesweep.fit.numerics.resampling import percentile_interval
 from scalesweep.fit.runs import (
     Basis,
     best_per_cell,
@@ -44,7 +45,6 @@ from scalesweep.fit.runs import (
     choose_n,
     finite_or_none,
     flop_counting,
-    percentile_interval,
     prepare,
 )
 
@@ -193,7 +193,7 @@ def fit_arrays(
     converged. Pure numpy; `fit_parametric` wraps it for DataFrames.
 
     Stragglers far above the best objective are stopped once 99 % of the starts have stopped
-    (`prune`, see `scalesweep.fit.lbfgs`): the answer is the same to 4 significant digits on
+    (`prune`, see `numerics.lbfgs`): the answer is the same to 4 significant digits on
     Epoch's data, with and without the 5 highest losses, and the grid takes a third of the
     objective calls (benchmarks/fit_speed.py)."""
     log_n, log_d, log_loss = np.log(n), np.log(d), np.log(loss)

@@ -1,0 +1,155 @@
+"""Registry entry of the LR family: `lr-sensitivity`, Wortsman et al. 2023's LR sensitivity per
+group and the best LR's transfer across widths."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from scalesweep.fit.base import FitData, FitKind, Lines, finite
+from scalesweep.fit.format import constant_columns, interval, num, short
+from scalesweep.fit.options import FitOptions
+
+
+def _fit(data: FitData, o: FitOptions, inputs: Mapping[str, Any]) -> Any:
+    from scalesweep.fit.laws.lr.sensitivity import DEFAULT_LR_RANGE, fit_lr_sensitivity
+
+    return fit_lr_sensitivity(
+        data.runs,
+        group_by=o.group_by,
+        lr_range=o.lr_range or DEFAULT_LR_RANGE,
+        init_loss=o.init_loss,
+        level=o.level,
+    )
+
+
+def _headline(fit: Any) -> dict[str, float]:
+    return finite({f"fit.lr_transfer.k.{i}": t.k for i, t in enumerate(fit.transfer)})
+
+
+def _summary(f: Mapping[str, Any]) -> Lines:
+    lines = []
+    for g in f["groups"]:
+        key = {k: g[k] for k in f["group_by"]}
+        lines.append(
+            f"lr-sensitivity {key or 'all'}: {num(g['sensitivity'])} "
+            f"best_lr={num(g['best_lr'])} best_loss={num(g['best_loss'])} "
+            f"({g['n_lr']} LRs, {g['n_diverged']} diverged)"
+        )
+    for t in f["transfer_exponent"]:
+        key = {k: v for k, v in t.items() if k not in ("k", "coef", "se", "ci", "n_widths")}
+        lines.append(
+            f"lr transfer {key or 'all'}: k={num(t['k'])} CI {interval(t['ci'])} "
+            f"({t['n_widths']} widths)"
+        )
+    return [*lines, f"  groups by {f['group_by']}: {f['group_by_source']}"]
+
+
+def _section(fit: Mapping[str, Any]) -> Lines:
+    cols = list(fit["group_by"])
+    lo, hi = fit["lr_range"]
+    header = [*cols, "sensitivity", "best LR", "best loss", "LRs", "diverged runs"]
+    lines = [
+        f"Wortsman et al. 2023 LR sensitivity over LRs in [{lo:g}, {hi:g}] (diverged = ℓ0).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for g in fit["groups"]:
+        values = [num(g[c]) for c in cols]
+        values += [num(g["sensitivity"]), num(g["best_lr"]), num(g["best_loss"])]
+        values += [str(g["n_lr"]), str(g["n_diverged"])]
+        lines.append("| " + " | ".join(values) + " |")
+    for t in fit["transfer_exponent"]:
+        key = ", ".join(f"{k}={num(t[k])}" for k in cols if k in t) or "all runs"
+        lines.append(
+            f"\nLR_opt ∝ width^k ({key}): k = {num(t['k'])}, CI {interval(t['ci'])}, "
+            f"over {t['n_widths']} widths."
+        )
+    return lines
+
+
+def _varying(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
+    """The columns whose value differs between rows (a constant one says nothing per row)."""
+    same = [] if len(rows) == 1 else constant_columns(rows, columns)
+    return [c for c in columns if c not in same]
+
+
+def _constants(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Lines:
+    """`Every group has z_loss = 0.` for the columns `_varying` leaves out of a table."""
+    fixed = [c for c in columns if c not in _varying(rows, columns)]
+    if not fixed or not rows:
+        return []
+    return ["", "Every group has " + ", ".join(f"{c} = {num(rows[0].get(c))}" for c in fixed) + "."]
+
+
+def _exponent(k: float | None) -> str:
+    """`num(k)`, with floating-point noise around 0 (|k| < 1e-9: the same best LR at every
+    width) written as 0."""
+    return "0" if k is not None and abs(k) < 1e-9 else num(k)
+
+
+def _answer(fit: Mapping[str, Any]) -> Lines:
+    cols = _varying(fit["groups"], fit["group_by"])
+    header = [*map(short, cols), "best LR", "loss at best LR", "LR sensitivity", "diverged / runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in fit["groups"]:
+        values = [num(g[c]) for c in cols]
+        values += [
+            num(g["best_lr"]),
+            num(g["best_loss"]),
+            num(g["sensitivity"]),
+            f"{g['n_diverged']} / {g['n_runs']}",
+        ]
+        lines.append("| " + " | ".join(values) + " |")
+    lines += _constants(fit["groups"], fit["group_by"])
+    lo, hi = fit["lr_range"]
+    lines += [
+        "",
+        f"LR sensitivity (Wortsman et al. 2023): the mean excess of min(ℓ, ℓ0) over "
+        f"the group's best loss, over LRs in [{lo:g}, {hi:g}]; a diverged run scores ℓ0. "
+        "Lower is more stable.",
+    ]
+    for t in fit["transfer_exponent"]:
+        key = ", ".join(f"{short(c)}={num(t[c])}" for c in cols if c in t) or "all runs"
+        lines += [
+            "",
+            f"Best LR ∝ width^k ({key}): k = {_exponent(t['k'])}, {fit['level']:.0%} CI "
+            f"{interval(t['ci'])}, over {t['n_widths']} widths.",
+        ]
+    return lines
+
+
+def _report_notes(fit: Mapping[str, Any]) -> Lines:
+    return [f"- LR-sensitivity groups: {', '.join(fit['group_by']) or 'all runs'}."]
+
+
+def _plots(fit: Any, out: Path) -> list[Path]:
+    from scalesweep.fit.plots.lr import lr_sensitivity_bars, lr_sensitivity_curves, lr_transfer
+
+    written = [lr_sensitivity_curves(fit, out), lr_sensitivity_bars(fit, out)]
+    if fit.transfer:
+        written.append(lr_transfer(fit, out))
+    return written
+
+
+KINDS = (
+    FitKind(
+        name="lr-sensitivity",
+        title="LR sensitivity",
+        fit=_fit,
+        headline=_headline,
+        summary=_summary,
+        section=_section,
+        answer=_answer,
+        report_notes=_report_notes,
+        plots=_plots,
+        captions={
+            "lr_sensitivity.png": "Final validation loss against peak LR per width and "
+            "intervention.",
+            "lr_sensitivity_bars.png": "LR sensitivity per group.",
+            "lr_transfer.png": "Best LR against width, with the fitted exponent.",
+        },
+    ),
+)

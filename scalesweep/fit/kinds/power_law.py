@@ -1,0 +1,57 @@
+"""Registry entry of the power laws: `power-law`, L(N), L(D) and L(C) on the loss frontier
+(Kaplan et al. 2020, Section 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from scalesweep.fit.base import FitData, FitKind, Lines
+from scalesweep.fit.format import basis, interval, num
+from scalesweep.fit.options import FitOptions
+
+
+def _fit(data: FitData, o: FitOptions, inputs: Mapping[str, Any]) -> Any:
+    from scalesweep.fit.laws.power_law import fit_power_laws
+
+    return fit_power_laws(data.runs, saturating=o.saturating, level=o.level, n_col=o.n_col)
+
+
+def _summary(fits: Mapping[str, Any]) -> Lines:
+    return [
+        f"power-law L({x}): exponent {num(f['exponent'])} CI {interval(f['ci'])}\n{basis(f)}"
+        for x, f in fits.items()
+    ]
+
+
+def _section(fits: Mapping[str, Any]) -> Lines:
+    lines = ["| variable | exponent | CI | R² | E |", "|---|---|---|---|---|"]
+    for x, f in fits.items():
+        lines.append(
+            f"| {x} | {num(f['exponent'])} | {interval(f['ci'])} | {num(f['r2'])} | {num(f['E'])} |"
+        )
+    return lines
+
+
+def _plots(fits: Any, out: Path) -> list[Path]:
+    from scalesweep.fit.plots.power_law import power_laws
+
+    return [power_laws(fits, out)]
+
+
+KINDS = (
+    FitKind(
+        name="power-law",
+        title="Power laws (Kaplan et al. 2020)",
+        fit=_fit,
+        summary=_summary,
+        section=_section,
+        plots=_plots,
+        captions={
+            "power_laws.png": "Loss on the compute frontier against each variable, with its "
+            "power law."
+        },
+        to_dict=lambda fits: {x: f.to_dict() for x, f in fits.items()},
+    ),
+)

@@ -1,0 +1,201 @@
+"""The options every fit is fitted with, and the `scalesweep fit` flags made from them.
+
+One place: each `FitOptions` field carries its help text and how its flag parses, so
+`add_arguments` derives the flags (`level` -> `--level`, with its help and default) and
+`from_args` reads them back. A new option is one field here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+from scalesweep.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def _option(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[Any], Any] | None = None,
+    shown: str | None = None,
+    **argparse_kwargs: Any,
+) -> Any:
+    """A `FitOptions` field: its default, its flag's help, how the parsed flag becomes the
+    field's value (`parse`), the default as the help shows it (`shown`), and argparse's own
+    keywords (type, nargs, choices, metavar, action)."""
+    metadata = {"help": help, "parse": parse, "shown": shown, "argparse": argparse_kwargs}
+    return field(default=default, metadata=metadata)
+
+
+def parse_point(text: str) -> dict[str, float]:
+    """`--predict-at` "N=1e9,S=1e5" -> {"N": 1e9, "S": 1e5}; the keys must be one of the forms
+    {L}, {N, S} or {N, D}, the values positive numbers.
+
+    Example:
+        >>> parse_point("N=1e9, D=2e10")
+        {'N': 1000000000.0, 'D': 20000000000.0}
+    """
+    forms = ({"L"}, {"N", "S"}, {"N", "D"})
+    point: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        try:
+            number = float(value) if sep else math.nan
+        except ValueError:
+            number = math.nan
+        if not (number > 0 and math.isfinite(number)):
+            raise UserError(
+                f"--predict-at {text!r}: `{key}` must be a positive number, "
+                f"written KEY=VALUE, but got {item.strip()!r}"
+            )
+        point[key] = number
+    if set(point) not in forms:
+        raise UserError(
+            f"--predict-at {text!r}: the keys must be L (critical-batch), N,S "
+            f"(kaplan-ns) or N,D (kaplan-nd), but got {sorted(point)}"
+        )
+    return point
+
+
+def _tuple_or_none(values: Any) -> tuple[Any, ...] | None:
+    return None if values is None else tuple(values)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """What the command line sets for the fits (`scalesweep fit --help`)."""
+
+    level: float = _option(0.95, "confidence level of every interval", type=float)
+    seed: int = _option(0, "seed of the bootstrap resamples", type=int)
+    bootstrap: int = _option(200, "parametric (Approach 3) bootstrap resamples", type=int)
+    isoflop_bootstrap: int = _option(
+        0, "isoFLOP (Approach 2) bootstrap resamples of runs; 0: OLS intervals", type=int
+    )
+    isoflop_method: Literal["akima", "quadratic"] = _option(
+        "akima",
+        "per-budget minimum: Akima interpolation (Porian et al. 2024; measured best in "
+        "docs/fits.md) or a local parabola",
+        choices=("akima", "quadratic"),
+    )
+    window: int | None = _option(
+        5,
+        "sizes per parabola, quadratic method (0: all)",
+        type=int,
+        parse=lambda value: value or None,
+    )
+    robust: bool = _option(False, "Huber-weighted parabolas", action="store_true")
+    saturating: bool = _option(
+        False, "power laws with an irreducible term, L = E + A·X^-α", action="store_true"
+    )
+    group_by: tuple[str, ...] | None = _option(
+        None,
+        "group columns of the per-group fits (LR sensitivity, diagnostics, critical batch)",
+        parse=_tuple_or_none,
+        shown="every varied column but the LR and the seed",
+        nargs="+",
+        metavar="COL",
+    )
+    lr_range: tuple[float, float] | None = _option(
+        None,
+        "LR range [LO, HI] of the LR-sensitivity score",
+        parse=_tuple_or_none,
+        shown="Wortsman et al.'s [3e-4, 0.3]",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+    )
+    init_loss: float | None = _option(
+        None,
+        "ℓ0 as a constant (e.g. ln(vocab)), when the table has no init_loss column",
+        shown="the init_loss column",
+        type=float,
+    )
+    predict_flops: float | None = _option(
+        None,
+        "recommended N, D and predicted loss at this budget C, counted as the runs count "
+        "FLOPs (train.flop_counting), with confidence and prediction intervals",
+        type=float,
+        metavar="C",
+    )
+    predict_at: tuple[Mapping[str, float], ...] = _option(
+        (),
+        "predict at L=3.2 (B_crit), N=1e9,S=1e5 (kaplan-ns) or N=1e9,D=2e10 (kaplan-nd) "
+        "(repeatable)",
+        parse=lambda texts: tuple(parse_point(text) for text in texts),
+        shown="none",
+        action="append",
+        metavar="K=V,...",
+    )
+    n_col: str | None = _option(
+        None,
+        "the column read as N",
+        shown="the one the runs' train.flop_counting pairs with: params for 6N, "
+        "params_nonembed for kaplan, all but the input embedding for chinchilla and palm",
+        metavar="COL",
+    )
+    all_runs: bool = _option(
+        False,
+        "parametric: fit every completed run, not the best run per (N, D) cell",
+        action="store_true",
+    )
+
+    def __post_init__(self) -> None:
+        budget = self.predict_flops
+        rules = {
+            "--level": (0 < self.level < 1, "0 < level < 1", self.level),
+            "--bootstrap": (self.bootstrap >= 0, "bootstrap >= 0", self.bootstrap),
+            "--isoflop-bootstrap": (
+                self.isoflop_bootstrap >= 0,
+                "isoflop_bootstrap >= 0",
+                self.isoflop_bootstrap,
+            ),
+            "--predict-flops": (
+                budget is None or (budget > 0 and math.isfinite(budget)),
+                "C > 0",
+                budget,
+            ),
+        }
+        for name, (holds, rule, value) in rules.items():
+            if not holds:
+                raise UserError(f"{name}: `{rule}` must hold, but got ({value})")
+
+    def rng(self) -> np.random.Generator:
+        import numpy as np
+
+        return np.random.default_rng(self.seed)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A flag per `FitOptions` field, its help ending in its default."""
+    for option in fields(FitOptions):
+        meta = option.metadata
+        kwargs = dict(meta["argparse"])
+        if kwargs.get("action") != "store_true":
+            kwargs["default"] = None if option.default is MISSING else option.default
+            if kwargs.get("action") == "append":
+                kwargs["default"] = []
+        shown = meta["shown"] or (
+            "off" if kwargs.get("action") == "store_true" else repr(option.default)
+        )
+        parser.add_argument(flag(option.name), help=f"{meta['help']} (default: {shown})", **kwargs)
+
+
+def from_args(args: argparse.Namespace) -> FitOptions:
+    """The options the parsed flags of `add_arguments` set."""
+    values = {}
+    for option in fields(FitOptions):
+        value = getattr(args, option.name)
+        parse = option.metadata["parse"]
+        values[option.name] = value if parse is None else parse(value)
+    return FitOptions(**values)
