@@ -1,9 +1,10 @@
-"""The shape of the package, checked: small modules and functions, one home for each name,
-and a fitter that is pure (no MLflow, no Ray)."""
+"""The shape of the package, checked: small modules and functions, one home for each name, no
+import cycle, a fitter that is pure (no MLflow, no Ray) and layered, commands that are edges."""
 
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +51,16 @@ def test_module_and_functions_are_small(path):
 def test_metric_and_status_names_live_in_metrics_only():
     # Rule: the names that cross module borders are written once, in scalesweep/metrics.py;
     # anywhere else they are used through its constants (docstrings may mention them).
-    names = {*m.STEP_METRICS, *m.ENDED_STATUSES, m.RUNNING, m.INIT_LOSS, m.FINAL_VAL_LOSS,
-             m.FINAL_VAL_LOSS_AVG, m.LAST_FINITE_LOSS, m.PARAMS_NONEMBED}  # fmt: skip
+    names = {
+        *m.STEP_METRICS,
+        *m.ENDED_STATUSES,
+        m.RUNNING,
+        m.INIT_LOSS,
+        m.FINAL_VAL_LOSS,
+        m.FINAL_VAL_LOSS_AVG,
+        m.LAST_FINITE_LOSS,
+        m.PARAMS_NONEMBED,
+    }
     found = []
     for path in SOURCES:
         if path.name == "metrics.py":
@@ -69,13 +78,15 @@ def test_metric_and_status_names_live_in_metrics_only():
     assert not found, "literal metric/status names outside metrics.py: " + ", ".join(found)
 
 
+FIT = PACKAGE / "fit"
 FIT_MODULES = sorted(
-    f"scalesweep.fit.{p.stem}" for p in (PACKAGE / "fit").glob("*.py") if p.stem != "__init__"
+    ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in FIT.rglob("*.py")
 )
 
 
 def test_fit_modules_import_neither_mlflow_nor_ray():
-    # Rule: fits are pure functions over DataFrames; reading MLflow is the command's edge.
+    # Rule: fits are pure functions over DataFrames; reading MLflow is the caller's edge.
+    # Every module under fit/, imported: neither library is loaded.
     code = (
         "import importlib, sys\n"
         f"for name in {FIT_MODULES!r}:\n"
@@ -86,24 +97,110 @@ def test_fit_modules_import_neither_mlflow_nor_ray():
     assert out.stdout.strip() == "[]"
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in SOURCES}
+
+
 def _imports(path: Path) -> set[str]:
+    """Every name a module imports, wherever the import is (top level, in a function, under
+    TYPE_CHECKING): `from a import b` counts as `a.b` when that is a module, else as `a`."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                names.add(full if full in MODULES else node.module)
     return names
 
 
-def test_fit_does_not_import_the_sweep_or_tracking_layer():
-    # Rule: `scalesweep fit` sits below the Ray layer, and reading MLflow is the command's
-    # edge: nothing in fit/ imports scalesweep.sweep or scalesweep.tracking.
+def _internal_imports(path: Path) -> set[str]:
+    return {name for name in _imports(path) if name in MODULES}
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    # Rule: the package's modules import each other in one direction only, counting imports
+    # inside functions and under TYPE_CHECKING (graphlib names the cycle if there is one).
+    graph = {name: _internal_imports(path) - {name} for name, path in MODULES.items()}
+    graphlib.TopologicalSorter(graph).prepare()
+
+
+FIT_LAYERS = (
+    ("fit.base", "fit.options", "fit.format", "fit.runs"),
+    ("fit.numerics",),
+    ("fit.laws",),
+    ("fit.plots",),
+    ("fit.kinds",),
+    ("fit.report",),
+    ("fit.pipeline",),
+    ("fit",),
+)
+"""The fitter's layers, bottom up (scalesweep/fit/__init__.py): each imports only its own layer
+and those below."""
+
+
+def _fit_layer(module: str) -> int:
+    short = module.removeprefix("scalesweep.")
+    for index, prefixes in enumerate(FIT_LAYERS):
+        if any(short == p or short.startswith(p + ".") for p in prefixes if p != "fit"):
+            return index
+    assert short == "fit", module
+    return len(FIT_LAYERS) - 1
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("scalesweep.fit")])
+def test_fit_layers_import_downward_only(module):
+    # Rule: within fit/, a module imports from its own layer or a lower one (FIT_LAYERS): the
+    # laws know nothing of plots, the registry nothing of the report, nothing of the pipeline.
+    upward = [
+        name
+        for name in _internal_imports(MODULES[module])
+        if name.startswith("scalesweep.fit") and _fit_layer(name) > _fit_layer(module)
+    ]
+    assert not upward, f"{module} imports from a higher layer: {upward}"
+
+
+@pytest.mark.parametrize("path", sorted(FIT.rglob("*.py")), ids=lambda p: str(p.relative_to(FIT)))
+def test_fit_does_not_import_the_sweep_tracking_mlflow_or_ray(path):
+    # Rule: `scalesweep fit` sits below the Ray layer, and reading MLflow is the caller's
+    # edge: nothing in fit/, at any depth, imports the sweep, tracking, MLflow or Ray.
+    forbidden = ("scalesweep.sweep", "scalesweep.tracking", "scalesweep.sources", "mlflow", "ray")
     offenders = [
-        f"{path.name}: {name}"
-        for path in (PACKAGE / "fit").glob("*.py")
+        name
         for name in _imports(path)
-        if name.startswith(("scalesweep.sweep", "scalesweep.tracking"))
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
     ]
     assert not offenders
+
+
+COMMANDS = PACKAGE / "commands"
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS.glob("*.py")), ids=lambda p: p.name)
+def test_no_command_imports_another(path):
+    # Rule: a command is an edge; what two commands share lives below them (the fit pipeline,
+    # the sources, the sweep), never in a command that the other imports.
+    own = _module_name(path)
+    others = [
+        name
+        for name in _internal_imports(path)
+        if name.startswith("scalesweep.commands.") and name != own
+    ]
+    assert not others
+
+
+def test_no_formatter_exemptions_in_the_package():
+    # Rule: the formatter's layout is the layout; a line squeezed under a limit with
+    # `# fmt: skip` is a module or function to split by concept instead.
+    marked = [
+        f"{path.relative_to(PACKAGE)}:{number}"
+        for path in SOURCES
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "fmt: skip" in line
+    ]
+    assert not marked

@@ -27,7 +27,9 @@ def add_parser(subparsers: Any) -> None:
         description="Fit a runs table: SOURCE is a .csv, a .parquet, or an MLflow experiment "
         "(sweep) name. With --kind all, every fit whose columns are present runs.",
     )
-    parser.add_argument("source", help="runs.csv, runs.parquet, or a sweep (experiment) name")
+    parser.add_argument(
+        "source", help="runs.csv, runs.parquet, or a sweep (experiment) name (required)"
+    )
     parser.add_argument(
         "--kind",
         choices=(*KINDS, "all"),
@@ -35,7 +37,11 @@ def add_parser(subparsers: Any) -> None:
         help="the fit to run; all: every fit the runs allow, saying why the others were "
         "skipped (default: all)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object to stdout (default: the text summary)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -48,7 +54,8 @@ def add_parser(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="CANONICAL=SOURCE",
-        help='map a column, e.g. --col params="Model Size" (repeatable)',
+        help='map a column, e.g. --col params="Model Size" (repeatable; default: the aliases '
+        "of fit.runs)",
     )
     parser.add_argument(
         "--tracking-uri",

@@ -186,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if kwargs.get("action") == "append":
                 kwargs["default"] = []
         shown = meta["shown"] or (
-            "off" if kwargs.get("action") == "store_true" else repr(option.default)
+            "off" if kwargs.get("action") == "store_true" else str(option.default)
         )
         parser.add_argument(flag(option.name), help=f"{meta['help']} (default: {shown})", **kwargs)
 

@@ -229,3 +229,20 @@ def test_text_says_which_n_c_and_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "N = `params_nonembed` (train.flop_counting = kaplan)" in out
     assert "C counted as kaplan" in out and "best run per (N, D) cell: 36 cells" in out
+
+
+def test_every_fit_option_is_a_flag_with_help_and_its_default():
+    # Rule: `scalesweep fit`'s flags come from FitOptions (one place for the options): every
+    # field is a flag, and every argument of the command has help text that states its default.
+    from dataclasses import fields
+
+    from scalesweep.cli import build_parser
+    from scalesweep.fit.options import FitOptions, flag
+
+    parser = build_parser(("scalesweep.commands.fit",))
+    command = next(a for a in parser._actions if a.dest == "command").choices["fit"]
+    arguments = {(a.option_strings or [a.dest])[-1]: a for a in command._actions}
+    assert {flag(f.name) for f in fields(FitOptions)} <= set(arguments)
+    for name, action in arguments.items():
+        if name != "--help":
+            assert action.help and ("default" in action.help or "required" in action.help), name

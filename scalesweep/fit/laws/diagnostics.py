@@ -206,8 +206,10 @@ def markdown_table(fit: Mapping[str, Any], key: str = "attn_logit_max") -> list[
     # The key alone unless two sections share it (planned.tokens and train.tokens).
     header = [g if keys.count(k) > 1 else k for g, k in zip(groups, keys, strict=True)]
     header += full_header[len(groups) :]
-    lines = ["| " + " | ".join(h for i, h in enumerate(header) if i not in same) + " |",
-             "|" + "---|" * (len(header) - len(same))]  # fmt: skip
+    lines = [
+        "| " + " | ".join(h for i, h in enumerate(header) if i not in same) + " |",
+        "|" + "---|" * (len(header) - len(same)),
+    ]
     for row in rows:
         cells = [num(v) if i < len(groups) else str(v) for i, v in enumerate(row)]
         lines.append("| " + " | ".join(c for i, c in enumerate(cells) if i not in same) + " |")

@@ -150,8 +150,12 @@ def fit_power_law(
             f"`{x}`, but got {len(points)}"
         )
     xs, ys = points[x].to_numpy(float), points["loss"].to_numpy(float)
-    common: dict[str, Any] = {"n_runs_excluded": len(prepared.excluded), "notes": prepared.notes,
-                              "basis": basis, "points": points}  # fmt: skip
+    common: dict[str, Any] = {
+        "n_runs_excluded": len(prepared.excluded),
+        "notes": prepared.notes,
+        "basis": basis,
+        "points": points,
+    }
     if saturating:
         return _saturating_fit(x, xs, ys, level, common)
     law = loglog_ols(xs, ys, level=level)

@@ -107,9 +107,13 @@ def _line_search(
 
 
 def _remember(
-    s_hist: np.ndarray, y_hist: np.ndarray, rho: np.ndarray, rows: np.ndarray, s: np.ndarray,
+    s_hist: np.ndarray,
+    y_hist: np.ndarray,
+    rho: np.ndarray,
+    rows: np.ndarray,
+    s: np.ndarray,
     y: np.ndarray,
-) -> None:  # fmt: skip
+) -> None:
     """Push the pairs (s, y) with positive curvature into the rows' histories."""
     curv = (s * y).sum(axis=1)
     keep = curv > 1e-10 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
@@ -140,9 +144,15 @@ def minimize_batch(
 
 
 def _minimize(
-    fun: BatchObjective, x0: np.ndarray, memory: int, max_iter: int, ftol: float, gtol: float,
-    max_line_search: int, prune: Prune | None,
-) -> BatchResult:  # fmt: skip
+    fun: BatchObjective,
+    x0: np.ndarray,
+    memory: int,
+    max_iter: int,
+    ftol: float,
+    gtol: float,
+    max_line_search: int,
+    prune: Prune | None,
+) -> BatchResult:
     """The loop of `minimize_batch`."""
     x = np.array(x0, dtype=float, copy=True)
     k, p = x.shape

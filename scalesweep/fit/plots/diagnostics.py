@@ -99,8 +99,14 @@ def attention_logit_growth(fit: DiagnosticsFit, out: Path) -> Path:
         runs.sort(key=lambda r: r.lr)
         width, others = split_width(dict(items))
         style = styles[panels.index(tuple(others.items())) % len(styles)]
-        ax.plot([r.lr for r in runs], [r.attn_logit_max for r in runs], marker="o", ls=style,
-                color=colors[width], label=label(dict(items)))  # fmt: skip
+        ax.plot(
+            [r.lr for r in runs],
+            [r.attn_logit_max for r in runs],
+            marker="o",
+            ls=style,
+            color=colors[width],
+            label=label(dict(items)),
+        )
         bad = [r for r in runs if r.status == m.DIVERGED]
         ax.plot([r.lr for r in bad], [r.attn_logit_max for r in bad], **DIVERGED_STYLE)
     lr_axis(ax)

@@ -37,8 +37,9 @@ def isoflop_curves(fit: IsoflopFit, out: Path) -> Path:
             grid = np.geomspace(*budget.fit_range, 100)
             ax.plot(grid, np.polyval(budget.coef, np.log(grid)), "-", color=color, lw=1)
             lo, hi = budget.fit_range
-            in_window += [x for n, x in zip(budget.sizes, budget.losses, strict=True)
-                          if lo <= n <= hi]  # fmt: skip
+            in_window += [
+                x for n, x in zip(budget.sizes, budget.losses, strict=True) if lo <= n <= hi
+            ]
         elif fit.method == "akima" and len(budget.sizes) >= 3:
             sampled = np.array(budget.losses)
             log_n, log_loss = akima_profile(np.log(budget.sizes), sampled)

@@ -58,8 +58,11 @@ def lr_sensitivity_curves(fit: LrSensitivityFit, out: Path) -> Path:
         ax.axvspan(*fit.lr_range, color="grey", alpha=0.08, label="range of the score")
         lr_axis(ax)
         ax.set_title(label(dict(panel)) if panel else "final loss against learning rate")
-        ax.legend(title="width (★ best LR, x diverged)" if fit.width_column else None,
-                  fontsize=7, loc="upper left")  # fmt: skip
+        ax.legend(
+            title="width (★ best LR, x diverged)" if fit.width_column else None,
+            fontsize=7,
+            loc="upper left",
+        )
     axes[0].set_ylabel("final validation loss, min(ℓ, ℓ0)")
     if len(panels) > 1:
         fig.suptitle("Final loss against learning rate (Wortsman et al. 2023)")

@@ -24,8 +24,16 @@ def _predicted_points(ax: Any, predicted: dict[str, Any], key: str) -> None:
             continue
         low, high = point.get("ci", {}).get(key) or (None, None)
         err = None if low is None else [[point[key] - low], [high - point[key]]]
-        ax.errorbar([budget], [point[key]], yerr=err, fmt="*", ms=12, capsize=4,
-                    color=f"C{index}", label=f"prediction ({source})")  # fmt: skip
+        ax.errorbar(
+            [budget],
+            [point[key]],
+            yerr=err,
+            fmt="*",
+            ms=12,
+            capsize=4,
+            color=f"C{index}",
+            label=f"prediction ({source})",
+        )
     ax.axvline(budget, color="grey", lw=0.8, ls=":")
 
 
@@ -40,12 +48,18 @@ def prediction(fits: dict[str, Any], predicted: dict[str, Any], out: Path) -> Pa
     flops = [b.flops for b in kept] + [budget]
     grid = np.geomspace(min(flops) / 2, max(flops) * 2, 100)
     fig, axes = figure(2)
-    for ax, key, label in zip(axes, ("n_opt", "d_opt"), ("parameters N_opt", "tokens D_opt"),
-                              strict=True):  # fmt: skip
+    for ax, key, label in zip(
+        axes, ("n_opt", "d_opt"), ("parameters N_opt", "tokens D_opt"), strict=True
+    ):
         if isoflop is not None:
             law = isoflop.n_law if key == "n_opt" else isoflop.d_law
-            ax.plot([b.flops for b in kept], [getattr(b, key) for b in kept], "o", color="C0",
-                    label="isoFLOP minima (Approach 2)")  # fmt: skip
+            ax.plot(
+                [b.flops for b in kept],
+                [getattr(b, key) for b in kept],
+                "o",
+                color="C0",
+                label="isoFLOP minima (Approach 2)",
+            )
             ax.plot(grid, law.predict(grid), "-", color="C0", label=f"∝ C^{law.exponent:.3f}")
             band = law.band(grid)
             if band is not None:

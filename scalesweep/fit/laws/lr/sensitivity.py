@@ -54,7 +54,7 @@ from scalesweep.fit.laws.lr.groups import (
     run_states,
     width_of,
 )
-from scalesweep.fit.numerics.regression import loglog_ols
+from scalesweep.fit.laws.lr.transfer import TransferFit, transfer_fits
 from scalesweep.fit.runs import finite_or_none, name_runs
 
 DEFAULT_LR_RANGE = (3e-4, 3e-1)
@@ -97,40 +97,24 @@ class GroupSensitivity:
     """(lr, capped mean loss) per LR, for plots."""
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("sensitivity", "best_lr", "best_loss", "ell_star", "n_lr", "n_runs", "n_diverged",
-                "n_failed", "n_unfinished", "coverage", "covered", "max_gap")  # fmt: skip
+        keys = (
+            "sensitivity",
+            "best_lr",
+            "best_loss",
+            "ell_star",
+            "n_lr",
+            "n_runs",
+            "n_diverged",
+            "n_failed",
+            "n_unfinished",
+            "coverage",
+            "covered",
+            "max_gap",
+        )
         return {
             **{k: finite_or_none(v) for k, v in self.key.items()},
             **{k: finite_or_none(getattr(self, k)) for k in keys},
             m.INIT_LOSS: finite_or_none(self.init_loss),
-        }
-
-
-@dataclass(frozen=True)
-class TransferFit:
-    """LR_opt = c·width^k for one combination of the other group columns."""
-
-    key: dict[str, Any]
-    """The group columns that split the transfer fits (those not fixed by the width)."""
-    k: float
-    """Exponent (0: the LR transfers across widths)."""
-    coef: float
-    """c."""
-    se: float | None
-    """Standard error of k (None with 2 widths)."""
-    ci: tuple[float | None, float | None]
-    """Confidence interval of k (None with 2 widths: a line through 2 points has none)."""
-    n_widths: int
-    """Widths fitted."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **{k: finite_or_none(v) for k, v in self.key.items()},
-            "k": finite_or_none(self.k),
-            "coef": finite_or_none(self.coef),
-            "se": finite_or_none(self.se),
-            "ci": [finite_or_none(x) for x in self.ci],
-            "n_widths": self.n_widths,
         }
 
 
@@ -240,8 +224,11 @@ def _group(
     """Score one group (see the module docstring); None when it has no finished run."""
     scored = state.isin((m.COMPLETED, m.DIVERGED))
     if not scored.any():
-        notes.append(f"group {key}: no finished run ({rows[m.STATUS].value_counts().to_dict()}"
-                     if m.STATUS in rows.columns else f"group {key}: no finished run")  # fmt: skip
+        notes.append(
+            f"group {key}: no finished run ({rows[m.STATUS].value_counts().to_dict()}"
+            if m.STATUS in rows.columns
+            else f"group {key}: no finished run"
+        )
         return None
     finite0 = ell0[scored][np.isfinite(ell0[scored])]
     if finite0.empty:
@@ -301,8 +288,10 @@ def fit_lr_sensitivity(
     notes: list[str] = []
     aside = frame[state.isin((m.FAILED, UNFINISHED))]
     if len(aside):
-        notes.append(f"lr-sensitivity: {len(aside)} run(s) not scored (failed, still running, "
-                     f"or a non-finite loss not marked diverged): {name_runs(aside)}")  # fmt: skip
+        notes.append(
+            f"lr-sensitivity: {len(aside)} run(s) not scored (failed, still running, "
+            f"or a non-finite loss not marked diverged): {name_runs(aside)}"
+        )
     keys = list(groups) if groups else pd.Series(0, index=frame.index)
     results = []
     for value, rows in frame.groupby(keys, dropna=False, sort=True):
@@ -318,7 +307,7 @@ def fit_lr_sensitivity(
         )
     notes += _coverage_notes(results, lr_range) + _single_lr_notes(results, groups)
     width = width_of(groups)
-    transfer = _transfer_fits(frame, results, width, groups, level=level, notes=notes)
+    transfer = transfer_fits(frame, results, width, groups, level=level, notes=notes)
     return LrSensitivityFit(
         groups=tuple(results),
         transfer=transfer,
@@ -333,8 +322,13 @@ def fit_lr_sensitivity(
 
 def _coverage_notes(results: list[GroupSensitivity], lr_range: tuple[float, float]) -> list[str]:
     """Say plainly which scores rest on interpolation across a poorly covered range."""
-    poor = [g for g in results if g.coverage == "sampled" and g.sensitivity is not None
-            and (g.covered < 0.9 or (g.max_gap or 0) > 10)]  # fmt: skip
+    poor = [
+        g
+        for g in results
+        if g.coverage == "sampled"
+        and g.sensitivity is not None
+        and (g.covered < 0.9 or (g.max_gap or 0) > 10)
+    ]
     if not poor:
         return []
     worst = min(poor, key=lambda g: g.covered)
@@ -355,44 +349,3 @@ def _single_lr_notes(results: list[GroupSensitivity], groups: tuple[str, ...]) -
         f"lr-sensitivity: {len(single)} of {len(results)} groups hold a single LR; a group "
         f"column may be sampled per run (group columns: {list(groups)}); choose --group-by"
     ]
-
-
-def _transfer_fits(
-    frame: pd.DataFrame,
-    results: list[GroupSensitivity],
-    width: str | None,
-    groups: tuple[str, ...],
-    *,
-    level: float,
-    notes: list[str],
-) -> tuple[TransferFit, ...]:
-    """LR_opt ∝ width^k per combination of the group columns that the width does not fix
-    (a depth that grows with the width belongs to the width axis, not to a split)."""
-    if width is None:
-        notes.append("no width column among the group columns: no LR transfer fit")
-        return ()
-    spread = {c: frame.groupby(width, dropna=False)[c].nunique(dropna=False).max() for c in groups}
-    others = [c for c in groups if c != width and spread[c] > 1]
-    by_other: dict[tuple[Any, ...], list[GroupSensitivity]] = {}
-    for result in results:
-        by_other.setdefault(tuple((k, result.key[k]) for k in others), []).append(result)
-    fits = []
-    for other, members in by_other.items():
-        usable = [g for g in members if g.best_lr is not None and g.key[width] is not None]
-        widths = np.array([float(g.key[width]) for g in usable])
-        if np.unique(widths).size < 2:
-            notes.append(f"{dict(other) or 'all runs'}: fewer than 2 widths with a best LR; "
-                         "no transfer fit")  # fmt: skip
-            continue
-        best = np.array([g.best_lr for g in usable])
-        law = loglog_ols(widths, best, level=level)
-        if law.se is None:
-            notes.append(f"{dict(other) or 'all runs'}: transfer exponent from 2 widths, a line "
-                         "through 2 points: no interval")  # fmt: skip
-        k, se, ci = law.exponent, law.se, law.ci
-        if np.unique(best).size == 1:  # k = 0 exactly, not OLS round-off of 1e-15
-            k, se, ci = 0.0, None if se is None else 0.0, (None, None) if se is None else (0.0, 0.0)
-            notes.append(f"{dict(other) or 'all runs'}: the same best LR ({best[0]:g}) at every "
-                         "width: k = 0, known only to the LR grid's spacing")  # fmt: skip
-        fits.append(TransferFit(dict(other), k, law.coef, se, ci, len(usable)))
-    return tuple(fits)

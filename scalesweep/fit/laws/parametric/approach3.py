@@ -133,8 +133,9 @@ class ParametricFit:
     @property
     def theta(self) -> np.ndarray:
         """θ = (e, a, b, α, β) = (ln E, ln A, ln B, α, β)."""
-        return np.array([math.log(self.E), math.log(self.A), math.log(self.B), self.alpha,
-                         self.beta])  # fmt: skip
+        return np.array(
+            [math.log(self.E), math.log(self.A), math.log(self.B), self.alpha, self.beta]
+        )
 
     def loss(self, n: Any, d: Any) -> Any:
         """The fitted L(N, D)."""
@@ -176,8 +177,14 @@ def compute_optimal(fit: ParametricFit, flops: float) -> ComputeOptimal:
     if not fit.points.empty:
         n, d, loss = (fit.points[c].to_numpy(float) for c in ("params", "tokens", "loss"))
         residuals = np.log(loss) - np.log(fit.loss(n, d))
-    return _allocate(fit.theta, flops, fit.flop_rule, samples=fit.bootstrap_samples,
-                     level=fit.level, log_residuals=residuals)  # fmt: skip
+    return _allocate(
+        fit.theta,
+        flops,
+        fit.flop_rule,
+        samples=fit.bootstrap_samples,
+        level=fit.level,
+        log_residuals=residuals,
+    )
 
 
 def fit_arrays(
