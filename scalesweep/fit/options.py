@@ -84,6 +84,13 @@ class FitOptions:
         "docs/fits.md) or a local parabola",
         choices=("akima", "quadratic"),
     )
+    parametric_method: Literal["projection", "grid"] = _option(
+        "projection",
+        "Approach 3's search: variable projection over an (α, β) grid (Czech et al. 2026; "
+        "~0.1 s) or Epoch's 4500 L-BFGS starts (Besiroglu et al. 2024; ~1 s); the same optimum "
+        "on the reference sets (docs/fits.md)",
+        choices=("projection", "grid"),
+    )
     window: int | None = _option(
         5,
         "sizes per parabola, quadratic method (0: all)",

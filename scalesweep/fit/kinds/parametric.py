@@ -21,6 +21,7 @@ def _fit(data: FitData, o: FitOptions, inputs: Mapping[str, Any]) -> Any:
         data.runs,
         n_bootstrap=o.bootstrap,
         rng=o.rng(),
+        method=o.parametric_method,
         level=o.level,
         n_col=o.n_col,
         all_runs=o.all_runs,
@@ -33,9 +34,14 @@ def _summary(p: Mapping[str, Any]) -> Lines:
 
 
 def _section(fit: Mapping[str, Any]) -> Lines:
+    search = (
+        f"L-BFGS from the {fit['n_starts']} lowest points of a variable-projection grid over "
+        "(α, β) (Czech et al. 2026)"
+        if fit.get("method") == "projection"
+        else f"best of {fit['n_starts']} L-BFGS starts (Besiroglu et al. 2024)"
+    )
     lines = [
-        "L(N, D) = E + A/N^α + B/D^β, Huber (δ = 1e-3) on log L summed over points, "
-        f"best of {fit['n_starts']} L-BFGS starts (Besiroglu et al. 2024).",
+        f"L(N, D) = E + A/N^α + B/D^β, Huber (δ = 1e-3) on log L summed over points, {search}.",
         "",
         "| parameter | estimate | CI |",
         "|---|---|---|",

@@ -85,3 +85,9 @@ def _huber_block(
         axis=1,
     )
     return h.sum(axis=1), grad
+
+
+def log_loss_of(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    """ln L̂ = LSE(a − α ln N, b − β ln D, e) at one θ = (e, a, b, α, β)."""
+    e, a, b, alpha, beta = theta
+    return np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e)
