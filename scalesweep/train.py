@@ -29,6 +29,7 @@ from scalesweep import metrics as m
 from scalesweep.averaging import WeightAverage
 from scalesweep.callbacks import Callback
 from scalesweep.config import ExperimentConfig, total_steps
+from scalesweep.data_path import load_shards
 from scalesweep.distributed import (
     World,
     all_reduce_mean,
@@ -78,7 +79,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.checkpoint_dir = checkpoint_dir
         self.world: World = resolve_world(config.train.device, device)
-        self.shards = data.load_shards(config.data.path)
+        self.shards = load_shards(config.data.path)
         vocab = data.model_vocab(config.model.vocab_size, self.shards.vocab_size, config.data.path)
         self.model_config = config.model.model_copy(update={"vocab_size": vocab})
         self.micro, self.accumulation = split_batch(
