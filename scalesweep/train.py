@@ -82,7 +82,7 @@ class Trainer:
         self.last_eval: tuple[int, float] = (-1, math.nan)
         """(step, validation loss) of the latest evaluation."""
         self.started = time.perf_counter()
-        """When this run started in this process; a trunk's clock pauses while a branch runs."""
+        """When this run started in this process; moved on by each branch's time (see `branch`)."""
         self.tokens_at_start = self.state.step * self.engine.tokens_per_step
 
     # --- state ---------------------------------------------------------------------------------
