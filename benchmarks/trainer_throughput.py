@@ -99,10 +99,11 @@ def ours(case: Case, *, log_every: int, warmup: int, noise: bool = True) -> floa
 def plain(case: Case, *, warmup: int) -> float:
     """The minimal loop: same model, batches and precision; nothing else."""
     from scalesweep import data
+    from scalesweep.data_path import load_shards
     from scalesweep.model import GPT
 
     config = experiment(case, log_every=10)
-    shards = data.load_shards(config.data.path)
+    shards = load_shards(config.data.path)
     vocab = config.model.vocab_size or shards.vocab_size
     model_config = config.model.model_copy(update={"vocab_size": vocab})
     device = torch.device(case.device)

@@ -24,7 +24,7 @@ mechanism; there are as many trunks as model shapes × hyperparameters to keep G
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from scalesweep import metrics as m
@@ -116,15 +116,22 @@ def train_with_branches(
 def _not_reached(trainer: Trainer, branch: Branch) -> TrainSummary:
     """The summary of a branch its trunk never forked: diverged before, or (without a
     checkpoint at the fork) past it."""
-    from dataclasses import replace
-
     trunk = trainer.summary()
+    fork = branch.fork_step
     if trunk.status != m.COMPLETED:
-        reason = f"the trunk diverged at step {trunk.diverged_step}, before the fork at step {branch.fork_step}"  # noqa: E501
+        reason = f"the trunk diverged at step {trunk.diverged_step}, before the fork at step {fork}"
         status: m.Status = m.DIVERGED
     else:
-        reason = f"the trunk passed the fork at step {branch.fork_step} without a checkpoint there"
+        reason = f"the trunk passed the fork at step {fork} without a checkpoint there"
         status = m.FAILED
-    return replace(trunk, status=status, final_val_loss=None, final_val_loss_avg=None,
-                   total_steps=branch.steps, reason=reason, diverged_step=trunk.diverged_step,
-                   tokens=0, flops=0.0)  # fmt: skip
+    return replace(
+        trunk,
+        status=status,
+        final_val_loss=None,
+        final_val_loss_avg=None,
+        total_steps=branch.steps,
+        reason=reason,
+        diverged_step=trunk.diverged_step,
+        tokens=0,
+        flops=0.0,
+    )

@@ -1,14 +1,17 @@
-"""Reading token shards, the built-in corpus, and random-window batches.
+"""Reading token shards and random-window batches.
 
-Writing shards (`scalesweep data prepare`) is `scalesweep.shards`. A shard directory holds
-`train.bin` and `val.bin` (flat uint16 or uint32 token ids, memory-mapped when read) and
-`meta.json` (tokenizer, vocab size, token counts, how the split was made).
-`meta.json` is written last, so a directory with one is complete.
+Writing shards (`scalesweep data prepare`, the built-in corpus's first use) is
+`scalesweep.shards`; what the two agree on (the byte tokenizer, the format version) is
+`scalesweep.shard_format`, below both; a `data.path`, the built-in corpus included, is resolved
+and read by `scalesweep.data_path`, above both. A shard directory holds `train.bin` and `val.bin`
+(flat uint16 or uint32 token ids, memory-mapped when read) and `meta.json` (tokenizer, vocab
+size, token counts, how the split was made). `meta.json` is written last, so a directory with
+one is complete.
 
 Documents are tokenized one at a time and each is followed by the tokenizer's end-of-text id when
 it has one (ASCII RS, byte 0x1E, for the byte tokenizer). The validation split is made of whole
-documents plus at most one contiguous document tail (see `split_documents`), so no token position
-is in both splits.
+documents plus at most one contiguous document tail (see `shards.split_documents`), so no token
+position is in both splits.
 
 Batches are random windows whose starts come from `np.random.default_rng([seed, step, index])`:
 a batch depends only on its coordinates, so a run resumed at step k sees exactly the batches it
@@ -17,15 +20,9 @@ would have seen, with no sampler state to save.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import lzma
 import os
-import shutil
-import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +32,6 @@ from scalesweep.errors import UserError
 
 BUILTIN = "builtin"
 """The `data.path` value meaning the shipped Shakespeare + Milton corpus."""
-BYTE_TOKENIZER = "byte"
-BYTE_VOCAB_SIZE = 256
-BYTE_EOT = 0x1E
-"""ASCII record separator: never occurs in ordinary text, so it can end documents."""
-
-FORMAT_VERSION = 1
-"""Bump when the shard layout or the split method changes; it is part of the builtin cache key."""
-
-BUILTIN_VAL_FRACTION = 0.02
-"""The built-in corpus has 6.4M tokens; 2% is about 128k tokens, roughly one play."""
-BUILTIN_CORPUS = "shakespeare_milton.txt.xz"
-BUILTIN_DOCUMENT_SEPARATOR = "\x1e"
-"""How the shipped corpus file separates its documents (see corpus/build_corpus.py)."""
 
 
 @dataclass(frozen=True)
@@ -59,19 +43,6 @@ class TokenShards:
     vocab_size: int
     tokenizer: str
     """"byte", or the tokenizer.json path recorded in meta.json."""
-
-
-# --- bytes <-> tokens --------------------------------------------------------------------------
-
-
-def encode_bytes(text: str) -> np.ndarray:
-    """UTF-8 bytes of `text` as uint16 token ids (vocab 256)."""
-    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
-
-
-def decode_bytes(tokens: np.ndarray | Sequence[int]) -> str:
-    """Inverse of `encode_bytes`. A window can cut a multi-byte character, hence `replace`."""
-    return np.asarray(tokens, dtype=np.uint8).tobytes().decode("utf-8", errors="replace")
 
 
 # --- batches -----------------------------------------------------------------------------------
@@ -169,13 +140,10 @@ def model_vocab(configured: int | None, data_vocab: int, data_path: str) -> int:
     return configured
 
 
-def load_shards(path: str | os.PathLike[str]) -> TokenShards:
-    """Memory-map the shards at `path`, or the built-in corpus when `path == "builtin"`.
-
-    The built-in corpus is tokenized once into a cache directory (see `builtin_dir`); later calls
-    only read meta.json and map the two files.
-    """
-    directory = builtin_dir() if str(path) == BUILTIN else Path(path)
+def read_shards(directory: str | os.PathLike[str]) -> TokenShards:
+    """Memory-map the shards in `directory` (a `data.path` that may name the built-in corpus is
+    `data_path.load_shards`); only meta.json is read, the two token files are mapped."""
+    directory = Path(directory)
     meta = read_meta(directory)
     dtype = np.dtype(meta["dtype"])
     return TokenShards(
@@ -184,64 +152,3 @@ def load_shards(path: str | os.PathLike[str]) -> TokenShards:
         vocab_size=int(meta["vocab_size"]),
         tokenizer=str(meta["tokenizer"]),
     )
-
-
-# --- the built-in corpus -----------------------------------------------------------------------
-
-
-def _builtin_corpus_bytes() -> bytes:
-    return resources.files("scalesweep").joinpath("corpus", BUILTIN_CORPUS).read_bytes()
-
-
-def cache_root() -> Path:
-    """$SCALESWEEP_CACHE_DIR, else ~/.cache/scalesweep."""
-    configured = os.environ.get("SCALESWEEP_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "scalesweep"
-
-
-def builtin_dir() -> Path:
-    """The built-in corpus as shards, prepared on first use.
-
-    The directory name hashes the compressed corpus and the split settings, so a changed corpus
-    or split never reuses a stale cache. Several Ray trials on one node may get here at once:
-    each prepares into its own temporary directory and renames it into place; a rename that loses
-    the race is discarded, and every caller ends up reading the winner's complete directory.
-    """
-    compressed = _builtin_corpus_bytes()
-    key = hashlib.sha256(compressed)
-    key.update(f"v{FORMAT_VERSION} val={BUILTIN_VAL_FRACTION} seed=0".encode())
-    final = cache_root() / f"builtin-{key.hexdigest()[:12]}"
-    if (final / "meta.json").is_file():
-        return final
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(
-            f"cannot create the cache directory {final.parent} ({error}); point "
-            "SCALESWEEP_CACHE_DIR at a writable directory"
-        ) from error
-    from scalesweep import shards  # writing is needed once per cache, not per read
-
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        text = lzma.decompress(compressed).decode("utf-8")
-        shards.write_shards(
-            text.split(BUILTIN_DOCUMENT_SEPARATOR),
-            tmp,
-            tokenizer=BYTE_TOKENIZER,
-            val_fraction=BUILTIN_VAL_FRACTION,
-            seed=0,
-            sources=[f"scalesweep/corpus/{BUILTIN_CORPUS}"],
-        )
-        try:
-            os.replace(tmp, final)
-        except OSError as error:
-            # Another process renamed its copy first (the target is a non-empty directory).
-            if not (final / "meta.json").is_file():
-                raise UserError(
-                    f"cannot move the prepared built-in corpus to {final} ({error}); if that "
-                    "directory is left over from an interrupted run, delete it"
-                ) from error
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final

@@ -41,10 +41,8 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line})",
-                    key_node.start_mark,
-                )  # fmt: skip
+                message = f"key {key!r} is given twice (lines {seen[key]} and {line})"
+                raise yaml.constructor.ConstructorError(None, None, message, key_node.start_mark)
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 

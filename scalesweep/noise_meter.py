@@ -39,9 +39,15 @@ class NoiseMeter:
 
     @classmethod
     def create(
-        cls, runner: torch.nn.Module, world: World, *, micro: int, accumulation: int,
-        seq_len: int, batch_size: int,
-    ) -> NoiseMeter | None:  # fmt: skip
+        cls,
+        runner: torch.nn.Module,
+        world: World,
+        *,
+        micro: int,
+        accumulation: int,
+        seq_len: int,
+        batch_size: int,
+    ) -> NoiseMeter | None:
         """A meter for this run, or None when it has one batch size only."""
         big = batch_size * seq_len
         if world.size > 1:

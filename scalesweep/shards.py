@@ -1,27 +1,39 @@
 """Writing token shards: `scalesweep data prepare` and the built-in corpus's first use.
 
-Text, JSONL or Parquet documents are tokenized one at a time (UTF-8 bytes or a local HF
-`tokenizer.json`), each followed by the end-of-text id, streamed to disk, then split into
-`train.bin` and `val.bin` by whole documents (see `split_documents`); `meta.json` is written
-last. Reading them back is `scalesweep.data`.
+Documents (input files read by `scalesweep.documents`, or the shipped corpus) are tokenized one
+at a time (UTF-8 bytes or a local HF `tokenizer.json`), each followed by the end-of-text id,
+streamed to disk, then split into `train.bin` and `val.bin` by whole documents (see
+`split_documents`); `meta.json` is written last. Reading them back is `scalesweep.data`, which
+this module does not import (what both agree on is `scalesweep.shard_format`).
 """
 
 from __future__ import annotations
 
 import array
+import hashlib
 import json
+import lzma
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from scalesweep.data import BYTE_EOT, BYTE_TOKENIZER, BYTE_VOCAB_SIZE, FORMAT_VERSION, encode_bytes
+from scalesweep.documents import read_documents
 from scalesweep.errors import UserError
+from scalesweep.shard_format import (
+    BYTE_EOT,
+    BYTE_TOKENIZER,
+    BYTE_VOCAB_SIZE,
+    FORMAT_VERSION,
+    encode_bytes,
+)
 
 # Special tokens that mark the end of a document in common HF tokenizers, in order of preference.
 EOT_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "[EOS]", "[SEP]")
@@ -256,10 +268,8 @@ def prepare_shards(
 ) -> dict[str, Any]:
     """Tokenize text, JSONL or Parquet files into shards in `out_dir`; return the meta written.
 
-    A UTF-8 text file (any suffix but those below) is one document; each line of a `.jsonl` or
-    `.ndjson` file is one (its `text_field` string); each row of a `.parquet` file is one (its
-    `text_field` column). `.json` is refused as ambiguous. An input that is missing, unreadable,
-    or holds no text raises `UserError` naming it.
+    What a document is in each kind of file: `scalesweep.documents`. An input that is missing,
+    unreadable, or holds no text raises `UserError` naming it.
     """
     if not inputs:
         raise UserError("data prepare: no input files given")
@@ -270,94 +280,13 @@ def prepare_shards(
         if not path.is_file():
             raise UserError(f"input {path} does not exist")
     return write_shards(
-        (text for path in paths for text in _read_documents(path, text_field)),
+        (text for path in paths for text in read_documents(path, text_field)),
         out_dir,
         tokenizer=tokenizer,
         val_fraction=val_fraction,
         seed=seed,
         sources=[str(path) for path in paths],
     )
-
-
-def _read_documents(path: Path, text_field: str) -> Iterator[str]:
-    """The documents of one input file; raises `UserError` if it yields none."""
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        raise UserError(
-            f"input {path}: .json is ambiguous; name JSON-lines files .jsonl (one object with a "
-            f"{text_field!r} field per line)"
-        )
-    reader = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".parquet": _read_parquet}.get(
-        suffix, _read_text
-    )
-    found = False
-    try:
-        for text in reader(path, text_field):
-            if text:
-                found = True
-                yield text
-    except UnicodeDecodeError as error:
-        raise UserError(
-            f"input {path} is not UTF-8 text ({error}); convert it, e.g. with iconv"
-        ) from error
-    except OSError as error:
-        raise UserError(f"input {path} cannot be read: {error}") from error
-    if not found:
-        what = "" if reader is _read_text else f" in field {text_field!r}"
-        raise UserError(f"input {path} holds no text{what}")
-
-
-def _read_text(path: Path, text_field: str) -> Iterator[str]:
-    yield path.read_text(encoding="utf-8")
-
-
-def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"input {path} line {number} is not JSON: {error}") from error
-            if not isinstance(record, dict) or text_field not in record:
-                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise UserError(
-                    f"input {path} line {number} has no field {text_field!r} (found {keys}); "
-                    "choose the field with --text-field"
-                )
-            text = record[text_field]
-            if not isinstance(text, str):
-                raise UserError(
-                    f"input {path} line {number}: field {text_field!r} is "
-                    f"{type(text).__name__}, expected a string"
-                )
-            yield text
-
-
-def _read_parquet(path: Path, text_field: str) -> Iterator[str]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        file = pq.ParquetFile(path)
-    except pa.ArrowException as error:
-        raise UserError(f"input {path} cannot be read as Parquet: {error}") from error
-    columns = file.schema_arrow.names
-    if text_field not in columns:
-        raise UserError(
-            f"input {path} has no column {text_field!r} (found {columns}); "
-            "choose the column with --text-field"
-        )
-    column_type = file.schema_arrow.field(text_field).type
-    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
-        raise UserError(
-            f"input {path}: column {text_field!r} has type {column_type}, expected strings"
-        )
-    for batch in file.iter_batches(columns=[text_field], batch_size=1024):
-        for text in batch.column(0).to_pylist():
-            if text is not None:
-                yield text
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -387,3 +316,68 @@ def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# --- the built-in corpus -----------------------------------------------------------------------
+
+BUILTIN_VAL_FRACTION = 0.02
+"""The built-in corpus has 6.4M tokens; 2% is about 128k tokens, roughly one play."""
+BUILTIN_CORPUS = "shakespeare_milton.txt.xz"
+BUILTIN_DOCUMENT_SEPARATOR = "\x1e"
+"""How the shipped corpus file separates its documents (see corpus/build_corpus.py)."""
+
+
+def _builtin_corpus_bytes() -> bytes:
+    return resources.files("scalesweep").joinpath("corpus", BUILTIN_CORPUS).read_bytes()
+
+
+def cache_root() -> Path:
+    """$SCALESWEEP_CACHE_DIR, else ~/.cache/scalesweep."""
+    configured = os.environ.get("SCALESWEEP_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "scalesweep"
+
+
+def builtin_dir() -> Path:
+    """The built-in corpus as shards, prepared on first use.
+
+    The directory name hashes the compressed corpus and the split settings, so a changed corpus
+    or split never reuses a stale cache. Several Ray trials on one node may get here at once:
+    each prepares into its own temporary directory and renames it into place; a rename that loses
+    the race is discarded, and every caller ends up reading the winner's complete directory.
+    """
+    compressed = _builtin_corpus_bytes()
+    key = hashlib.sha256(compressed)
+    key.update(f"v{FORMAT_VERSION} val={BUILTIN_VAL_FRACTION} seed=0".encode())
+    final = cache_root() / f"builtin-{key.hexdigest()[:12]}"
+    if (final / "meta.json").is_file():
+        return final
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"cannot create the cache directory {final.parent} ({error}); point "
+            "SCALESWEEP_CACHE_DIR at a writable directory"
+        ) from error
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        text = lzma.decompress(compressed).decode("utf-8")
+        write_shards(
+            text.split(BUILTIN_DOCUMENT_SEPARATOR),
+            tmp,
+            tokenizer=BYTE_TOKENIZER,
+            val_fraction=BUILTIN_VAL_FRACTION,
+            seed=0,
+            sources=[f"scalesweep/corpus/{BUILTIN_CORPUS}"],
+        )
+        try:
+            os.replace(tmp, final)
+        except OSError as error:
+            # Another process renamed its copy first (the target is a non-empty directory).
+            if not (final / "meta.json").is_file():
+                raise UserError(
+                    f"cannot move the prepared built-in corpus to {final} ({error}); if that "
+                    "directory is left over from an interrupted run, delete it"
+                ) from error
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scalesweep import data
+from scalesweep import data, shard_format
 from scalesweep import shards as writer
 from scalesweep.commands.data import main
+from scalesweep.data_path import load_shards
 from scalesweep.errors import UserError
 
-SEP = bytes([data.BYTE_EOT])
+SEP = bytes([shard_format.BYTE_EOT])
 
 DOCS = [
     "First document.\nIt has two lines.\n",
@@ -37,7 +38,7 @@ def _bytes(tokens: np.ndarray) -> bytes:
 def assert_documents_recovered(docs: list[str], out: Path) -> None:
     """Every document is in train or val whole, except at most one whose head is in train and
     whose tail ends val; the token counts add up to the UTF-8 bytes plus one separator each."""
-    shards = data.load_shards(out)
+    shards = load_shards(out)
     meta = json.loads((out / "meta.json").read_text())
     train, val = _bytes(shards.train), _bytes(shards.val)
     encoded = [doc.encode() for doc in docs]
@@ -71,10 +72,10 @@ def assert_documents_recovered(docs: list[str], out: Path) -> None:
 def test_byte_codec_round_trips_unicode():
     # Rule: the byte tokenizer is UTF-8 bytes, vocab 256, and decodes back to the same text.
     text = "naïve 日本語 🙂\n"
-    tokens = data.encode_bytes(text)
+    tokens = shard_format.encode_bytes(text)
     assert tokens.dtype == np.uint16 and tokens.max() < 256
     assert len(tokens) == len(text.encode())
-    assert data.decode_bytes(tokens) == text
+    assert shard_format.decode_bytes(tokens) == text
 
 
 def test_sample_batch_is_a_function_of_its_coordinates():
@@ -149,7 +150,7 @@ def test_a_single_document_gives_its_tail_to_validation(tmp_path):
     text = "".join(f"line {i}\n" for i in range(300))
     (tmp_path / "one.txt").write_text(text)
     meta = writer.prepare_shards([tmp_path / "one.txt"], tmp_path / "out", val_fraction=0.1)
-    shards = data.load_shards(tmp_path / "out")
+    shards = load_shards(tmp_path / "out")
     assert _bytes(shards.train) + _bytes(shards.val) == text.encode() + SEP
     assert meta["val_tokens"] == round(0.1 * (len(text) + 1))
 
@@ -224,7 +225,7 @@ def test_prepare_with_a_tokenizer_json(tmp_path, monkeypatch):
     eot = tokenizer.token_to_id("<|endoftext|>")
     assert meta["tokenizer"] == str(tokenizer_path.resolve()) and meta["eot_id"] == eot
     assert meta["vocab_size"] == tokenizer.get_vocab_size()
-    shards = data.load_shards(out)
+    shards = load_shards(out)
     assert shards.tokenizer == meta["tokenizer"] and shards.vocab_size == meta["vocab_size"]
     ids = np.concatenate([shards.train, shards.val]).astype(int)
     expected = [tokenizer.encode(doc).ids for doc in DOCS]
@@ -320,18 +321,18 @@ def test_load_shards_names_what_is_missing_or_corrupt(tmp_path):
     # Rule: a missing directory, a missing file or a size that disagrees with meta.json is a
     # UserError naming the path and the problem.
     with pytest.raises(UserError, match="nowhere is not a directory"):
-        data.load_shards(tmp_path / "nowhere")
+        load_shards(tmp_path / "nowhere")
     (tmp_path / "a.txt").write_text("x" * 1000)
     out = tmp_path / "shards"
     writer.prepare_shards([tmp_path / "a.txt"], out)
     (out / "val.bin").unlink()
     with pytest.raises(UserError, match=r"shards is missing val\.bin"):
-        data.load_shards(out)
+        load_shards(out)
     writer.prepare_shards([tmp_path / "a.txt"], out)
     with (out / "train.bin").open("r+b") as file:
         file.truncate(100)
     with pytest.raises(UserError, match=r"train\.bin holds 50 tokens but meta\.json says"):
-        data.load_shards(out)
+        load_shards(out)
 
 
 @pytest.fixture
@@ -348,16 +349,16 @@ def test_builtin_loads_offline_with_a_disjoint_validation_split(cache_dir, monke
         raise AssertionError("the built-in corpus must not touch the network")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    shards = data.load_shards(data.BUILTIN)
+    shards = load_shards(data.BUILTIN)
     assert shards.vocab_size == 256 and shards.tokenizer == "byte"
     assert shards.train.dtype == np.uint16 and len(shards.val) > 10_000
-    corpus = (Path(data.__file__).parent / "corpus" / data.BUILTIN_CORPUS).read_bytes()
+    corpus = (Path(data.__file__).parent / "corpus" / writer.BUILTIN_CORPUS).read_bytes()
     assert len(shards.train) + len(shards.val) == len(lzma.decompress(corpus)) + 1
     train, val = _bytes(shards.train), _bytes(shards.val)
     for start in range(0, len(val) - 400, len(val) // 10):
         assert val[start : start + 400] not in train
     monkeypatch.setattr(writer, "write_shards", no_network)
-    assert np.array_equal(data.load_shards("builtin").val, shards.val)
+    assert np.array_equal(load_shards("builtin").val, shards.val)
 
 
 def test_builtin_cache_survives_losing_the_rename_race(cache_dir, monkeypatch):
@@ -369,11 +370,11 @@ def test_builtin_cache_survives_losing_the_rename_race(cache_dir, monkeypatch):
     def write_after_a_rival_finishes(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
-            data.builtin_dir()  # the rival: prepares and renames first
+            writer.builtin_dir()  # the rival: prepares and renames first
         return real_write(*args, **kwargs)
 
     monkeypatch.setattr(writer, "write_shards", write_after_a_rival_finishes)
-    shards = data.load_shards("builtin")
+    shards = load_shards("builtin")
     assert len(calls) == 2 and len(shards.val) > 0
     assert [p.name.startswith("builtin-") for p in cache_dir.iterdir()] == [True]
 
@@ -383,7 +384,7 @@ def test_two_processes_prepare_builtin_at_once(cache_dir):
     # fresh cache; exactly one cache directory results.
     script = textwrap.dedent(
         """
-        from scalesweep.data import load_shards
+        from scalesweep.data_path import load_shards
         shards = load_shards("builtin")
         print(len(shards.train), len(shards.val))
         """
@@ -403,3 +404,24 @@ def test_two_processes_prepare_builtin_at_once(cache_dir):
     assert [proc.returncode for proc in procs] == [0, 0], results
     assert results[0][0] == results[1][0] != ""
     assert [p.name.startswith("builtin-") for p in cache_dir.iterdir()] == [True]
+
+
+def test_reading_shards_never_imports_writing_them():
+    # Rule: `data` (reading) and `shards` (writing) do not import each other, not even inside a
+    # function; what both need (the byte tokenizer, the format version) is `shard_format`, and
+    # only `data_path` (a `data.path` resolved, the built-in corpus prepared) uses both.
+    import ast
+
+    def imported(module: str) -> set[str]:
+        tree = ast.parse(Path(sys.modules[module].__file__).read_text())  # type: ignore[arg-type]
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        return {name for name in names if name.startswith("scalesweep.")}
+
+    assert not any(name.startswith("scalesweep.shards") for name in imported("scalesweep.data"))
+    assert not any(name.startswith("scalesweep.data") for name in imported("scalesweep.shards"))
+    code = "import sys, scalesweep.data; print('scalesweep.shards' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

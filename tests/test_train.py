@@ -174,9 +174,9 @@ def test_validation_tokens_do_not_depend_on_micro_batch_or_seed():
     # windows, and two seeds shared almost none. Same model, other micro-batch: same ℓ0.
     from scalesweep.train import Trainer
 
-    base = Trainer(config()).validation.mine
+    base = Trainer(config()).engine.validation.mine
     for train_section in ({"micro_batch_size": 4}, {"seed": 7}, {"batch_size": 16}):
-        assert (Trainer(config(train=train_section)).validation.mine == base).all()
+        assert (Trainer(config(train=train_section)).engine.validation.mine == base).all()
     assert len(base) == 2 * 16  # eval_batches × eval_batch_size
     whole = train(config(train={"steps": 1}))
     micro = train(config(train={"steps": 1, "micro_batch_size": 2}))
@@ -220,25 +220,24 @@ def test_noise_meter_measures_the_first_micro_batch_gradient():
     from scalesweep.train import Trainer
 
     cfg = config(train={"micro_batch_size": 2, "log_every": 1}, optim={"grad_clip": None})
-    trainer = Trainer(cfg)
-    trainer.noise.start_step(measuring=True)
-    trainer._forward_backward(diagnose=True)
-    small = float(trainer.noise.small_sq)
-    big = sum(float(p.grad.pow(2).sum()) for p in trainer.model.parameters())
+    engine = Trainer(cfg).engine
+    engine.forward_backward(0, diagnose=True)  # a log step: the meter measures
+    small = float(engine.noise.small_sq)
+    big = sum(float(p.grad.pow(2).sum()) for p in engine.model.parameters())
 
-    fresh = Trainer(cfg)
-    x, y = fresh._batch(fresh.shards.train, step=0, index=0)
+    fresh = Trainer(cfg).engine
+    x, y = fresh.batch(fresh.shards.train, step=0, index=0)
     fresh.model(x, y).loss.backward()
     direct_small = sum(float(p.grad.pow(2).sum()) for p in fresh.model.parameters())
     fresh.model.zero_grad()
     for index in range(fresh.accumulation):
-        x, y = fresh._batch(fresh.shards.train, step=0, index=index)
+        x, y = fresh.batch(fresh.shards.train, step=0, index=index)
         (fresh.model(x, y).loss / fresh.accumulation).backward()
     direct_big = sum(float(p.grad.pow(2).sum()) for p in fresh.model.parameters())
     assert small == pytest.approx(direct_small, rel=1e-5)
     assert big == pytest.approx(direct_big, rel=1e-5)
-    assert trainer.noise.small_tokens == 2 * 32 and trainer.noise.big_tokens == 8 * 32
-    assert torch.is_tensor(trainer.noise.small_sq)
+    assert engine.noise.small_tokens == 2 * 32 and engine.noise.big_tokens == 8 * 32
+    assert torch.is_tensor(engine.noise.small_sq)
 
 
 def test_last_finite_loss_is_kept_when_the_first_logged_loss_is_already_too_high():

@@ -94,9 +94,10 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from scalesweep.data import BUILTIN, builtin_dir, read_meta
+    from scalesweep.data import read_meta
+    from scalesweep.data_path import shard_dir
 
-    directory = builtin_dir() if args.path == BUILTIN else Path(args.path)
+    directory = shard_dir(args.path)
     meta = read_meta(directory)
     print(json.dumps({"path": str(directory), **meta}, indent=2))
     return 0

@@ -118,7 +118,8 @@ def trial_name(assignment: dict[str, Any]) -> str:
 
 
 def _vocab_size(config: ExperimentConfig) -> int:
-    from scalesweep.data import load_shards, model_vocab
+    from scalesweep.data import model_vocab
+    from scalesweep.data_path import load_shards
 
     data_vocab = load_shards(config.data.path).vocab_size
     return model_vocab(config.model.vocab_size, data_vocab, config.data.path)
