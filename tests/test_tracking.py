@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from scalesweep import tracking
 from scalesweep.errors import UserError
-from scalesweep.metric_log import MetricLog, logged_through, replay_spool
+from scalesweep.tracking import MetricLog, logged_through, replay_spool
 
 
 class FlakyClient:
