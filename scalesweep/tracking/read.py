@@ -44,14 +44,14 @@ def runs_table(
     status`, the summary metrics, then every param under its dotted name. By default the
     children of every parent (sweep invocation) of the experiment; `parent_run_id` restricts
     to one."""
-    mlflow = connect_existing(tracking_uri, experiment)
-    found = open_experiment(mlflow, experiment)
+    client = connect_existing(tracking_uri, experiment)
+    found = open_experiment(client, experiment)
     query = f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}'"
     if parent_run_id is not None:
         query += f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
     rows: list[dict[str, Any]] = []
     params: list[dict[str, str]] = []
-    for run in search_all(mlflow, found.experiment_id, query):
+    for run in search_all(client, found.experiment_id, query):
         tags = run.data.tags
         rows.append(
             {
@@ -75,9 +75,9 @@ def runs_table(
 
 def latest_parent_run_id(experiment: str, tracking_uri: str | None) -> str:
     """The most recently started sweep (parent) run of `experiment`, where fit outputs go."""
-    mlflow = connect_existing(tracking_uri, experiment)
-    found = open_experiment(mlflow, experiment)
-    runs = mlflow.search_runs(
+    client = connect_existing(tracking_uri, experiment)
+    found = open_experiment(client, experiment)
+    runs = client.search_runs(
         [found.experiment_id],
         filter_string=f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'",
         order_by=["attributes.start_time DESC"],
@@ -103,7 +103,7 @@ def curves(
     at it. `table`: the `runs_table` the caller has already read; a `cache` shared between
     calls fetches each (run, key) history once."""
     keys, statuses = tuple(keys), tuple(statuses)
-    mlflow = connect_existing(tracking_uri, experiment)
+    client = connect_existing(tracking_uri, experiment)
     if table is None:
         table = runs_table(experiment, tracking_uri, parent_run_id=parent_run_id)
     cache = {} if cache is None else cache
@@ -114,7 +114,7 @@ def curves(
             continue
         for key in keys:
             if (row.run_id, key) not in cache:
-                found = mlflow.get_metric_history(row.run_id, key)
+                found = client.get_metric_history(row.run_id, key)
                 cache[row.run_id, key] = {x.step: x.value for x in found}
         histories = [cache[row.run_id, key] for key in keys]
         steps = sorted(set.intersection(*(set(h) for h in histories)))

@@ -145,11 +145,11 @@ def log_fit_outputs(
 ) -> str:
     """Log fit files (fit.json, the report, plots) and headline numbers to the sweep's parent
     run (the latest one unless `parent_run_id`); returns that run's id."""
-    mlflow = connect_existing(tracking_uri, experiment)
+    client = connect_existing(tracking_uri, experiment)
     parent = parent_run_id or latest_parent_run_id(experiment, tracking_uri)
     for file in files:
-        mlflow.log_artifact(parent, str(file), artifact_path=artifact_path)
+        client.log_artifact(parent, str(file), artifact_path=artifact_path)
     now = int(time.time() * 1000)
     if headline:
-        mlflow.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in headline.items()])
+        client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in headline.items()])
     return parent
