@@ -1,10 +1,11 @@
 """Sweep-shaped runs written to MLflow exactly as a sweep writes them, for tests of the fitter.
 
-`write_sweep` goes through the same calls as `scalesweep sweep` (`tracking.start_parent_run`,
-`tracking.get_or_create_child_run` with dotted params and the cell/sampled tags, a `MetricLog`
-for per-step metrics, the summary and the status tags at the end), so a test that reads the
-runs back with `scalesweep fit` exercises the real MLflow round trip: params as strings,
-planned vs trained tokens, diverged runs without `final_val_loss`, curves as metric histories.
+`write_sweep` goes through the same named operations as `scalesweep sweep`
+(`tracking.start_parent_run`; per trial `tracking.ChildRun.open` with dotted params and the
+cell/sampled tags, its `metric_log()` for per-step metrics, `finish` for the summary and the
+status; `tracking.finish_parent`), so a test that reads the runs back with `scalesweep fit`
+exercises the real MLflow round trip: params as strings, planned vs trained tokens, diverged
+runs without `final_val_loss`, curves as metric histories.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
-
 from scalesweep import metrics as m
 from scalesweep import tracking
-from scalesweep.metric_log import MetricLog
+from scalesweep.config import TrackingConfig
+
+SETTINGS = TrackingConfig(log_every_s=60, outage_timeout_s=30)
+"""Batches sent at the end of each trial; a store that does not answer within 30 s fails."""
 
 
 def write_sweep(
@@ -38,21 +40,27 @@ def write_sweep(
       - optional `curve`: a list of (step, {metric: value}) logged as per-step metrics;
       - optional `name`: the trial id (default: trial-<index>).
     """
-    client = MlflowClient(uri)
+    client = tracking.connect(uri)
     parent = tracking.start_parent_run(client, name, params={}, tags={}, artifacts={})
     for index, trial in enumerate(trials):
         trial_id = str(trial.get("name", f"trial-{index:04d}"))
         params = dict(trial["params"])
-        tags = {tracking.CELL_TAG: json.dumps(params), tracking.SAMPLED_TAG: json.dumps({})}
-        run_id, _ = tracking.get_or_create_child_run(client, name, parent, trial_id, params, tags)
-        log = MetricLog(client, run_id, every_s=60, spool=spool_dir / f"{trial_id}.jsonl")
+        run = tracking.ChildRun.open(
+            uri=uri,
+            experiment=name,
+            parent_run_id=parent,
+            storage=str(spool_dir),
+            name=trial_id,
+            params=params,
+            tags=tracking.trial_tags(params, {}),
+            tracking=SETTINGS,
+        )
+        log = run.metric_log()
         for step, values in trial.get("curve", ()):
             log.on_log(step, dict(values))
         summary = {k: v for k, v in trial["summary"].items() if v is not None}
-        status = {tracking.STATUS_TAG: trial.get("status", m.COMPLETED)}
-        assert log.close(summary=tracking.summary_metrics(summary), tags=status, timeout_s=30)
-        client.set_terminated(run_id, "FINISHED")
-    client.set_terminated(parent, "FINISHED")
+        assert run.finish(log, {**summary, m.STATUS: trial.get("status", m.COMPLETED)})
+    tracking.finish_parent(client, parent, finished=True)
     return parent
 
 

@@ -204,3 +204,61 @@ def test_no_formatter_exemptions_in_the_package():
         if "fmt: skip" in line
     ]
     assert not marked
+
+
+TRACKING = PACKAGE / "tracking"
+MLFLOW_CLIENT_METHODS = {
+    "create_experiment",
+    "create_run",
+    "delete_run",
+    "get_experiment",
+    "get_experiment_by_name",
+    "get_metric_history",
+    "get_run",
+    "list_artifacts",
+    "log_artifact",
+    "log_artifacts",
+    "log_batch",
+    "log_metric",
+    "log_param",
+    "log_text",
+    "search_experiments",
+    "search_runs",
+    "set_experiment_tag",
+    "set_tag",
+    "set_terminated",
+    "update_run",
+}
+"""The `MlflowClient` methods the package calls (and the few close relatives it could)."""
+
+
+def _outside_tracking() -> list[Path]:
+    return [path for path in SOURCES if TRACKING not in path.parents]
+
+
+def test_mlflow_is_imported_only_under_tracking():
+    # Rule: scalesweep/tracking/ owns every MLflow call, so only its modules import mlflow
+    # (counted at module level, inside functions and under TYPE_CHECKING alike).
+    offenders = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in _outside_tracking()
+        for name in _imports(path)
+        if name == "mlflow" or name.startswith("mlflow.")
+    ]
+    assert not offenders, "mlflow imported outside scalesweep/tracking/: " + ", ".join(offenders)
+
+
+def test_no_mlflow_client_method_is_called_outside_tracking():
+    # Rule: outside scalesweep/tracking/, code calls the contract's named operations
+    # (`tracking.mark_failed`, `tracking.finish_parent`, ...), never a client method.
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno} .{node.func.attr}()"
+        for path in _outside_tracking()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in MLFLOW_CLIENT_METHODS
+    ]
+    assert not offenders, "MLflow client calls outside scalesweep/tracking/: " + ", ".join(
+        offenders
+    )

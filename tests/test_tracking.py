@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from scalesweep import tracking
 from scalesweep.errors import UserError
-from scalesweep.metric_log import MetricLog, logged_through, replay_spool
+from scalesweep.tracking import MetricLog, logged_through, replay_spool
 
 
 class FlakyClient:
@@ -113,8 +113,13 @@ def test_restarted_trial_skips_steps_it_had_logged(client, tmp_path):
     first.on_log(10, {"val/loss": 1.0})
     assert first.close(summary={}, tags={}, timeout_s=30)
     assert logged_through(client, child) == {"train/loss": 15, "val/loss": 10}
-    second = MetricLog(client, child, every_s=0.01, spool=tmp_path / "b.jsonl",
-                       skip_through=logged_through(client, child))  # fmt: skip
+    second = MetricLog(
+        client,
+        child,
+        every_s=0.01,
+        spool=tmp_path / "b.jsonl",
+        skip_through=logged_through(client, child),
+    )
     for step in (15, 20):
         second.on_log(step, {"train/loss": 2.0, "val/loss": 2.0})
     assert second.close(summary={}, tags={}, timeout_s=30)

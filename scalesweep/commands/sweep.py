@@ -209,11 +209,11 @@ def _swept_keys(plan: Any) -> list[str]:
 
 def _set_up_ui(experiment: Any, plan: Any, uri: str) -> str:
     """The sweep's experiment, marked as model training, with its trials view (see
-    `scalesweep.tracking_ui`); returns its id."""
-    from scalesweep import tracking, tracking_ui
+    `scalesweep.tracking.ui`); returns its id."""
+    from scalesweep import tracking
 
     return tracking.with_retries(
-        lambda: tracking_ui.set_up_experiment(uri, experiment.config.name, _swept_keys(plan)),
+        lambda: tracking.set_up_experiment(uri, experiment.config.name, _swept_keys(plan)),
         what="setting up the sweep's experiment",
         timeout_s=experiment.config.tracking.outage_timeout_s,
     )
@@ -234,7 +234,7 @@ def _write_sweep_report(experiment: Any, outcome: Any, console: Any) -> Path | N
 
 def closing_lines(name: str, experiment_id: str, outcome: Any, report: Path | None) -> list[str]:
     """Where to look next: the runs in the MLflow UI, the report, the full fit."""
-    from scalesweep import tracking_ui
+    from scalesweep import tracking
 
     uri = outcome.tracking_uri
     lines = [
@@ -243,12 +243,11 @@ def closing_lines(name: str, experiment_id: str, outcome: Any, report: Path | No
     ]
     if not uri.startswith(("http://", "https://")):
         lines.append(f"  start the UI:   mlflow ui --backend-store-uri {uri}")
-    lines.append(f"  runs:           {tracking_ui.runs_url(uri, experiment_id)}")
+    lines.append(f"  runs:           {tracking.runs_url(uri, experiment_id)}")
     if report is not None:
         lines.append(f"  report:         {report}")
         lines.append(
-            f"  report (MLflow): "
-            f"{tracking_ui.report_url(uri, experiment_id, outcome.parent_run_id)}"
+            f"  report (MLflow): {tracking.report_url(uri, experiment_id, outcome.parent_run_id)}"
         )
     lines.append(
         f"  full fit:       scalesweep fit {name} --kind all --tracking-uri {uri} --out fit-{name}"

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,7 @@ from scalesweep import tracking
 from scalesweep.config import ExperimentConfig, ResourcesConfig
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment
-from scalesweep.metric_log import replay_spool
-from scalesweep.sweep.plan import Plan, trial_name
+from scalesweep.sweep.plan import Plan, PlannedTrial, trial_name
 from scalesweep.sweep.preflight import trial_bundles
 from scalesweep.sweep.search import Done
 from scalesweep.sweep.trial import TrialSettings, assignment_of, objective, run_trial
@@ -98,9 +97,11 @@ def check_unchanged(before: dict[str, str], now: dict[str, str], name: str) -> N
     added = sorted(set(now) - set(before))
     removed = sorted(set(before) - set(now))
     changed = sorted(k for k in set(before) & set(now) if before[k] != now[k])
-    parts = [f"{what}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
-             for what, keys in (("added", added), ("removed", removed), ("changed", changed))
-             if keys]  # fmt: skip
+    parts = [
+        f"{what}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
+        for what, keys in (("added", added), ("removed", removed), ("changed", changed))
+        if keys
+    ]
     raise UserError(
         f"--resume: the sweep file of {name!r} changed since the sweep started "
         f"({'; '.join(parts)}); resume it with the file it started with, or pass --restart "
@@ -146,14 +147,14 @@ class _Session:
         _write_state(self.storage / STATE_FILE, self.state)
 
     @cached_property
-    def client(self) -> Any:
-        return tracking.MlflowClient(self.tracking_uri)
+    def client(self) -> tracking.Client:
+        return tracking.connect(self.tracking_uri)
 
     def replay_spools(self, timeout_s: float) -> None:
         """Write to MLflow what trials spooled while it was down, their statuses included."""
         for spool in sorted((self.storage / "spool").glob("*.jsonl")):
             tracking.with_retries(
-                lambda spool=spool: replay_spool(self.client, spool),  # type: ignore[misc]
+                lambda spool=spool: tracking.replay_spool(self.client, spool),  # type: ignore[misc]
                 what=f"writing the metrics spooled in {spool.name}",
                 timeout_s=timeout_s,
             )
@@ -189,10 +190,9 @@ def _open_session(
     import yaml
 
     config = experiment.config
-    client = tracking.MlflowClient(tracking_uri)
     if state:
         session = _Session(storage, tracking_uri, state["parent_run_id"], state)
-        client.update_run(session.parent_run_id, status="RUNNING")
+        tracking.reopen_parent(session.client, session.parent_run_id)
         session.save(attempts=state.get("attempts", 1) + 1)
         return session
     shutil.rmtree(storage, ignore_errors=True)  # a finished (or abandoned) sweep's folder
@@ -200,7 +200,7 @@ def _open_session(
         k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")
     }
     parent_run_id = tracking.start_parent_run(
-        client,
+        tracking.connect(tracking_uri),
         config.name,
         params={
             "search.algorithm": config.search.algorithm,
@@ -212,8 +212,13 @@ def _open_session(
         artifacts={"sweep.yaml": yaml.safe_dump(experiment.raw, sort_keys=False)},
     )
     session = _Session(storage, tracking_uri, parent_run_id)
-    session.save(parent_run_id=parent_run_id, tracking_uri=tracking_uri, finished=False,
-                 plan=plan_digests(experiment, plan), attempts=1)  # fmt: skip
+    session.save(
+        parent_run_id=parent_run_id,
+        tracking_uri=tracking_uri,
+        finished=False,
+        plan=plan_digests(experiment, plan),
+        attempts=1,
+    )
     return session
 
 
@@ -221,17 +226,13 @@ def _history(experiment: Experiment, session: _Session) -> list[Done]:
     """What earlier runs of this sweep left in MLflow: finished trials with their objective,
     unfinished ones (running or failed) to run again with their exact values."""
     session.replay_spools(experiment.config.tracking.outage_timeout_s)
-    history = []
-    for run in tracking.child_runs(session.client, experiment.config.name, session.parent_run_id):
-        tags, metrics = run.data.tags, run.data.metrics
-        if tracking.CELL_TAG not in tags or tracking.BRANCH_TAG in tags:
-            continue  # a cooldown branch is its trunk's business, not a Tune trial
-        finished = tags.get(tracking.STATUS_TAG) in m.FINISHED_STATUSES
-        value = objective({**metrics, m.STATUS: tags[tracking.STATUS_TAG]}) if finished else None
-        history.append(
-            Done(json.loads(tags[tracking.CELL_TAG]), json.loads(tags[tracking.SAMPLED_TAG]), value)
-        )
-    return history
+    runs = tracking.trial_records(session.client, experiment.config.name, session.parent_run_id)
+    return [
+        Done(run.cell, run.sampled, objective(run.summary()) if run.finished else None)
+        for run in runs
+        # a Tune trial: a cooldown branch is its trunk's business
+        if run.cell is not None and run.branch_of is None
+    ]
 
 
 def _trial_settings(plan: Plan, session: _Session) -> TrialSettings:
@@ -264,9 +265,12 @@ def _tuner(
         ray.cluster_resources(), config.resources
     )
     param_space, search_alg, num_samples = build_search(
-        experiment, plan.cells, plan.samples_per_cell, max_concurrent=max_concurrent,
+        experiment,
+        plan.cells,
+        plan.samples_per_cell,
+        max_concurrent=max_concurrent,
         history=history,
-    )  # fmt: skip
+    )
     scheduler = None
     if config.search.scheduler == "asha":
         scheduler = tune.schedulers.ASHAScheduler(grace_period=1, reduction_factor=3)
@@ -302,48 +306,44 @@ def _tuner(
     )
 
 
+def _row(run: tracking.TrialRecord, planned: PlannedTrial | None) -> dict[str, Any]:
+    """A trial's row of the sweep's closing table, from its child run."""
+    cell = run.cell or {}
+    completed = run.status == m.COMPLETED
+    return {
+        "trial": run.name,
+        # the summary's columns, also when the file pins them instead of sweeping them
+        "model.width": planned.config.model.width if planned else None,
+        "optim.lr": run.sampled.get("optim.lr", planned.config.optim.lr if planned else None),
+        **cell,
+        **run.sampled,
+        m.STATUS: run.status,
+        m.INIT_LOSS: run.metrics.get(m.INIT_LOSS),
+        m.FINAL_VAL_LOSS: run.metrics.get(m.FINAL_VAL_LOSS) if completed else None,
+    }
+
+
 def _rows(
     experiment: Experiment, plan: Plan, session: _Session, errors: set[str]
 ) -> list[dict[str, Any]]:
     """One row per trial of this sweep, from its child run; trials that Tune saw fail without a
     status in MLflow count as failed."""
     runs = tracking.with_retries(
-        lambda: tracking.child_runs(session.client, experiment.config.name, session.parent_run_id),
+        lambda: tracking.trial_records(
+            session.client, experiment.config.name, session.parent_run_id
+        ),
         what="reading the trials' runs",
         timeout_s=experiment.config.tracking.outage_timeout_s,
     )
     cells = {t.name: t for t in plan.trials}
     rows = []
     for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        name = tags[tracking.TRIAL_TAG]
-        cell, sampled = (
-            json.loads(tags.get(tracking.CELL_TAG, "{}")),
-            json.loads(tags.get(tracking.SAMPLED_TAG, "{}")),
-        )
-        planned = cells.get(trial_name(cell))
-        status = tags.get(tracking.STATUS_TAG, m.RUNNING)
-        if status == m.RUNNING and name in errors:
-            status = m.FAILED
-            session.client.set_tag(run.info.run_id, tracking.STATUS_TAG, m.FAILED)
-        if status in m.ENDED_STATUSES and run.info.status == "RUNNING":
-            # Ended, but its driver died before marking the run (or Tune saw it fail).
-            session.client.set_terminated(
-                run.info.run_id, "FAILED" if status == m.FAILED else "FINISHED"
-            )
-        rows.append(
-            {
-                "trial": name,
-                # the summary's columns, also when the file pins them instead of sweeping them
-                "model.width": planned.config.model.width if planned else None,
-                "optim.lr": sampled.get("optim.lr", planned.config.optim.lr if planned else None),
-                **cell,
-                **sampled,
-                m.STATUS: status,
-                m.INIT_LOSS: metrics.get(m.INIT_LOSS),
-                m.FINAL_VAL_LOSS: metrics.get(m.FINAL_VAL_LOSS) if status == m.COMPLETED else None,
-            }
-        )
+        if run.status == m.RUNNING and run.name in errors:  # Tune saw it fail, unmarked
+            tracking.mark_failed(session.client, run.run_id)
+            run = replace(run, status=m.FAILED, run_status="FAILED")
+        else:  # ended, but its process died before marking the run
+            tracking.close_orphaned_run(session.client, run)
+        rows.append(_row(run, cells.get(trial_name(run.cell or {}))))
     return sorted(rows, key=lambda row: row["trial"])
 
 
@@ -385,9 +385,7 @@ def run_sweep(
     rows = _rows(experiment, plan, session, errors)
     finished = len(rows) == plan.n_runs and all(r[m.STATUS] in m.ENDED_STATUSES for r in rows)
     tracking.with_retries(
-        lambda: session.client.set_terminated(
-            session.parent_run_id, "FINISHED" if finished else "KILLED"
-        ),
+        lambda: tracking.finish_parent(session.client, session.parent_run_id, finished=finished),
         what="marking the sweep's parent run",
         timeout_s=experiment.config.tracking.outage_timeout_s,
     )

@@ -1,10 +1,13 @@
 """One trial of a sweep: its MLflow child run, then `scalesweep.train` on one of two paths.
 
     run_trial (a Tune function trainable; Tune reuses its process between trials)
+      ├─ Trial.of: the trial resolved, once; its MLflow child run opened, once (ChildRun.open)
       ├─ workers_per_trial == 1: Trainer in this process; tune.report at evaluations, with a
       │                          tune.Checkpoint when one is due (Tune's FailureConfig restarts)
-      └─ workers_per_trial > 1:  TorchTrainer(train_fn_per_worker): the same Trainer on every
-                                 rank (DDP); ray.train.report (Train's FailureConfig restarts)
+      └─ workers_per_trial > 1:  TorchTrainer(train_fn_per_worker, DistributedTrial): the same
+                                 Trainer on every rank (DDP), rank 0 attached to the child run
+                                 (ChildRun.attach); ray.train.report (Train's FailureConfig
+                                 restarts)
 
 Only a callback differs between the paths; the training function does not know which one runs
 it. Why two: a Ray Train worker group (controller, worker and helper actors, each a fresh
@@ -17,7 +20,6 @@ its sampled keys on its cell's config (`plan.trial_config`).
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -31,7 +33,6 @@ from scalesweep.branches import Branch, OpenBranch, plan_branch, train_with_bran
 from scalesweep.callbacks import Callback
 from scalesweep.config import ExperimentConfig, run_params
 from scalesweep.errors import UserError
-from scalesweep.sweep.child_run import ChildRun, bound_mlflow_retries
 from scalesweep.sweep.plan import planned_params, trial_config, trial_name
 from scalesweep.sweep.search import CELL_KEY
 
@@ -112,27 +113,40 @@ class Trial:
         full_name = trial_name({**cell, **sampled})
         return cls(full_name, cell, sampled, config, settings.budgets.get(name), branches)
 
-    def child_run(self, settings: TrialSettings, branch: Branch | None = None) -> ChildRun:
+    def child_run(self, settings: TrialSettings, branch: Branch | None = None) -> tracking.ChildRun:
         """The MLflow child run of this trial, or of one of its branches (the trunk's params,
-        the branch's length, and `branch.*` params that name the trunk)."""
-        tags = {
-            tracking.CELL_TAG: json.dumps(self.cell),
-            tracking.SAMPLED_TAG: json.dumps(self.sampled),
-        }
+        the branch's length, and `branch.*` params that name the trunk), opened: found again
+        or created."""
         config, name, budget, extra = self.config, self.name, self.budget, {}
         if branch is not None:
             config, name, budget = branch.config, branch.name, branch.budget
-            extra = {m.BRANCH_OF: self.name, m.BRANCH_TOKENS: branch.tokens,
-                     m.BRANCH_FORK_STEP: branch.fork_step}  # fmt: skip
-            tags[tracking.BRANCH_TAG] = self.name
-        return ChildRun(
+            extra = {
+                m.BRANCH_OF: self.name,
+                m.BRANCH_TOKENS: branch.tokens,
+                m.BRANCH_FORK_STEP: branch.fork_step,
+            }
+        return tracking.ChildRun.open(
             uri=settings.tracking_uri,
+            experiment=config.name,
             parent_run_id=settings.parent_run_id,
             storage=settings.storage,
             name=name,
-            config=config,
             params={**run_params(config), **planned_params(config, budget), **extra},
-            tags=tags,
+            tags=tracking.trial_tags(
+                self.cell, self.sampled, branch_of=self.name if branch is not None else None
+            ),
+            tracking=config.tracking,
+        )
+
+    def attach_child_run(self, settings: TrialSettings, run_id: str) -> tracking.ChildRun:
+        """This trial's child run, which `child_run` opened in another process (`run_trial`,
+        for a distributed trial's rank 0)."""
+        return tracking.ChildRun.attach(
+            uri=settings.tracking_uri,
+            run_id=run_id,
+            name=self.name,
+            storage=settings.storage,
+            tracking=self.config.tracking,
         )
 
     def open_branches(self, settings: TrialSettings) -> OpenBranch:
@@ -141,7 +155,11 @@ class Trial:
         def open_branch(branch: Branch) -> tuple[list[Callback], Callable[[TrainSummary], None]]:
             run = self.child_run(settings, branch)
             log = run.metric_log()
-            return [log], lambda summary: run.finish(log, summary.to_dict())
+
+            def finish(summary: TrainSummary) -> None:
+                run.finish(log, summary.to_dict())
+
+            return [log], finish
 
         return open_branch
 
@@ -179,7 +197,7 @@ def _train(trainer: Trainer, trial: Trial, settings: TrialSettings, rank0: bool)
     return train_with_branches(trainer, trial.branches, open_branch).to_dict()
 
 
-def _train_here(trial: Trial, run: ChildRun, settings: TrialSettings) -> dict[str, Any]:
+def _train_here(trial: Trial, run: tracking.ChildRun, settings: TrialSettings) -> dict[str, Any]:
     import torch
 
     from scalesweep.checkpoint import STATE_FILE
@@ -217,20 +235,36 @@ class TrainReporter(Callback):
         ray.train.report(progress_report(self.metric, step, metrics), checkpoint=saved)
 
 
+@dataclass(frozen=True)
+class DistributedTrial:
+    """What every rank of a distributed trial gets (its `train_loop_config`), resolved once by
+    `run_trial`: picklable, so no rank resolves the Tune config again."""
+
+    trial: Trial
+    settings: TrialSettings
+    run_id: str
+    """The trial's child run, opened by `run_trial`; rank 0 attaches to it."""
+
+
+LOOP_CONFIG_KEY = "trial"
+"""The key of the `DistributedTrial` in Ray Train's `train_loop_config` (a dict)."""
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: the same Trainer as the in-process path, on every rank; rank 0 logs to
-    MLflow and marks the child runs finished."""
+    MLflow (the child run `run_trial` opened, and the branches' runs) and marks the child runs
+    finished."""
     import ray.train
     import ray.train.torch
 
     from scalesweep.train import Trainer
 
-    settings = TrialSettings(**loop_config["settings"])
-    trial = Trial.of(loop_config["tune_config"], settings)
-    bound_mlflow_retries()
+    work: DistributedTrial = loop_config[LOOP_CONFIG_KEY]
+    trial, settings = work.trial, work.settings
+    tracking.bound_mlflow_retries()
     callbacks: list[Callback] = [TrainReporter(trial.config.search.metric)]
     rank0 = ray.train.get_context().get_world_rank() == 0
-    run = trial.child_run(settings) if rank0 else None
+    run = trial.attach_child_run(settings, work.run_id) if rank0 else None
     log = run.metric_log() if run is not None else None
     callbacks += [log] if log is not None else []
     with tempfile.TemporaryDirectory() as scratch:
@@ -257,7 +291,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     ray.train.report(final_report(summary, trial.config.search.metric))
 
 
-def _train_distributed(trial: Trial, tune_config: dict[str, Any], settings: TrialSettings) -> None:
+def _train_distributed(trial: Trial, run: tracking.ChildRun, settings: TrialSettings) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -266,7 +300,7 @@ def _train_distributed(trial: Trial, tune_config: dict[str, Any], settings: Tria
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(resources.report_interval_s)
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"settings": settings.__dict__, "tune_config": tune_config},
+        train_loop_config={LOOP_CONFIG_KEY: DistributedTrial(trial, settings, run.run_id)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers_per_trial,
             use_gpu=resources.gpus_per_worker > 0,
@@ -289,11 +323,11 @@ def _train_distributed(trial: Trial, tune_config: dict[str, Any], settings: Tria
 
 
 def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
-    """One trial: find or create its MLflow child run, then train it on the path its
+    """One trial: resolve it, find or create its MLflow child run, then train it on the path its
     `resources.workers_per_trial` asks for, unless the child run says it already finished."""
     from ray import tune
 
-    bound_mlflow_retries()
+    tracking.bound_mlflow_retries()
     trial = Trial.of(tune_config, settings)
     config, metric = trial.config, trial.config.search.metric
     run = trial.child_run(settings)
@@ -305,7 +339,7 @@ def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
         if config.resources.workers_per_trial == 1:
             tune.report(final_report(_train_here(trial, run, settings), metric))
         else:
-            _train_distributed(trial, tune_config, settings)
+            _train_distributed(trial, run, settings)
     except UserError as error:
         # Bad input that only training could find: retrying cannot fix it, so the trial ends
         # here, recorded as failed (the driver reads the status from its child run).

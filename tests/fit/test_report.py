@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from scalesweep import metrics as m
-from scalesweep import tracking, tracking_ui
+from scalesweep import tracking
 from scalesweep.commands.fit import main
 from scalesweep.commands.sweep import closing_lines
 from scalesweep.fit.format import interval, num
@@ -25,6 +25,7 @@ from scalesweep.fit.laws.diagnostics import fit_diagnostics
 from scalesweep.fit.plots.groups import varying
 from scalesweep.fit.report import html
 from scalesweep.sweep.report import sweep_report
+from scalesweep.tracking import ui as tracking_ui
 from tests.sweep_runs import write_sweep
 
 PORIAN = Path(__file__).parents[1] / "data" / "porian2024_isoflop_runs.csv"

@@ -27,8 +27,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from scalesweep import metrics as m
-from scalesweep import tracking, tracking_ui
+from scalesweep import tracking
 from scalesweep.cli import main
+from scalesweep.tracking import ui as tracking_ui
 
 pytestmark = pytest.mark.ray
 

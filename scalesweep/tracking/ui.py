@@ -1,5 +1,4 @@
-"""The MLflow UI side of a sweep's MLflow contract (`scalesweep.tracking` holds the rest): where a
-person lands and what they see there.
+"""The MLflow UI side of a sweep's MLflow contract: where a person lands and what they see there.
 
 MLflow 3.x opens an experiment on its GenAI pages (traces, sessions, an empty overview) and shows
 a sweep's parent run collapsed, without param or metric columns. Three things fix that, checked
@@ -21,7 +20,14 @@ import time
 from collections.abc import Iterable
 
 from scalesweep import metrics as m
-from scalesweep import tracking
+from scalesweep.tracking.store import (
+    ROLE_TAG,
+    STATUS_TAG,
+    TRIAL_ROLE,
+    connect_existing,
+    experiment_id,
+    resolve_tracking_uri,
+)
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
@@ -38,7 +44,7 @@ def trials_view(params: Iterable[str]) -> dict[str, object]:
     """The UI state of the trials view: what the runs table filters, sorts and shows."""
     loss = f"metrics.`{m.FINAL_VAL_LOSS}`"
     return {
-        "searchFilter": f"tags.`{tracking.ROLE_TAG}` = '{tracking.TRIAL_ROLE}'",
+        "searchFilter": f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}'",
         "orderByKey": loss,
         "orderByAsc": True,
         "startTime": "ALL",
@@ -48,7 +54,7 @@ def trials_view(params: Iterable[str]) -> dict[str, object]:
         "selectedColumns": [
             *(f"params.`{p}`" for p in params),
             loss,
-            f"tags.`{tracking.STATUS_TAG}`",
+            f"tags.`{STATUS_TAG}`",
         ],
         "runsHiddenMode": "SHOW_ALL",  # charts show every run, not the first 10
     }
@@ -57,8 +63,8 @@ def trials_view(params: Iterable[str]) -> dict[str, object]:
 def set_up_experiment(tracking_uri: str, experiment: str, params: Iterable[str]) -> str:
     """Create the sweep's experiment if needed, mark it as model training and save its trials
     view (`params`: the swept keys, shown as columns). Returns the experiment id."""
-    client = tracking.client(tracking_uri)
-    experiment_id = tracking.experiment_id(client, experiment)
+    client = connect_existing(tracking_uri)
+    found = experiment_id(client, experiment)
     now = int(time.time() * 1000)
     saved = {  # the envelope the UI's "Views" menu lists
         "name": f"{experiment}: trials",
@@ -66,14 +72,14 @@ def set_up_experiment(tracking_uri: str, experiment: str, params: Iterable[str])
         "updatedAt": now,
         "state": json.dumps(trials_view(params)),
     }
-    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
-    client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + TRIALS_VIEW, json.dumps(saved))
-    return experiment_id
+    client.set_experiment_tag(found, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    client.set_experiment_tag(found, VIEW_TAG_PREFIX + TRIALS_VIEW, json.dumps(saved))
+    return found
 
 
 def ui_base(tracking_uri: str) -> str:
     """The UI's address: the tracking server itself, or `mlflow ui`'s default for a file store."""
-    uri = tracking.resolve_tracking_uri(tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri)
     return uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
 
 

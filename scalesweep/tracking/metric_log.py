@@ -24,15 +24,15 @@ from typing import Any
 
 from mlflow.entities import Metric, RunTag
 
-from scalesweep import tracking
 from scalesweep.callbacks import Callback
+from scalesweep.tracking.store import MAX_BATCH, RETRIES_TAG, SPOOLED_TAG, Client
 
 RETRY_CAP_S = 30.0
 CHECKPOINT_WAIT_S = 5.0
 """How long a checkpoint waits for a healthy server to take the queued points."""
 
 
-def logged_through(client: Any, run_id: str) -> dict[str, int]:
+def logged_through(client: Client, run_id: str) -> dict[str, int]:
     """The last step logged of each metric of a run (for a restarted trial's `skip_through`)."""
     run = client.get_run(run_id)
     return {
@@ -53,7 +53,7 @@ def _metric_record(run_id: str, point: Metric) -> dict[str, Any]:
 
 
 class MetricLog(Callback):
-    """See the module docstring. The tag `tracking.RETRIES_TAG` counts failed sends."""
+    """See the module docstring. The tag `store.RETRIES_TAG` counts failed sends."""
 
     def __init__(
         self,
@@ -128,8 +128,8 @@ class MetricLog(Callback):
         unless a spill took it meanwhile)."""
         with self._lock:
             batch, self._pending = (
-                self._pending[: tracking.MAX_BATCH],
-                self._pending[tracking.MAX_BATCH :],
+                self._pending[:MAX_BATCH],
+                self._pending[MAX_BATCH:],
             )
             self._in_flight, self._in_flight_spooled = batch, False
         if not batch:
@@ -195,14 +195,14 @@ class MetricLog(Callback):
         try:
             if self._drain(deadline):
                 if self.failures:
-                    final_tags[tracking.RETRIES_TAG] = str(self.failures)
+                    final_tags[RETRIES_TAG] = str(self.failures)
                 self.client.log_batch(
                     self.run_id, tags=[RunTag(k, v) for k, v in final_tags.items()]
                 )
                 return True
         except Exception:
             self.failures += 1
-        final_tags[tracking.RETRIES_TAG] = str(self.failures)
+        final_tags[RETRIES_TAG] = str(self.failures)
         self.spill()
         _append(self.spool, [{"run_id": self.run_id, "tags": final_tags}])
         return False
@@ -210,7 +210,7 @@ class MetricLog(Callback):
 
 def replay_spool(client: Any, spool: Path, *, final: bool = True) -> int:
     """Write a spool file into MLflow (metrics first, then tags), then delete it; returns the
-    points written. `final` adds the `tracking.SPOOLED_TAG` to each run with tags in it."""
+    points written. `final` adds the `store.SPOOLED_TAG` to each run with tags in it."""
     if not spool.is_file():
         return 0
     points: dict[str, list[Metric]] = {}
@@ -222,10 +222,10 @@ def replay_spool(client: Any, spool: Path, *, final: bool = True) -> int:
         else:
             tags.setdefault(record["run_id"], {}).update(record["tags"])
     for run_id, metrics in points.items():
-        for start in range(0, len(metrics), tracking.MAX_BATCH):
-            client.log_batch(run_id, metrics=metrics[start : start + tracking.MAX_BATCH])
+        for start in range(0, len(metrics), MAX_BATCH):
+            client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
     for run_id, run_tags in tags.items():
-        marked = {**run_tags, tracking.SPOOLED_TAG: "true"} if final else run_tags
+        marked = {**run_tags, SPOOLED_TAG: "true"} if final else run_tags
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in marked.items()])
     spool.unlink()
     return sum(len(v) for v in points.values())
