@@ -127,8 +127,14 @@ def _branch_table(plan: Any) -> Any:
         per_step = trial.flops / trial.steps
         for branch in trial.branches:
             cooldown = cooldown_flops(branch, per_step)
-            table.add_row(trial.name, branch.name, f"{branch.tokens:,}", str(branch.fork_step),
-                          str(branch.steps), f"{cooldown:.3e}")  # fmt: skip
+            table.add_row(
+                trial.name,
+                branch.name,
+                f"{branch.tokens:,}",
+                str(branch.fork_step),
+                str(branch.steps),
+                f"{cooldown:.3e}",
+            )
     return table
 
 

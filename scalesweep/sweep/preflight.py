@@ -113,8 +113,10 @@ def trial_bundles(resources: ResourcesConfig) -> list[dict[str, float]]:
 
 def unplaceable(resources: ResourcesConfig, nodes: list[dict[str, float]]) -> str | None:
     """Why no trial could ever start on nodes with these resources, or None (pure)."""
-    per_worker = (("CPU", resources.cpus_per_worker, "cpus_per_worker"),
-                  ("GPU", resources.gpus_per_worker, "gpus_per_worker"))  # fmt: skip
+    per_worker = (
+        ("CPU", resources.cpus_per_worker, "cpus_per_worker"),
+        ("GPU", resources.gpus_per_worker, "gpus_per_worker"),
+    )
     for kind, want, key in per_worker:
         largest = max((node.get(kind, 0.0) for node in nodes), default=0.0)
         if want > largest:
