@@ -34,13 +34,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from scalesweep.fit.laws.parametric import approach3 as parametric
-from scalesweep.fit.laws.parametric.approach3 import (
-    bootstrap_arrays,
-    fit_arrays,
-    huber_objective,
-    start_grid,
-)
+from scalesweep.fit.laws.parametric import search as parametric
+from scalesweep.fit.laws.parametric.search import bootstrap_arrays, fit_arrays, start_grid
+from scalesweep.fit.numerics.huber import huber_objective
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT / "tests" / "data" / "chinchilla_fig4_epoch_extracted.csv"

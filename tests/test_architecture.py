@@ -134,6 +134,7 @@ FIT_LAYERS = (
     ("fit.base", "fit.options", "fit.format", "fit.runs"),
     ("fit.numerics",),
     ("fit.laws",),
+    ("fit.forecast",),
     ("fit.plots",),
     ("fit.kinds",),
     ("fit.report",),

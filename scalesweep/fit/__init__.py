@@ -6,6 +6,7 @@ Layers, each importing only those below it (tests/test_architecture.py checks):
     base, options, format, runs    what every kind is made of; the runs table's checks
     numerics/                      L-BFGS, Huber, log-space regression, resampling
     laws/<family>/                 the fits, one folder or module per family
+    forecast/                      backtests, calibrated intervals, Approach 2 against 3
     plots/                         one module per family
     kinds/                         the registry: one module of typed entries per family
     report/                        report.md, report.html, the text summary

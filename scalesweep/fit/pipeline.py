@@ -116,7 +116,7 @@ def run_fits(
         if m.STATUS in runs.columns
         else {"unknown": len(runs)}
     )
-    result = {
+    result: dict[str, Any] = {
         "source": source,
         "kind": kind,
         "n_runs": len(runs),
@@ -126,7 +126,17 @@ def run_fits(
         "notes": notes,
     }
     if options.predict_flops is not None and fits:
-        result["prediction"] = prediction(fits, options.predict_flops)
+        from scalesweep.fit.forecast.trust import backtests
+
+        forecast = prediction(fits, options.predict_flops)
+        kinds = {name: KINDS[name] for name in fits}
+        result["prediction"], result["backtest"] = backtests(kinds, data, options, forecast)
+    if "isoflop" in fits and "parametric" in fits:
+        from scalesweep.fit.forecast.approaches import compare_approaches
+
+        result["approaches"] = compare_approaches(
+            fits["isoflop"], fits["parametric"], result.get("prediction"), result.get("backtest")
+        )
     return FitOutcome(fits, result)
 
 

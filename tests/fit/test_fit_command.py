@@ -64,6 +64,7 @@ def test_isoflop_json_lists_budgets_with_reasons(tmp_path, capsys):
     assert data["a"] == pytest.approx(0.497, abs=0.05)
     assert len(data["a_ci"]) == 2 and len(data["b_ci"]) == 2
     keys = {"flops", "n_opt", "d_opt", "loss_opt", "n_points", "excluded", "reason"}
+    keys.add("centre_offset")
     assert all(set(b) == keys for b in data["budgets"])
 
 

@@ -11,13 +11,9 @@ import pytest
 from scipy.optimize import minimize
 
 from scalesweep.errors import UserError
-from scalesweep.fit.laws.parametric.approach3 import (
-    compute_optimal,
-    fit_arrays,
-    fit_parametric,
-    huber_objective,
-    start_grid,
-)
+from scalesweep.fit.laws.parametric.approach3 import compute_optimal, fit_parametric
+from scalesweep.fit.laws.parametric.search import fit_arrays, start_grid
+from scalesweep.fit.numerics.huber import huber_objective
 from scalesweep.fit.numerics.lbfgs import Prune, minimize_batch
 
 DATA = Path(__file__).parents[1] / "data"

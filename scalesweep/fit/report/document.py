@@ -20,6 +20,7 @@ from scalesweep import metrics as m
 from scalesweep.fit.format import interval, num
 from scalesweep.fit.kinds import KINDS
 from scalesweep.fit.report import html
+from scalesweep.fit.report.forecast import approaches_lines, backtest_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,6 +65,10 @@ def answers(result: Mapping[str, Any]) -> list[tuple[str, Lines]]:
                 _prediction(result["prediction"]),
             )
         )
+    if result.get("backtest"):
+        out.append(("How far to trust it: backtests", backtest_table(result["backtest"])))
+    if result.get("approaches"):
+        out.append(("Approach 2 and Approach 3", approaches_lines(result["approaches"])))
     for name, kind in KINDS.items():
         if name in result["fits"]:
             fit = result["fits"][name]

@@ -9,6 +9,7 @@ from typing import Any
 from scalesweep.fit.base import Lines
 from scalesweep.fit.format import interval, num
 from scalesweep.fit.kinds import KINDS
+from scalesweep.fit.report.forecast import approaches_lines, backtest_lines
 
 
 def summary(result: Mapping[str, Any]) -> str:
@@ -17,6 +18,9 @@ def summary(result: Mapping[str, Any]) -> str:
         lines += KINDS[name].summary(fit)
     if result.get("prediction"):
         lines += prediction_lines(result["prediction"])
+        lines += backtest_lines(result.get("backtest", {}))
+    if result.get("approaches"):
+        lines += [f"approaches: {line}" for line in approaches_lines(result["approaches"])]
     for kind, why in result.get("skipped", {}).items():
         lines.append(f"skipped {kind}: {why}")
     return "\n".join(lines)

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
-from scalesweep.fit.laws.isoflop.loss_law import SaturatingLaw, fit_saturating
-from scalesweep.fit.laws.isoflop.profiles import BudgetFit, IsoflopMethod, fit_budget
+from scalesweep.fit.laws.isoflop.loss_law import SaturatingLaw, select_window
+from scalesweep.fit.laws.isoflop.profiles import OFF_CENTRE, BudgetFit, IsoflopMethod, fit_budget
 from scalesweep.fit.numerics.regression import LogLogFit, loglog_ols
 from scalesweep.fit.numerics.resampling import percentile_interval
 from scalesweep.fit.runs import (
@@ -211,10 +211,24 @@ def fit_isoflop(
         n_bootstrap=n_bootstrap,
         n_bootstrap_kept=0 if samples is None else len(samples),
         n_runs_excluded=len(prepared.excluded),
-        notes=prepared.notes + _bootstrap_notes(n_bootstrap, samples),
+        notes=prepared.notes + _bootstrap_notes(n_bootstrap, samples) + _centring_note(used),
         loss_law=_loss_law(used, level),
         basis=Basis(n=n_note, flop_counting=flop_counting(chosen), runs=runs_used),
         bootstrap_ab=samples,
+    )
+
+
+def _centring_note(used: list[BudgetFit]) -> tuple[str, ...]:
+    """A note naming the budgets whose minimum sits off the centre of their sizes by more than
+    `OFF_CENTRE` of the span in ln N: their vertex is biased (Czech et al. 2026)."""
+    off = [b for b in used if b.centre_offset is not None and abs(b.centre_offset) > OFF_CENTRE]
+    if not off:
+        return ()
+    where = ", ".join(f"C={b.flops:.3g} ({b.centre_offset:+.2f})" for b in off)
+    return (
+        f"isoflop: {len(off)} of {len(used)} budgets have their minimum off the centre of their "
+        f"sizes by more than a third of the span in ln N ({where}): Approach 2 is biased there "
+        "(Czech et al. 2026); centre their sizes on the optimum, or prefer Approach 3",
     )
 
 
@@ -230,7 +244,7 @@ def _loss_law(used: list[BudgetFit], level: float) -> SaturatingLaw | None:
     if len(used) < 3:
         return None
     minima = np.array([[b.flops, b.loss_opt] for b in used], float)
-    return fit_saturating(minima[:, 0], minima[:, 1], level=level)
+    return select_window(minima[:, 0], minima[:, 1], level=level)
 
 
 def _bootstrap(

@@ -12,12 +12,20 @@ the residual variance (n − 3 degrees of freedom), and at a new C:
 - the *prediction interval* is where a new budget's optimal loss falls: it adds the scatter of
   single budgets around the law, ln L̂ ± t·√(gᵀΣg + s²).
 With 3 budgets the law goes through them exactly and has no interval.
+
+Which budgets (`select_window`): all of them, or only the largest few when those forecast
+better. A sweep's smallest budgets may follow another law (Porian et al. 2024 find untuned warmup
+and hyperparameters bend them), and a law fitted through them then misses at larger budgets. The
+window is chosen by out-of-sample forecasts, as Pesaran and Timmermann (2007) choose estimation
+windows under breaks: for each candidate window, the law fitted to it ending one and two budgets
+before each of the last few budgets predicts that budget; the window with the smallest RMS log
+error wins (ties: the longer). With no break, all budgets win and nothing changes.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,9 +33,8 @@ import numpy as np
 from scalesweep.fit.numerics.regression import t_quantile
 from scalesweep.fit.runs import finite_or_none
 
-ALPHA_STARTS = (0.05, 0.1, 0.2, 0.4)
-E_FRACTIONS = (0.3, 0.6, 0.9)
-"""Starts: α, and E as a fraction of the lowest loss."""
+ALPHAS = np.linspace(0.005, 2.0, 400)
+"""The exponents the start is chosen from (see `_start`)."""
 
 
 def _model(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -58,6 +65,8 @@ class SaturatingLaw:
     """Budgets fitted."""
     level: float
     """Level of the intervals."""
+    window: int | None = None
+    """The largest budgets the law was fitted to, when `select_window` chose fewer than all."""
     cov: tuple[tuple[float, ...], ...] | None = None
     """Covariance of (ln E, ln A, α); None without residual degrees of freedom."""
     resid_var: float | None = None
@@ -86,8 +95,28 @@ class SaturatingLaw:
         return np.exp(center - t * np.sqrt(var)), np.exp(center + t * np.sqrt(var))
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("E", "A", "alpha", "c0", "n_points", "level", "resid_var")
+        keys = ("E", "A", "alpha", "c0", "n_points", "level", "resid_var", "window")
         return {k: finite_or_none(getattr(self, k)) for k in keys}
+
+
+def _start(x: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """θ to start least squares from: for each α of `ALPHAS` the law is linear in (E, A), so
+    (E, A) ≥ 0 is solved in closed form for the relative residuals (variable projection, as
+    `parametric.projection` does for Approach 3), every α at once; the best α wins."""
+    w = 1.0 / loss**2
+    p = np.exp(-np.outer(ALPHAS, x))  # (C/C0)^-α per α, (n_alpha, n)
+    s0, s1, s2 = w.sum(), p @ w, (p * p) @ w
+    r0, r1 = (w * loss).sum(), p @ (w * loss)
+    det = s0 * s2 - s1 * s1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e, a = (r0 * s2 - s1 * r1) / det, (s0 * r1 - s1 * r0) / det
+        # a bound hit: the other coefficient alone
+        e, a = np.where(e < 0, 0.0, e), np.where(e < 0, r1 / s2, a)
+        e, a = np.where(a < 0, r0 / s0, e), np.where(a < 0, 0.0, a)
+    sse = (w * loss**2).sum() - 2 * (e * r0 + a * r1) + e * e * s0 + 2 * e * a * s1 + a * a * s2
+    best = int(np.nanargmin(np.where(np.isfinite(sse), sse, np.inf)))
+    floor = 1e-6 * float(loss.min())  # ln of a zero coefficient must be finite
+    return np.array([math.log(max(e[best], floor)), math.log(max(a[best], floor)), ALPHAS[best]])
 
 
 def fit_saturating(flops: np.ndarray, loss: np.ndarray, *, level: float = 0.95) -> SaturatingLaw:
@@ -103,16 +132,9 @@ def fit_saturating(flops: np.ndarray, loss: np.ndarray, *, level: float = 0.95) 
 
     c0 = float(np.min(flops))
     x, y = np.log(np.asarray(flops, float) / c0), np.log(np.asarray(loss, float))
-    low = float(np.min(loss))
-    best = None
-    for alpha in ALPHA_STARTS:
-        for share in E_FRACTIONS:
-            reducible = max(float(loss[np.argmin(x)]) - share * low, 1e-6 * low)
-            start = np.array([math.log(share * low), math.log(reducible), alpha])
-            result = least_squares(lambda t: _model(t, x) - y, start, method="lm")
-            if best is None or result.cost < best.cost:
-                best = result
-    assert best is not None
+    best = least_squares(
+        lambda t: _model(t, x) - y, _start(x, np.exp(y)), jac=lambda t: _gradient(t, x), method="lm"
+    )
     theta, dof = best.x, len(x) - 3
     cov = resid_var = None
     if dof > 0:
@@ -130,3 +152,36 @@ def fit_saturating(flops: np.ndarray, loss: np.ndarray, *, level: float = 0.95) 
         cov=cov,
         resid_var=resid_var,
     )
+
+
+WINDOWS = (7, 5)
+"""Trailing windows tried besides all budgets (each only when shorter than all)."""
+SCORED_TARGETS = 3
+"""The last budgets each window's forecasts are scored on, from one and two budgets before."""
+MIN_FIT = 4
+"""Budgets a scored fit needs (3 parameters and one residual degree of freedom)."""
+
+
+def _window_error(x: np.ndarray, y: np.ndarray, window: int) -> float | None:
+    """RMS log error of the window's forecasts of the last budgets (None: too few to score)."""
+    errors = []
+    for target in range(len(x) - 1, len(x) - 1 - SCORED_TARGETS, -1):
+        for ahead in (1, 2):
+            end = target - ahead + 1
+            start = max(0, end - window)
+            if end - start >= MIN_FIT:
+                law = fit_saturating(x[start:end], y[start:end])
+                errors.append(math.log(law.predict(x[target : target + 1])[0] / y[target]))
+    return math.sqrt(float(np.mean(np.square(errors)))) if errors else None
+
+
+def select_window(flops: np.ndarray, loss: np.ndarray, *, level: float = 0.95) -> SaturatingLaw:
+    """`fit_saturating` on all budgets or on the trailing window of the largest ones whose
+    forecasts of the last budgets erred least (see the module docstring)."""
+    order = np.argsort(flops)
+    x, y = np.asarray(flops, float)[order], np.asarray(loss, float)[order]
+    windows = [len(x), *(w for w in WINDOWS if w < len(x))]
+    scores = {w: e for w in windows if (e := _window_error(x, y, w)) is not None}
+    best = min(scores, key=lambda w: (scores[w], -w), default=len(x))
+    law = fit_saturating(x[-best:], y[-best:], level=level)
+    return law if best == len(x) else replace(law, window=best)

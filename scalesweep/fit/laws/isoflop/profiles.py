@@ -8,15 +8,19 @@ interior minimum is returned with the reason, never silently dropped.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from scalesweep.fit.runs import best_per_cell, finite_or_none
+from scalesweep.fit.runs import finite_or_none
 
 IsoflopMethod = Literal["quadratic", "akima"]
+OFF_CENTRE = 1 / 3
+"""|centre_offset| beyond which a budget's sizes are too far off its optimum to trust its vertex
+(Czech et al. 2026: a third of the span)."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,19 @@ class BudgetFit:
     losses: tuple[float, ...] = ()
     """Their losses."""
 
+    @property
+    def centre_offset(self) -> float | None:
+        """Where the minimum sits in the sampled sizes, in log N: 0 at the centre, ±0.5 at the
+        smallest or largest size. Czech et al. 2026: Approach 2's vertex is biased when the
+        sizes are not centred on the optimum (beyond a third of the span: `OFF_CENTRE`)."""
+        if self.n_opt is None or len(self.sizes) < 2:
+            return None
+        low, high = math.log(min(self.sizes)), math.log(max(self.sizes))
+        return (math.log(self.n_opt) - (low + high) / 2) / (high - low)
+
     def to_dict(self) -> dict[str, Any]:
         keys = ("flops", "n_opt", "d_opt", "loss_opt", "n_points", "excluded", "reason")
-        return {k: finite_or_none(getattr(self, k)) for k in keys}
+        return {k: finite_or_none(getattr(self, k)) for k in (*keys, "centre_offset")}
 
 
 def _d_at(best: pd.DataFrame, flops: float, n_opt: float) -> float:
@@ -68,7 +82,7 @@ def fit_budget(
     robust: bool = False,
 ) -> BudgetFit:
     """The minimum of one isoFLOP profile (columns params, loss, optional tokens)."""
-    best = best_per_cell(group, ("params",)).sort_values("params")  # the best run per size
+    best = _best_per_size(group)
     sizes, losses = best["params"].to_numpy(float), best["loss"].to_numpy(float)
     common: dict[str, Any] = {
         "flops": flops,
@@ -97,6 +111,15 @@ def fit_budget(
         excluded=False,
         reason=None,
     )
+
+
+def _best_per_size(group: pd.DataFrame) -> pd.DataFrame:
+    """The lowest-loss run of each size, by size (`runs.best_per_cell`'s rule, in numpy: a
+    backtest refits every profile many times)."""
+    params, loss = group["params"].to_numpy(float), group["loss"].to_numpy(float)
+    order = np.lexsort((loss, params))
+    first = np.r_[True, params[order][1:] != params[order][:-1]]
+    return group.iloc[order[first]]
 
 
 def _excluded(common: dict[str, Any], reason: str) -> BudgetFit:

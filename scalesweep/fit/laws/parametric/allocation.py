@@ -97,9 +97,10 @@ class ComputeOptimal:
     """Bootstrap percentile intervals for n_opt, d_opt, loss_opt (empty without bootstrap):
     the uncertainty of the fitted law at C."""
     pi: dict[str, list[float | None]] = field(default_factory=dict)
-    """Prediction interval of loss_opt (empty without bootstrap): where the loss of a run
+    """Prediction intervals (empty without bootstrap): of loss_opt, where the loss of a run
     trained at (N_opt, D_opt) falls, the law's uncertainty plus the scatter of single runs
-    around it."""
+    around it; of n_opt and d_opt, where a budget's own optimum falls (with 2 or more budgets
+    whose isoFLOP profile has an interior minimum)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: finite_or_none(getattr(self, k)) for k in ("flops", "n_opt", "d_opt", "loss_opt")}
@@ -118,11 +119,14 @@ def compute_optimal(
     samples: np.ndarray | None = None,
     level: float = 0.95,
     log_residuals: np.ndarray | None = None,
+    log_n_deviations: np.ndarray | None = None,
 ) -> ComputeOptimal:
     """The recommended N, D and predicted loss for budget `flops`, with percentile intervals
     from bootstrap `samples` of θ when given. With the fit's `log_residuals` (ln L − ln L̂ per
     point) too, the loss also gets a prediction interval: each sample's ln L̂ plus a residual
-    drawn at random (the bootstrap prediction interval of Davison & Hinkley 1997, §6.3.3)."""
+    drawn at random (the bootstrap prediction interval of Davison & Hinkley 1997, §6.3.3). With
+    `log_n_deviations` (how single budgets' own N_opt scatter about the law), N_opt and D_opt
+    get one likewise: where a new budget's own optimum falls."""
     if not (flops > 0 and math.isfinite(flops)):
         raise UserError(f"`flops > 0` must hold, but got ({flops=})")
     point = optimal_arrays(theta, flops, rule)
@@ -132,9 +136,14 @@ def compute_optimal(
         resampled = optimal_arrays(samples, flops, rule)
         for key, values in resampled.items():
             ci[key] = percentile_interval(values, level)
+        rng = np.random.default_rng(0)
         if log_residuals is not None and len(log_residuals):
-            draws = np.random.default_rng(0).choice(log_residuals, len(samples))
+            draws = rng.choice(log_residuals, len(samples))
             pi["loss_opt"] = percentile_interval(resampled["loss_opt"] * np.exp(draws), level)
+        if log_n_deviations is not None and len(log_n_deviations) >= 2:
+            n_new = resampled["n_opt"] * np.exp(rng.choice(log_n_deviations, len(samples)))
+            pi["n_opt"] = percentile_interval(n_new, level)
+            pi["d_opt"] = percentile_interval(flops / (rule.k * n_new**rule.p), level)
     return ComputeOptimal(
         flops=float(flops),
         n_opt=float(point["n_opt"][0]),
