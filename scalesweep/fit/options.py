@@ -76,7 +76,10 @@ class FitOptions:
     seed: int = _option(0, "seed of the bootstrap resamples", type=int)
     bootstrap: int = _option(200, "parametric (Approach 3) bootstrap resamples", type=int)
     isoflop_bootstrap: int = _option(
-        0, "isoFLOP (Approach 2) bootstrap resamples of runs; 0: OLS intervals", type=int
+        0,
+        "isoFLOP (Approach 2) bootstrap resamples of the loss noise (residuals about each "
+        "budget's smoothed profile; the sizes stay); 0: OLS intervals",
+        type=int,
     )
     isoflop_method: Literal["akima", "quadratic"] = _option(
         "akima",

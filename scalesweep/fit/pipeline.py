@@ -90,12 +90,20 @@ def prediction(fits: Mapping[str, Any], flops: float) -> dict[str, Any]:
     """Each allocating fit's answer at C, every one spending C as the runs count FLOPs (the
     convention is stated once at the top and in each answer)."""
     out: dict[str, Any] = {"flops": flops}
+    unable: dict[str, str] = {}
     for name, fit in fits.items():
         predict = KINDS[name].predict
-        if predict is not None:
+        if predict is None:
+            continue
+        try:
             out[name] = predict(fit, flops)
+        except UserError as error:
+            unable[name] = str(error)
     if len(out) == 1:
-        raise UserError("--predict-flops needs a parametric or isoflop fit (--kind)")
+        reasons = "".join(f"; {name}: {why}" for name, why in unable.items())
+        raise UserError(
+            f"--predict-flops needs an isoflop, parametric or power-law fit (--kind){reasons}"
+        )
     conventions = {v.get("flop_counting") for k, v in out.items() if k != "flops"}
     out["flop_counting"] = (
         conventions.pop() if len(conventions) == 1 else sorted(map(str, conventions))

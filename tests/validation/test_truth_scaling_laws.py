@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 E, A, ALPHA, B, BETA = 1.8, 400.0, 0.34, 2000.0, 0.37
@@ -183,3 +184,35 @@ def test_step_law_recovers_its_exponents_within_their_intervals(store, fit_json)
         low, high = fit[law_name]["ci"][variable]
         assert low < truth < high, (law_name, variable, low, truth, high)
         assert estimate == pytest.approx(truth, abs=0.25)
+
+
+# --- Approach 2's bootstrap: the loss noise, not the sizes ----------------------------------
+
+
+def ladder(noise: float, seed: int) -> pd.DataFrame:
+    """6 budgets ×3 apart, 9 sizes from 1/10× to 10× each budget's optimum (C = 6ND), the
+    multiplicative noise seeded."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in 1e17 * 3.0 ** np.arange(6):
+        for n in n_opt_true(c) * np.geomspace(0.1, 10, 9):
+            d = c / (6 * n)
+            rows.append((c, n, d, law(n, d) * math.exp(rng.normal(0, noise))))
+    return pd.DataFrame(rows, columns=["flops", "params", "tokens", "loss"])
+
+
+def test_isoflop_bootstrap_of_the_loss_noise_covers_the_true_exponent():
+    # Truth a = β/(α+β) = 0.5211 (noise-free, this grid's Akima answer is 0.5214). Over 12
+    # seeded ladders at 0.3 % noise, the 90 % interval from 40 resamples of the loss noise
+    # holds the truth in >= 9 (nominal 10.8; P(< 9) < 3 % for a calibrated interval) and is no
+    # wider than 4x the OLS interval over the budgets' minima (measured: 40 of 40 seeds, 0.82x).
+    from scalesweep.fit.laws.isoflop.approach2 import fit_isoflop
+
+    covered, ratios = 0, []
+    for seed in range(12):
+        runs = ladder(0.003, seed)
+        fit = fit_isoflop(runs, level=0.9, n_bootstrap=40, rng=np.random.default_rng(seed))
+        ols = fit_isoflop(runs, level=0.9)
+        covered += fit.a_ci[0] < A_TRUE < fit.a_ci[1]
+        ratios.append((fit.a_ci[1] - fit.a_ci[0]) / (ols.a_ci[1] - ols.a_ci[0]))
+    assert covered >= 9 and float(np.median(ratios)) < 4

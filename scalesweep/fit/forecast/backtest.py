@@ -64,27 +64,13 @@ class Forecast:
         value = self.predicted.get(quantity)
         return None if value is None else float(value) / self.truth.get(quantity) - 1
 
-    def _half_width(self, quantity: str, band: str) -> float | None:
-        """The band's half-width in log space, the wider side."""
-        point = self.predicted.get(quantity)
-        low, high = (self.predicted.get(band, {}).get(quantity) or [None, None])[:2]
-        if point is None or low is None or high is None or point <= 0 or low <= 0:
-            return None
-        return max(math.log(point / low), math.log(high / point))
-
-    def miss_rate(self, quantity: str, z: float) -> float | None:
-        """The log miss beyond the scatter of single budgets about the law, per e-fold of
-        compute extrapolated (ln(target/fitted_to)). The scatter is what the prediction
-        interval adds to the confidence band (PI² − CI², over the normal quantile `z`): it
-        does not grow with the extrapolation, so it is taken out of the miss in quadrature."""
+    def miss_rate(self, quantity: str) -> float | None:
+        """|ln(truth/predicted)| per e-fold of compute extrapolated, ln(target/fitted_to)."""
         point = self.predicted.get(quantity)
         if point is None or point <= 0:
             return None
-        miss = math.log(self.truth.get(quantity) / point)
-        pi, ci = self._half_width(quantity, "pi"), self._half_width(quantity, "ci")
-        scatter_sq = 0.0 if pi is None or ci is None else max(pi * pi - ci * ci, 0.0) / (z * z)
-        beyond = math.sqrt(max(miss * miss - scatter_sq, 0.0))
-        return beyond / math.log(self.truth.flops / self.fitted_to)
+        miss = abs(math.log(self.truth.get(quantity) / point))
+        return miss / math.log(self.truth.flops / self.fitted_to)
 
     def score(self, quantity: str, band: str) -> float | None:
         """Where the truth falls in the prediction's `band` ("pi" or "ci") in log space: the
@@ -181,8 +167,8 @@ def rolling(
             cut = targets[index - ahead].flops
             try:
                 fit = kind.fit(_below(data, budgets, cut), refit, {})
+                predicted = kind.predict(fit, targets[index].flops)
             except UserError:
                 continue  # too few budgets left for this law: a shorter cut says nothing
-            predicted = kind.predict(fit, targets[index].flops)
             out.append(Forecast(cut, ahead, targets[index], predicted))
     return out

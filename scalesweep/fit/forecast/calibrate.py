@@ -10,12 +10,11 @@ in log space about the unmoved point forecast:
 1. *studentized*: the score s = ln(truth/predicted) over the forecast's own interval's
    half-width on the truth's side (|s| ≤ 1: covered). When the law holds, z·RMS(s) is about 1
    (z the normal quantile of the level); the law's interval is widened by κ = max(1, z·RMS(s));
-2. *per unit of extrapolation*: r = the log miss beyond the scatter of single budgets about the
-   law (taken out in quadrature: it does not grow with the extrapolation), over
-   ln(target/fitted_to), the miss per e-fold of compute extrapolated; a bias in an exponent or
-   a flattening law misses by about r·H at H e-folds. The half-width is the `level` quantile
-   of r, over the backtests that extrapolate farthest (two budgets ahead), times the forecast's
-   own H.
+2. *per unit of extrapolation*: r = |ln(truth/predicted)| / ln(target/fitted_to), the miss
+   per e-fold of compute extrapolated; a bias in an exponent or a flattening law misses by about
+   r·H at H e-folds. The half-width is the `level` quantile of r, over the backtests that
+   extrapolate farthest (two budgets ahead: over one, a level offset or a single budget's
+   scatter would pass for a steep drift), times the forecast's own H.
 
 The first keeps the law's interval where the law holds; the second catches a bias the small
 budgets' wide intervals hide. Neither ever narrows the law's interval. docs/fits.md measures the
@@ -94,9 +93,7 @@ def calibration(
         # misses every budget alike) would pass for a steep drift
         farthest = max((f.ahead for f in forecasts), default=0)
         misses = [
-            r
-            for f in forecasts
-            if f.ahead == farthest and (r := f.miss_rate(quantity, z)) is not None
+            r for f in forecasts if f.ahead == farthest and (r := f.miss_rate(quantity)) is not None
         ]
         if len(scores) < MIN_SCORES:
             factor[quantity] = rate[quantity] = None

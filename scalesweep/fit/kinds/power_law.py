@@ -34,6 +34,36 @@ def _section(fits: Mapping[str, Any]) -> Lines:
     return lines
 
 
+def _predict(fits: Any, flops: float) -> dict[str, Any]:
+    """The loss on the compute frontier at `flops` from L(C), with the confidence band and the
+    prediction interval of its log-log regression (none for the saturating form); a power law
+    of the loss alone allocates no N or D."""
+    import numpy as np
+
+    from scalesweep.errors import UserError
+    from scalesweep.fit.numerics.regression import loglog_ols
+
+    law = fits.get("flops")
+    if law is None:
+        raise UserError("power-law: no L(C) was fitted (the runs have one FLOP budget)")
+    answer: dict[str, Any] = {
+        "flops": float(flops),
+        "flop_counting": law.basis.flop_counting if law.basis else None,
+        "loss_opt": float(law.predict(flops)),
+        "n_opt": None,
+        "d_opt": None,
+        "ci": {},
+        "pi": {},
+    }
+    if not law.saturating:
+        refit = loglog_ols(law.points["flops"].to_numpy(float), law.points["loss"].to_numpy(float))
+        for band, prediction in (("ci", False), ("pi", True)):
+            bounds = refit.band(np.array([flops]), prediction=prediction)
+            if bounds is not None:
+                answer[band]["loss_opt"] = [float(bounds[0][0]), float(bounds[1][0])]
+    return answer
+
+
 def _plots(fits: Any, out: Path) -> list[Path]:
     from scalesweep.fit.plots.power_law import power_laws
 
@@ -53,5 +83,6 @@ KINDS = (
             "power law."
         },
         to_dict=lambda fits: {x: f.to_dict() for x, f in fits.items()},
+        predict=_predict,
     ),
 )

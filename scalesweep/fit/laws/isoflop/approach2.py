@@ -75,7 +75,7 @@ class IsoflopFit:
     level: float
     """Confidence level."""
     n_bootstrap: int = 0
-    """Resamples of runs (within each budget) requested for a_ci and b_ci; 0: OLS intervals."""
+    """Resamples of the loss noise requested for a_ci and b_ci; 0: OLS intervals."""
     n_bootstrap_kept: int = 0
     """Resamples behind a_ci and b_ci: those where every fitted budget kept an interior
     minimum (the budget set is the same in every resample)."""
@@ -169,8 +169,8 @@ def fit_isoflop(
 ) -> IsoflopFit:
     """Approach 2 on a runs table with columns flops, params, loss (tokens optional).
 
-    With `n_bootstrap`, runs are resampled with replacement within each budget, the profiles
-    refitted, and a_ci / b_ci are percentile intervals of the refitted exponents.
+    With `n_bootstrap`, the loss noise is resampled (`_bootstrap`), the profiles refitted, and
+    a_ci / b_ci are percentile intervals of the refitted exponents.
 
     Example:
         >>> import numpy as np, pandas as pd
@@ -247,6 +247,16 @@ def _loss_law(used: list[BudgetFit], level: float) -> SaturatingLaw | None:
     return select_window(minima[:, 0], minima[:, 1], level=level)
 
 
+def _smooth(log_n: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, int]:
+    """(smoothed ln L, parameters used) of one budget: a polynomial in ln N of degree 3, or
+    lower with few sizes (one degree of freedom at least is left for the noise)."""
+    degree = min(3, np.unique(log_n).size - 2)
+    if degree < 1:
+        return log_loss.copy(), len(log_loss)
+    centred = log_n - log_n.mean()
+    return np.polyval(np.polyfit(centred, log_loss, degree), centred), degree + 1
+
+
 def _bootstrap(
     frame: pd.DataFrame,
     labels: np.ndarray,
@@ -257,20 +267,36 @@ def _bootstrap(
     level: float,
     **options: Any,
 ) -> np.ndarray | None:
-    """(kept resamples, 2) refitted (a, b), None when `n` is 0: runs resampled with replacement
-    within each budget the fit kept (excluded budgets stay out). A resample in which one of
-    those budgets loses its interior minimum is dropped, not refitted on fewer budgets: the
-    budget set, and so what the exponents mean, is the same in every resample."""
+    """(kept resamples, 2) refitted (a, b), None when `n` is 0, by resampling the loss noise:
+    the sizes are a chosen design, not random draws, so they stay; each budget's ln L is
+    smoothed in ln N (`_smooth`) and every run gets its smoothed value plus a residual drawn
+    from all runs' (Efron and Tibshirani 1993, §9.5: bootstrapping residuals), scaled up for
+    the parameters the smoothing used. Budgets the fit excluded stay out; a resample in which a
+    kept budget loses its interior minimum is dropped, not refitted on fewer budgets, so the
+    budget set, and what the exponents mean, is the same in every resample."""
     if not n:
         return None
     generator = rng or np.random.default_rng(0)
     kept = [b.flops for b in budgets if not b.excluded]
-    groups = [np.flatnonzero(labels == c) for c in kept]
+    rows = np.concatenate([np.flatnonzero(labels == c) for c in kept])
+    sample, sample_labels = frame.iloc[rows].reset_index(drop=True), labels[rows]
+    log_n, log_loss = (
+        np.log(sample["params"].to_numpy(float)),
+        np.log(sample["loss"].to_numpy(float)),
+    )
+    smooth, used = np.empty_like(log_loss), 0
+    for c in kept:
+        at = sample_labels == c
+        smooth[at], parameters = _smooth(log_n[at], log_loss[at])
+        used += parameters
+    residuals = log_loss - smooth
+    residuals = (residuals - residuals.mean()) * np.sqrt(
+        len(residuals) / max(len(residuals) - used, 1)
+    )
     draws = []
     for _ in range(n):
-        take = np.concatenate([generator.choice(g, g.size) for g in groups])
-        sample = frame.iloc[take].reset_index(drop=True)
-        refitted = _fit_profiles(sample, labels[take], **options)
+        noisy = sample.assign(loss=np.exp(smooth + generator.choice(residuals, len(residuals))))
+        refitted = _fit_profiles(noisy, sample_labels, **options)
         if any(b.excluded for b in refitted):
             continue
         n_b, d_b = _exponent_fits(refitted, level=level)
