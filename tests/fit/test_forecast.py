@@ -154,6 +154,7 @@ def test_sizes_off_the_optimum_are_named_and_recommend_approach_3(tmp_path, caps
     assert len(approaches["off_centre"]) >= 4
     assert all(b["centre_offset"] > 1 / 3 for b in approaches["off_centre"])
     assert approaches["recommend"] == "approach3" and "off the centre" in approaches["why"]
+    assert "no backtest to weigh" in approaches["why"]
     assert any("off the centre of their sizes" in n for n in fit["notes"])
 
 
@@ -164,3 +165,18 @@ def test_a_symmetric_centred_ladder_says_either_approach(tmp_path, capsys):
     approaches = fit["approaches"]
     assert approaches["off_centre"] == [] and approaches["alpha_minus_beta"]["differ"] is False
     assert approaches["agree"]["a"] is True and approaches["recommend"] == "either"
+
+
+def test_with_backtests_the_better_forecaster_is_trusted(tmp_path, capsys):
+    # Rule: with --predict-flops both approaches are backtested and the one whose forecast of
+    # the held-out largest budget's N_opt erred less is recommended, its error named.
+    fit = fit_ladder(tmp_path, capsys, ladder(0.25, 0.45), "--predict-flops", "1e22")
+    errors = {
+        law: abs(fit["backtest"][law]["held_out"][0]["error"]["n_opt"])
+        for law in ("isoflop", "parametric")
+    }
+    better = min(errors, key=errors.__getitem__)
+    approaches = fit["approaches"]
+    assert approaches["recommend"] == ("approach2" if better == "isoflop" else "approach3")
+    assert f"{100 * errors[better]:.0f} % by {better}" in approaches["why"]
+    assert "α ≠ β" in approaches["why"]

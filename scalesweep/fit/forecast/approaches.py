@@ -6,9 +6,9 @@ Approach 2") show when Approach 2 is biased: when a budget's sizes are not centr
 optimum, and when the loss is asymmetric about it in ln N, which Approach 3 measures as α ≠ β.
 Both are diagnosed in the fits themselves (`profiles.BudgetFit.centre_offset`, the parametric
 fit's `alpha_minus_beta` interval); this module sets the two answers beside each other and
-recommends one: Approach 3 when a diagnostic says Approach 2 is biased; the one whose backtest
-held out the largest budget with the smaller N_opt error when they disagree for no diagnosed
-reason; either (they agree) otherwise.
+recommends one: with backtests (`--predict-flops`), the one that predicted the held-out largest
+budget's N_opt better (a diagnostic says where Approach 2 can be biased, a backtest whether it
+was); without, Approach 3 when a diagnostic flags Approach 2, and either when they agree.
 """
 
 from __future__ import annotations
@@ -85,35 +85,44 @@ def _recommend(
     agree: bool | None,
     backtest: Mapping[str, Any],
 ) -> tuple[str, str]:
-    reasons = []
+    """Which approach to trust: the one that predicted the held-out largest budget's N_opt
+    better, when both were backtested (the diagnostics say where Approach 2 can be biased; the
+    backtest measures whether it was); else Approach 3 when a diagnostic flags Approach 2;
+    else either when they agree."""
+    flags = []
     if off:
-        reasons.append(
+        flags.append(
             f"{len(off)} of {n_budgets} budgets' sizes are off the centre of their optimum by "
             "more than a third of their span"
         )
     if asymmetric:
-        reasons.append("α ≠ β: the loss is asymmetric about each budget's optimum")
-    if reasons:
-        return "approach3", "; ".join(reasons) + ": Approach 2 is biased (Czech et al. 2026)"
-    if agree is not False:
-        return "either", (
-            "no diagnostic flags Approach 2 and the two agree on a; Approach 3 uses every run, "
-            "Approach 2 only each budget's minimum"
-        )
+        flags.append("α ≠ β: the loss is asymmetric about each budget's optimum")
+    flagged = "; ".join(flags)
     errors = {
         name: error
         for name in ("isoflop", "parametric")
         if (error := _backtest_error(backtest, name)) is not None
     }
-    if len(errors) < 2:
-        return "neither", (
-            "they disagree on a and no diagnostic says why; give --predict-flops for backtests, "
-            "and look at the isoFLOP and contour plots"
+    if len(errors) == 2:
+        best = min(errors, key=errors.__getitem__)
+        other = "parametric" if best == "isoflop" else "isoflop"
+        said = (
+            f"held out, the largest budget's N_opt was predicted within {100 * errors[best]:.0f} "
+            f"% by {best} against {100 * errors[other]:.0f} % by {other}"
         )
-    best = min(errors, key=errors.__getitem__)
-    name = "approach2" if best == "isoflop" else "approach3"
-    return name, (
-        f"they disagree on a and no diagnostic says why; held out, the largest budget's N_opt "
-        f"was predicted within {100 * errors[best]:.0f} % by {best} against "
-        f"{100 * max(errors.values()):.0f} %"
+        caution = f" (Czech et al. 2026's diagnostics: {flagged})" if flagged else ""
+        return ("approach2" if best == "isoflop" else "approach3"), said + caution
+    if flagged:
+        return "approach3", (
+            f"{flagged}: Approach 2 is biased there (Czech et al. 2026); no backtest to weigh "
+            "it against (give --predict-flops)"
+        )
+    if agree is not False:
+        return "either", (
+            "no diagnostic flags Approach 2 and the two agree on a; Approach 3 uses every run, "
+            "Approach 2 only each budget's minimum"
+        )
+    return "neither", (
+        "they disagree on a and no diagnostic says why; give --predict-flops for backtests, and "
+        "look at the isoFLOP and contour plots"
     )

@@ -41,15 +41,22 @@ def _caption(kind: str, path: Path) -> str:
 
 def _prediction(p: Mapping[str, Any]) -> Lines:
     """Each fit's answers at the budget asked for, a row per (fit, quantity), with the
-    confidence interval (CI: where the fitted law lies) and the prediction interval (PI: where a
-    new budget's optimum or a new run's loss falls)."""
-    lines = ["| fit | quantity | value | CI | PI |", "|---|---|---|---|---|"]
+    confidence interval (CI: where the fitted law lies), the prediction interval (PI: where a
+    new budget's optimum or a new run's loss falls, calibrated by the backtests) and the law's
+    own PI before calibration."""
+    lines = [
+        "| fit | quantity | value | CI | PI (calibrated) | the law's PI |",
+        "|---|---|---|---|---|---|",
+    ]
     for source, q in p.items():
         if not isinstance(q, Mapping):
             continue
-        ci, pi = q.get("ci", {}), q.get("pi", {})
+        ci, pi, law = q.get("ci", {}), q.get("pi", {}), q.get("pi_law", q.get("pi", {}))
         for key, label in (("n_opt", "N_opt"), ("d_opt", "D_opt"), ("loss_opt", "loss")):
-            cells = [source, label, num(q.get(key)), interval(ci.get(key)), interval(pi.get(key))]
+            if q.get(key) is None:
+                continue
+            cells = [source, label, num(q.get(key)), interval(ci.get(key))]
+            cells += [interval(pi.get(key)), interval(law.get(key))]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -36,6 +36,8 @@ def prediction_lines(prediction: Mapping[str, Any]) -> Lines:
             continue
         parts = []
         for key, label in (("n_opt", "N_opt"), ("d_opt", "D_opt"), ("loss_opt", "loss")):
+            if answer.get(key) is None:
+                continue
             part = f"{label}={num(answer.get(key))} CI {interval(answer['ci'].get(key))}"
             if answer.get("pi", {}).get(key):
                 part += f" PI {interval(answer['pi'][key])}"
