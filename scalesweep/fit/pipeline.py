@@ -86,9 +86,9 @@ def fit_all(
     return fits, skipped, notes
 
 
-def prediction(fits: Mapping[str, Any], flops: float) -> dict[str, Any]:
-    """Each allocating fit's answer at C, every one spending C as the runs count FLOPs (the
-    convention is stated once at the top and in each answer)."""
+def prediction(fits: Mapping[str, Any], flops: float) -> tuple[dict[str, Any], dict[str, str]]:
+    """(each allocating fit's answer at C, why the others gave none), every answer spending C
+    as the runs count FLOPs (the convention is stated once at the top and in each answer)."""
     out: dict[str, Any] = {"flops": flops}
     unable: dict[str, str] = {}
     for name, fit in fits.items():
@@ -108,7 +108,7 @@ def prediction(fits: Mapping[str, Any], flops: float) -> dict[str, Any]:
     out["flop_counting"] = (
         conventions.pop() if len(conventions) == 1 else sorted(map(str, conventions))
     )
-    return out
+    return out, unable
 
 
 def run_fits(
@@ -136,7 +136,8 @@ def run_fits(
     if options.predict_flops is not None and fits:
         from scalesweep.fit.forecast.trust import backtests
 
-        forecast = prediction(fits, options.predict_flops)
+        forecast, unable = prediction(fits, options.predict_flops)
+        notes += [f"{name} made no forecast: {why}" for name, why in unable.items()]
         kinds = {name: KINDS[name] for name in fits}
         result["prediction"], result["backtest"] = backtests(kinds, data, options, forecast)
     if "isoflop" in fits and "parametric" in fits:
