@@ -248,9 +248,10 @@ def _loss_law(used: list[BudgetFit], level: float) -> SaturatingLaw | None:
 
 
 def _smooth(log_n: np.ndarray, log_loss: np.ndarray) -> tuple[np.ndarray, int]:
-    """(smoothed ln L, parameters used) of one budget: a polynomial in ln N of degree 3, or
-    lower with few sizes (one degree of freedom at least is left for the noise)."""
-    degree = min(3, np.unique(log_n).size - 2)
+    """(smoothed ln L, parameters used) of one budget: a polynomial in ln N of degree 3, through
+    the points with 4 sizes or fewer (such a budget measures no noise: it adds none to the pool,
+    and the pool's scale counts its parameters)."""
+    degree = min(3, np.unique(log_n).size - 1)
     if degree < 1:
         return log_loss.copy(), len(log_loss)
     centred = log_n - log_n.mean()
