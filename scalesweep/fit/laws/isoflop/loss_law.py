@@ -135,7 +135,9 @@ def fit_saturating(flops: np.ndarray, loss: np.ndarray, *, level: float = 0.95) 
     best = least_squares(
         lambda t: _model(t, x) - y, _start(x, np.exp(y)), jac=lambda t: _gradient(t, x), method="lm"
     )
-    theta, dof = best.x, len(x) - 3
+    theta, dof = best.x.copy(), len(x) - 3
+    # E → 0 drives ln E to −∞ (a pure power law): keep it finite, a negligible E
+    theta[0] = max(theta[0], math.log(1e-12 * float(np.min(loss))))
     cov = resid_var = None
     if dof > 0:
         resid_var = 2.0 * float(best.cost) / dof
