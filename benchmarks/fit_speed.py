@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,23 +84,12 @@ def main() -> None:
     grid = start_grid()
     subset = grid[np.random.default_rng(0).choice(len(grid), args.subset, replace=False)]
     rows = []
-
-    t = time.perf_counter()
-    looped(subset, n, d, loss, jac=False)
-    base = (time.perf_counter() - t) * len(grid) / len(subset)
-    rows.append(
-        (
-            "looped baseline (scipy, numeric grad)",
-            f"{args.subset} starts, x{len(grid) / args.subset:.0f}",
-            base,
-        )
-    )
-
-    t = time.perf_counter()
-    looped(subset, n, d, loss, jac=True)
     scale = len(grid) / len(subset)
-    rows.append(("looped, analytic gradient", f"{args.subset} starts, x{scale:.0f}",
-                 (time.perf_counter() - t) * scale))  # fmt: skip
+    what = f"{args.subset} starts, x{scale:.0f}"
+    wall, cpu = _timed(lambda: looped(subset, n, d, loss, jac=False))
+    rows.append(("looped baseline (scipy, numeric grad)", what, wall * scale, cpu * scale))
+    wall, cpu = _timed(lambda: looped(subset, n, d, loss, jac=True))
+    rows.append(("looped, analytic gradient", what, wall * scale, cpu * scale))
 
     answers = {}
     runs = (
@@ -109,23 +99,30 @@ def main() -> None:
     )
     for label, kwargs in runs:
         calls = _count_calls()
-        t = time.perf_counter()
-        theta, objective, n_starts, converged = fit_arrays(n, d, loss, **kwargs)  # type: ignore[arg-type]
-        seconds = time.perf_counter() - t
-        rows.append((label, f"{n_starts} starts, {calls()} calls", seconds))
+        result: list[Any] = []
+        wall, cpu = _timed(lambda kw=kwargs, out=result: out.extend(fit_arrays(n, d, loss, **kw)))
+        theta, objective, n_starts, converged = result
+        rows.append((label, f"{n_starts} starts, {calls()} calls", wall, cpu))
         answers[label] = theta
     laws = zip(*(_law(x) for x in answers.values()), strict=True)
     same = all(len({f"{v:.4g}" for v in values}) == 1 for values in laws)
 
-    t = time.perf_counter()
-    samples = bootstrap_arrays(
-        n, d, loss, theta, n_resamples=args.resamples, rng=np.random.default_rng(0)
+    drawn: list[Any] = []
+    wall, cpu = _timed(
+        lambda: drawn.append(
+            bootstrap_arrays(
+                n, d, loss, theta, n_resamples=args.resamples, rng=np.random.default_rng(0)
+            )
+        )
     )
-    rows.append(("bootstrap", f"{args.resamples} resamples, measured", time.perf_counter() - t))
+    samples = drawn[0]
+    rows.append(("bootstrap", f"{args.resamples} resamples, measured", wall, cpu))
 
-    print(f"{'fit':44s} {'starts / resamples':28s} {'seconds':>9s} {'speedup':>8s}")
-    for name, what, seconds in rows:
-        print(f"{name:44s} {what:28s} {seconds:9.2f} {base / seconds:7.1f}x")
+    base = rows[0][3]
+    print(f"load average {os.getloadavg()[0]:.1f}; speedup is CPU time against the baseline's\n")
+    print(f"{'fit':44s} {'starts / resamples':28s} {'wall s':>8s} {'CPU s':>8s} {'speedup':>8s}")
+    for name, what, wall, cpu in rows:
+        print(f"{name:44s} {what:28s} {wall:8.2f} {cpu:8.2f} {base / cpu:7.1f}x")
     e, a, b, alpha, beta = theta
     print(
         f"\nvariable projection: E={np.exp(e):.4f} A={np.exp(a):.1f} B={np.exp(b):.1f} "
@@ -140,6 +137,14 @@ def main() -> None:
         f"alpha={samples[:, 3].std():.4f} beta={samples[:, 4].std():.4f}"
     )
     command_times(args.runs, args.baseline_src)
+
+
+def _timed(run: Any) -> tuple[float, float]:
+    """(wall, CPU) seconds of `run()`; CPU time (user + system of this process) is what a
+    loaded machine does not distort."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _law(theta: np.ndarray) -> list[float]:
