@@ -27,6 +27,14 @@ def lr_axis(ax: Any) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _scored(fit: LrSensitivityFit) -> tuple[tuple[float, float], str]:
+    """(range, words) of the range the scores are taken over (`scored_range`)."""
+    lo, hi = fit.lr_range
+    if fit.scored_range is None:
+        return fit.lr_range, f"the LRs each group spans in [{lo:g}, {hi:g}]"
+    return fit.scored_range, "LRs in [{:g}, {:g}]".format(*fit.scored_range)
+
+
 def _curve(ax: Any, group: GroupSensitivity, key: dict[str, Any], color: Any) -> None:
     lrs, losses = (np.array(v, float) for v in zip(*group.curve, strict=True))
     width, _ = split_width(key)
@@ -55,7 +63,8 @@ def lr_sensitivity_curves(fit: LrSensitivityFit, out: Path) -> Path:
                 _curve(ax, group, key, colors[split_width(key)[0]])
         if ell0 is not None:
             ax.axhline(ell0, color="red", lw=0.8, ls=":", label="ℓ0: diverged runs score this")
-        ax.axvspan(*fit.lr_range, color="grey", alpha=0.08, label="range of the score")
+        scored, words = _scored(fit)
+        ax.axvspan(*scored, color="grey", alpha=0.08, label=f"scored: {words}")
         lr_axis(ax)
         ax.set_title(label(dict(panel)) if panel else "final loss against learning rate")
         ax.legend(
@@ -83,8 +92,7 @@ def lr_sensitivity_bars(fit: LrSensitivityFit, out: Path) -> Path:
         bars, labels=["n/a" if np.isnan(v) else f"{v:.3f}" for v in values], fontsize=7, padding=2
     )
     ax.invert_yaxis()
-    lo, hi = fit.lr_range
-    ax.set_xlabel(f"LR sensitivity: mean excess loss over LRs in [{lo:g}, {hi:g}]")
+    ax.set_xlabel(f"LR sensitivity: mean excess loss over {_scored(fit)[1]}")
     ax.set_title("LR sensitivity per group (lower is more stable)")
     return save(fig, out, "lr_sensitivity_bars.png")
 
@@ -109,12 +117,28 @@ def lr_transfer(fit: LrSensitivityFit, out: Path) -> Path:
             transfer.coef * grid**transfer.k,
             "-",
             color=color,
-            label=f"{label(names[index])}: k = {transfer.k:.2f}",
+            label=f"{label(names[index])}: k = {transfer.k:.2f} in {_interval(transfer.ci)}",
         )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel(f"width ({width})")
     ax.set_ylabel("best learning rate")
-    ax.set_title("Best LR against width: LR_opt ∝ width^k (k ≈ 0: the LR transfers)")
+    ax.set_title(transfer_title(fit), fontsize=10)
     ax.legend(fontsize=8)
     return save(fig, out, "lr_transfer.png")
+
+
+def _interval(ci: tuple[float | None, float | None]) -> str:
+    low = "-∞" if ci[0] is None else f"{ci[0]:.2f}"
+    high = "∞" if ci[1] is None else f"{ci[1]:.2f}"
+    return f"[{low}, {high}]"
+
+
+def transfer_title(fit: LrSensitivityFit) -> str:
+    """The title of lr_transfer.png: what k would mean, or that the LR grid cannot tell."""
+    if any(not t.resolved for t in fit.transfer):
+        return (
+            "Best LR against width: k not resolved (the interval the LR grid allows "
+            "holds both k = 0 and k = −1)"
+        )
+    return "Best LR against width: LR_opt ∝ width^k (k = 0: the LR transfers; k = −1: ∝ 1/width)"
