@@ -21,18 +21,15 @@ def num(value: Any, digits: int = 4) -> str:
 
 
 def interval(pair: Sequence[Any] | None) -> str:
-    """`[low, high]`, or n/a when the fit has no interval; a side left open (None beside a
-    number) as ∞.
+    """`[low, high]`, or n/a when the fit has no interval.
 
     Example:
-        >>> interval([0.1, 0.25]), interval([None, None]), interval([None, 3.0])
-        ('[0.1, 0.25]', 'n/a', '[-∞, 3]')
+        >>> interval([0.1, 0.25]), interval([None, None])
+        ('[0.1, 0.25]', 'n/a')
     """
-    if not pair or (pair[0] is None and pair[1] is None):
+    if not pair or pair[0] is None:
         return "n/a"
-    low = "-∞" if pair[0] is None else num(pair[0])
-    high = "∞" if pair[1] is None else num(pair[1])
-    return f"[{low}, {high}]"
+    return f"[{num(pair[0])}, {num(pair[1])}]"
 
 
 def basis(fit: Mapping[str, Any]) -> str:

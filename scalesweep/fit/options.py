@@ -103,7 +103,8 @@ class FitOptions:
     )
     group_by: tuple[str, ...] | None = _option(
         None,
-        "group columns of the per-group fits (LR sensitivity, diagnostics, critical batch)",
+        "group columns of the per-group fits (LR sensitivity, power laws, diagnostics, "
+        "critical batch)",
         parse=_tuple_or_none,
         shown="every varied column but the LR and the seed",
         nargs="+",

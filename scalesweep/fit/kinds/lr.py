@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scalesweep.fit.base import FitData, FitKind, Lines, finite
-from scalesweep.fit.format import constant_columns, interval, num, short
+from scalesweep.fit.format import constant_columns, num, short
 from scalesweep.fit.options import FitOptions
 
 
@@ -51,7 +51,7 @@ def _summary(f: Mapping[str, Any]) -> Lines:
     for t in f["transfer_exponent"]:
         key = {k: t[k] for k in f["group_by"] if k in t}
         lines.append(
-            f"lr transfer {key or 'all'}: k={_exponent(t['k'])} CI {interval(t['ci'])} "
+            f"lr transfer {key or 'all'}: k={_exponent(t['k'])} CI {_k_interval(t['ci'])} "
             f"({t['n_widths']} widths{_unresolved(t)})"
         )
     return [
@@ -78,7 +78,7 @@ def _section(fit: Mapping[str, Any]) -> Lines:
     for t in fit["transfer_exponent"]:
         key = ", ".join(f"{k}={num(t[k])}" for k in cols if k in t) or "all runs"
         lines.append(
-            f"\nLR_opt ∝ width^k ({key}): k = {_exponent(t['k'])}, CI {interval(t['ci'])}, "
+            f"\nLR_opt ∝ width^k ({key}): k = {_exponent(t['k'])}, CI {_k_interval(t['ci'])}, "
             f"over {t['n_widths']} widths{_unresolved(t)}."
         )
     return lines
@@ -96,6 +96,13 @@ def _constants(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Lin
     if not fixed or not rows:
         return []
     return ["", "Every group has " + ", ".join(f"{c} = {num(rows[0].get(c))}" for c in fixed) + "."]
+
+
+def _k_interval(ci: Sequence[float | None]) -> str:
+    """`[-3.322, 3.322]`; a side left open by a best LR at the edge of the LR grid as ∞."""
+    low = "-∞" if ci[0] is None else num(ci[0])
+    high = "∞" if ci[1] is None else num(ci[1])
+    return f"[{low}, {high}]"
 
 
 def _unresolved(t: Mapping[str, Any]) -> str:
@@ -133,11 +140,13 @@ def _answer(fit: Mapping[str, Any]) -> Lines:
     ]
     for t in fit["transfer_exponent"]:
         key = ", ".join(f"{short(c)}={num(t[c])}" for c in cols if c in t) or "all runs"
+        k, ci = _exponent(t["k"]), _k_interval(t["ci"])
+        verdict = "" if t.get("resolved", True) else "not resolved: "
         lines += [
             "",
-            f"Best LR ∝ width^k ({key}): k = {_exponent(t['k'])}, interval "
-            f"{interval(t['ci'])} (the {fit['level']:.0%} CI widened to what the LR grid's "
-            f"spacing allows), over {t['n_widths']} widths{_unresolved(t)}.",
+            f"Best LR ∝ width^k ({key}): {verdict}k = {k} in {ci} over {t['n_widths']} widths "
+            f"(the {fit['level']:.0%} CI, widened to what the LR grid's spacing allows)"
+            + ("." if not verdict else ", which holds both k = 0 (the LR transfers) and k = -1."),
         ]
     return lines
 

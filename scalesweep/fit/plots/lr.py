@@ -11,6 +11,7 @@ import numpy as np
 
 from scalesweep.fit.laws.diagnostics import sort_key
 from scalesweep.fit.laws.lr.sensitivity import GroupSensitivity, LrSensitivityFit
+from scalesweep.fit.laws.lr.transfer import grid_span
 from scalesweep.fit.plots.canvas import DIVERGED_STYLE, figure, save
 from scalesweep.fit.plots.groups import (
     intervention_panels,
@@ -111,6 +112,7 @@ def lr_transfer(fit: LrSensitivityFit, out: Path) -> Path:
         ws = np.array([float(g.key[str(width)]) for g in members])
         color = f"C{index}"
         ax.plot(ws, [g.best_lr for g in members], "o", color=color)
+        _grid_bars(ax, ws, members, color)
         grid = np.geomspace(ws.min(), ws.max(), 50)
         ax.plot(
             grid,
@@ -128,6 +130,22 @@ def lr_transfer(fit: LrSensitivityFit, out: Path) -> Path:
     return save(fig, out, "lr_transfer.png")
 
 
+def _grid_bars(ax: Any, ws: np.ndarray, members: list[GroupSensitivity], color: str) -> None:
+    """Where each width's optimal LR may lie (half a grid step either side of its best grid
+    LR); a side left open by the grid's edge is a dotted bar of one step with an arrow."""
+    for w, group in zip(ws, members, strict=True):
+        lo, hi = grid_span(group)
+        best = float(group.best_lr)  # type: ignore[arg-type]
+        for end, marker in ((lo, "v"), (hi, "^")):
+            if np.isfinite(end):
+                ax.plot([w, w], [best, np.exp(end)], "-", color=color, lw=4, alpha=0.35)
+                continue
+            other = hi if marker == "v" else lo
+            reach = best * (best / np.exp(other)) ** 2 if np.isfinite(other) else best
+            ax.plot([w, w], [best, reach], ":", color=color, lw=1.5)
+            ax.plot([w], [reach], marker, color=color, ms=6)
+
+
 def _interval(ci: tuple[float | None, float | None]) -> str:
     low = "-∞" if ci[0] is None else f"{ci[0]:.2f}"
     high = "∞" if ci[1] is None else f"{ci[1]:.2f}"
@@ -138,7 +156,10 @@ def transfer_title(fit: LrSensitivityFit) -> str:
     """The title of lr_transfer.png: what k would mean, or that the LR grid cannot tell."""
     if any(not t.resolved for t in fit.transfer):
         return (
-            "Best LR against width: k not resolved (the interval the LR grid allows "
-            "holds both k = 0 and k = −1)"
+            "Best LR against width: k not resolved\n(the interval the LR grid allows holds both "
+            "k = 0 and k = −1; bars: where each optimum may lie)"
         )
-    return "Best LR against width: LR_opt ∝ width^k (k = 0: the LR transfers; k = −1: ∝ 1/width)"
+    return (
+        "Best LR against width: LR_opt ∝ width^k\n(k = 0: the LR transfers; k = −1: ∝ 1/width; "
+        "bars: where each optimum may lie)"
+    )

@@ -107,15 +107,16 @@ def transfer_fits(
         k, se, ols_ci = law.exponent, law.se, law.ci
         if np.unique(best).size == 1:  # k = 0 exactly, not OLS round-off of 1e-15
             k, se, ols_ci = 0.0, None, (None, None)
-        grid = grid_interval(widths, [_grid_span(g) for g in usable])
+        grid = grid_interval(widths, [grid_span(g) for g in usable])
         ci = _hull(ols_ci, grid, k)
         resolved = _resolved(ci)
         if not resolved:
             notes.append(
                 f"{dict(other) or 'all runs'}: LR transfer exponent k = {k:.3g} over "
-                f"{len(usable)} widths is not resolved: k in [{_end(ci[0])}, {_end(ci[1])}] "
-                "(each best LR known to half a grid step) cannot tell k = 0 (the LR "
-                "transfers) from k = -1; sweep more widths or a finer LR grid"
+                f"{len(usable)} widths is not resolved: k in [{_end(ci[0], '-')}, "
+                f"{_end(ci[1], '')}] (each best LR known to half a grid step; one at the edge "
+                "of its LR grid leaves its side open) cannot tell k = 0 (the LR transfers) "
+                "from k = -1; sweep more widths or a finer LR grid"
             )
         fit = TransferFit(dict(other), k, law.coef, se, ci, len(usable), grid, resolved)
         fits.append(fit)
@@ -130,11 +131,11 @@ def _resolved(ci: tuple[float | None, float | None]) -> bool:
     return not (low <= -1.0 <= high and low <= 0.0 <= high)
 
 
-def _end(value: float | None) -> str:
-    return "open" if value is None else f"{value:.3g}"
+def _end(value: float | None, sign: str) -> str:
+    return f"{sign}∞" if value is None else f"{value:.3g}"
 
 
-def _grid_span(group: ScoredGroup) -> tuple[float, float]:
+def grid_span(group: ScoredGroup) -> tuple[float, float]:
     """(ln lo, ln hi): where the group's optimal LR can lie, given its best grid LR: up to the
     midpoint in ln η with each neighbouring LR of its grid, unbounded (∓inf) past an edge."""
     lrs = np.log(np.array(sorted(lr for lr, _ in group.curve)))
