@@ -36,6 +36,7 @@ def power_laws(fits: PowerLaws, out: Path) -> Path:
         ax.set_xscale("log")
         ax.set_yscale("log")
         plain_ticks(ax.yaxis)
+        ax.tick_params(axis="x", which="minor", labelbottom=False)  # decades only: no overlap
         ax.set_xlabel(x)
         ax.set_ylabel("loss (frontier)")
         ax.set_title(f"L({x}) ∝ {x}^p on the frontier (Kaplan et al. 2020)")
