@@ -327,8 +327,13 @@ def test_two_widths_on_a_coarse_grid_give_the_interval_the_grid_allows(tmp_path)
     assert "not resolved: k = 0 in [-3.322, 3.322] over 2 widths" in answer
     assert "not resolved" in transfer_title(fit)
     assert lr_transfer(fit, tmp_path).exists()
-    # the best LR at the grid's smallest LR: open below
+    # the best LR at the grid's smallest LR: open below; the middle of 3 log-even widths has no
+    # weight in the slope, so its open side does not open the interval
     assert grid_interval(np.array([64, 128]), [(-np.inf, 0.0), (-1.0, 1.0)])[1] is None
+    spans = [(-1.0, 1.0), (-np.inf, 1.0), (-1.0, 1.0)]
+    assert grid_interval(np.array([64, 256, 1024]), spans) == pytest.approx(
+        (-2 / np.log(16), 2 / np.log(16))
+    )
     fine = [(w, lr, 2.0 + 0.3 * np.log(lr * w / 0.64) ** 2, 5.0)
             for w in (64, 1024) for lr in 1e-2 * 2.0 ** np.arange(-6, 3)]  # fmt: skip
     fine_fit = fit_lr_sensitivity(pd.DataFrame(fine, columns=["model.width", "lr", "loss",

@@ -160,9 +160,9 @@ def grid_interval(
     c = x / np.sum(x * x)  # the OLS slope is sum(c_i * y_i)
     lo_end = np.array([s[0] for s in spans])
     hi_end = np.array([s[1] for s in spans])
-    with np.errstate(invalid="ignore"):
-        low = float(np.sum(np.where(c > 0, c * lo_end, c * hi_end)))
-        high = float(np.sum(np.where(c > 0, c * hi_end, c * lo_end)))
+    with np.errstate(invalid="ignore"):  # 0·inf: a width with no weight in the slope
+        low = float(np.sum(np.where(c == 0, 0.0, np.where(c > 0, c * lo_end, c * hi_end))))
+        high = float(np.sum(np.where(c == 0, 0.0, np.where(c > 0, c * hi_end, c * lo_end))))
     return (low if math.isfinite(low) else None, high if math.isfinite(high) else None)
 
 
