@@ -258,6 +258,18 @@ def test_groups_scored_over_different_ranges_are_named():
     assert fit.groups[2].sensitivity is None and fit.scored_range is None
     assert any("not comparable" in n and "[0.001, 0.1], [0.01, 0.1]" in n for n in fit.notes)
     assert any("group {'width': 256}: a single LR inside" in n for n in fit.notes)
+    from scalesweep.fit.kinds import KINDS
+
+    lines = KINDS["lr-sensitivity"].summary(fit.to_dict())
+    assert (
+        "  sensitivity over the LRs each group spans inside [0.0003, 0.3] (ranges differ: "
+        "see the notes)" in lines
+    )
+    full = fit_lr_sensitivity(runs.assign(lr=runs["lr"] * 1.0000000001), lr_range=(1e-3, 1e-1),
+                              group_by=())  # fmt: skip
+    assert "  sensitivity over LRs in [0.001, 0.1]" in KINDS["lr-sensitivity"].summary(
+        full.to_dict()
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ group and the best LR's transfer across widths."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def _scored(fit: Mapping[str, Any]) -> str:
     (lo, hi), scored = fit["lr_range"], fit.get("scored_range")
     if scored is None:
         return f"the LRs each group spans inside [{lo:g}, {hi:g}] (ranges differ: see the notes)"
-    if scored == [lo, hi]:
+    if all(abs(math.log(v / ask)) < 1e-6 for v, ask in zip(scored, (lo, hi), strict=True)):
         return f"LRs in [{lo:g}, {hi:g}]"
     return f"LRs in [{scored[0]:g}, {scored[1]:g}] (the part of [{lo:g}, {hi:g}] the LRs span)"
 

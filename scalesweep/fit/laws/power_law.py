@@ -288,8 +288,8 @@ def _laws_of(
     groups = list(frame.groupby(list(split), dropna=False, sort=True)) if split else [((), frame)]
     sizes = [np.unique(merged(rows[x], x)).size for _, rows in groups]
     if max(sizes) < minimum:
-        counts = ", ".join(map(str, sizes))
-        raise UserError(_too_few(x, minimum, f"its groups by {list(split)} have {counts}"))
+        got = f"its {len(sizes)} groups by {list(split)} have at most {max(sizes)}"
+        raise UserError(_too_few(x, minimum, got))
     laws = []
     for (value, rows), size in zip(groups, sizes, strict=True):
         group = group_key(split, value) if split else {}
