@@ -106,7 +106,8 @@ class FitOptions:
     )
     group_by: tuple[str, ...] | None = _option(
         None,
-        "group columns of the per-group fits (LR sensitivity, diagnostics, critical batch)",
+        "group columns of the per-group fits (LR sensitivity, power laws, diagnostics, "
+        "critical batch)",
         parse=_tuple_or_none,
         shown="every varied column but the LR and the seed",
         nargs="+",
@@ -114,7 +115,8 @@ class FitOptions:
     )
     lr_range: tuple[float, float] | None = _option(
         None,
-        "LR range [LO, HI] of the LR-sensitivity score",
+        "LR range [LO, HI] of the LR-sensitivity score; each group is scored over the part of "
+        "it that its LRs span, and the answer says which",
         parse=_tuple_or_none,
         shown="Wortsman et al.'s [3e-4, 0.3]",
         nargs=2,

@@ -6,12 +6,16 @@ and a run at batch B (tokens per step) needs S = S_min·(1 + B_crit(L)/B) steps 
 solves that equation (monotone in L: brentq). A run at a worse LR needs `LR_PENALTY` times the
 steps; the fits must pick the best LR at each batch size. Evaluation noise: the loss is
 multiplied by exp(σ·ε), ε ~ N(0, 1), independently at every logged step.
+
+L(N, D) (Kaplan et al.'s eq. 1.5 with their published constants, `ND_TRUTH`): one run per
+point of a 6 × 6 grid of N in [1e6, 1e9] and D in [1e7, 1e10], loss noise σ = 0.5% (`nd_runs`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,6 +129,29 @@ def frames(trial_list: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         )
         curves += [{"run_id": run_id, "step": step, **values} for step, values in trial["curve"]]
     return pd.DataFrame(runs), pd.DataFrame(curves)
+
+
+ND_TRUTH = {"N_c": 6.4e13, "alpha_N": 0.076, "D_c": 1.8e13, "alpha_D": 0.095}
+
+
+def nd_loss(n: Any, d: Any) -> Any:
+    t = ND_TRUTH
+    return ((t["N_c"] / n) ** (t["alpha_N"] / t["alpha_D"]) + t["D_c"] / d) ** t["alpha_D"]
+
+
+def nd_runs(seed: int = 0, sigma: float = 0.005) -> pd.DataFrame:
+    """The runs table of L(N, D)'s known truth (see the module docstring)."""
+    n, d = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e9, 6), np.geomspace(1e7, 1e10, 6)))
+    noise = np.exp(sigma * np.random.default_rng(seed).standard_normal(n.size))
+    return pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(n.size)],
+            m.STATUS: m.COMPLETED,
+            m.PARAMS_NONEMBED: n,
+            m.TRAINED_TOKENS: d,
+            m.FINAL_VAL_LOSS: nd_loss(n, d) * noise,
+        }
+    )
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from scalesweep.commands.fit import main
 from scalesweep.experiment import load_experiment
 from scalesweep.fit.laws.batch.contours import reach_table, steps_to_reach
 from scalesweep.fit.laws.batch.critical import MIN_BATCH_SIZES, fit_critical_batch, fit_level
+from scalesweep.fit.laws.batch.kaplan import fit_kaplan_ns
 from scalesweep.sweep.plan import plan
 from tests.fit import kaplan_truth
 from tests.fit.kaplan_truth import BATCH_SEQUENCES, KAPLAN, SEQ_LEN, frames, trials
@@ -184,6 +185,60 @@ def test_three_batch_sizes_fall_back_to_the_wls_interval_with_a_note():
     keep = runs["run_id"][runs["train.batch_size"].isin([64, 256, 1024])]
     fit = fit_critical_batch(runs[runs["run_id"].isin(keep)], curves[curves["run_id"].isin(keep)])
     assert fit.interval.startswith("WLS") and any("no jackknife" in n for n in fit.notes)
+
+
+def test_a_fastest_lr_at_the_edge_of_the_lr_grid_is_noted():
+    # Rule: as the Step Law fit does for its cells, a note names the batch sizes whose fastest
+    # run has the smallest or largest LR that batch size tried (the best LR may lie beyond the
+    # grid). In the truth sweep the best LR, 3e-3, is the largest of (1e-3, 3e-3) at all 27
+    # (size, batch size) pairs; with a third, slower LR of 1e-2 it is interior: no note.
+    # Failed before the fix: no note.
+    runs, curves = frames(trials())
+    fit = fit_critical_batch(runs, curves)
+    (note,) = [n for n in fit.notes if "edge of the LRs" in n]
+    assert "at 27 of 27" in note and "the largest at B = 1.64e+04" in note
+    slow = runs[runs["optim.lr"] == 1e-3]
+    renamed = {r: r.replace("lr0.001", "lr0.01") for r in slow["run_id"]}
+    extra = slow.assign(**{"optim.lr": 1e-2, "run_id": slow["run_id"].map(renamed)})
+    extra_curves = curves[curves["run_id"].isin(renamed)].replace({"run_id": renamed})
+    three = fit_critical_batch(pd.concat([runs, extra]), pd.concat([curves, extra_curves]))
+    assert not any("edge of the LRs" in n for n in three.notes)
+
+
+def test_only_batch_sizes_in_the_law_count_in_its_degrees_of_freedom():
+    # Rule: a batch size whose runs reached no loss level (here 8 Ki tokens, runs that never
+    # learned: flat at ℓ0) is not left out by the jackknife, not in the degrees of freedom and
+    # not in the "jackknife over N batch sizes" label, and a note names it; kaplan-ns's
+    # jackknife also counts 9. Failed before the fix: "over 10 batch sizes", 9 dof.
+    runs, curves = frames(trials())
+    flat = runs[runs["train.batch_size"] == 16].assign(**{"train.batch_size": 8})
+    flat = flat.assign(run_id="flat-" + flat["run_id"], steps=flat["steps"] * 2)
+    flat_curves = pd.DataFrame(
+        [{"run_id": r, "step": step, m.VAL_LOSS: 11.0} for r in flat["run_id"]
+         for step in (0, 10, 100, 1000)]
+    )  # fmt: skip
+    both = pd.concat([runs, flat]), pd.concat([curves, flat_curves])
+    fit = fit_critical_batch(*both)
+    assert len(fit.batch_sizes) == 10
+    assert fit.interval == "jackknife over 9 batch sizes" and fit.dof == 8
+    assert len(fit.replicates) == 9
+    assert any("batch size(s) 8192 (tokens per step) reached no loss level" in n for n in fit.notes)
+    ns = fit_kaplan_ns(*both, critical=fit)
+    assert ns.interval.startswith("jackknife over 9 batch sizes") and ns.dof == 8
+
+
+def test_kaplan_ns_uses_b_crit_only_between_the_laws_levels():
+    # Rule: S_min = S/(1 + B_crit(L)/B) needs B_crit(L), measured only between the lowest and
+    # highest loss level of the critical-batch law: points below the lowest (late in the longest
+    # runs) are left out like those above the highest, and a note counts both. Failed before
+    # the fix: 30 points below L = 3.07 were fitted with an extrapolated B_crit.
+    runs, curves = frames(trials())
+    fit = fit_kaplan_ns(runs, curves)
+    cb = fit.critical_batch
+    assert cb is not None
+    used = [lv.loss for lv in cb.levels if lv.used]
+    assert fit.points["loss"].min() >= min(used) and fit.points["loss"].max() <= max(used)
+    assert any(f"below L={min(used):.4g}" in n for n in fit.notes)
 
 
 @pytest.mark.parametrize(

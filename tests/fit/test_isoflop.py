@@ -57,15 +57,27 @@ def test_porian_exponents_fall_in_published_order(dataset):
 
 
 @pytest.mark.parametrize(
-    ("a_true", "method"), [(0.5, "quadratic"), (0.7, "quadratic"), (0.5, "akima")]
+    ("a_true", "method", "spread"),
+    [(0.5, "quadratic", 0.005), (0.7, "quadratic", 0.042), (0.5, "akima", 0.018)],
 )
-def test_recovers_known_exponent_from_noisy_profiles(a_true, method):
-    # Rule: on synthetic isoFLOP profiles with 0.2 % noise, a is recovered within 0.03, a + b = 1
-    # (tokens are C/6N) and the interval contains the truth.
-    fit = fit_isoflop(synthetic_runs(a_true, noise=2e-3, seed=0), method=method)
-    assert fit.a == pytest.approx(a_true, abs=0.03)
+def test_recovers_known_exponent_from_noisy_profiles(a_true, method, spread):
+    # Rule: on synthetic isoFLOP profiles with 0.2 % noise, a is recovered within 3 spreads,
+    # a + b = 1 (tokens are C/6N), and the 95 % interval contains the truth. The spread is the
+    # standard deviation of a over seeds 0-199 of this generator (`python
+    # benchmarks/truth_tolerances.py`: 0.005, 0.042 and 0.018; the a = 0.7 profiles are sampled
+    # far from symmetric about their minimum). Over those seeds the interval held the truth
+    # 91.5-94.5 % of the time, so over seeds 0-19 it
+    # must hold it at least 15 times (fewer has probability < 0.6 % at 91.5 %): a fixed
+    # tolerance alone (0.03 before) passed whatever the interval said.
+    fits = [
+        fit_isoflop(synthetic_runs(a_true, noise=2e-3, seed=s), method=method) for s in range(20)
+    ]
+    fit = fits[0]
+    assert fit.a == pytest.approx(a_true, abs=3 * spread)
+    assert fit.a_ci[0] < a_true < fit.a_ci[1]
     assert fit.a + fit.b == pytest.approx(1.0, abs=1e-6)
     assert len(fit.budgets) == 5 and not any(b.excluded for b in fit.budgets)
+    assert sum(f.a_ci[0] < a_true < f.a_ci[1] for f in fits) >= 15
 
 
 def test_bootstrap_interval_brackets_the_estimate():

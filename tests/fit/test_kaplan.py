@@ -10,7 +10,6 @@ D_c = 1.8e13) on a 6 × 6 grid of N in [1e6, 1e9] and D in [1e7, 1e10], loss noi
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from scalesweep import metrics as m
@@ -18,31 +17,10 @@ from scalesweep.commands.fit import main
 from scalesweep.fit.laws.batch.contours import curve_points
 from scalesweep.fit.laws.batch.kaplan import fit_kaplan_ns, learning_points
 from tests.fit import kaplan_truth
-from tests.fit.kaplan_truth import KAPLAN, frames, trials
+from tests.fit.kaplan_truth import KAPLAN, ND_TRUTH, frames, nd_loss, nd_runs, trials
 from tests.sweep_runs import fit_json
 
 truth_sweep = kaplan_truth.truth_sweep  # the session fixture: the known-truth sweep in MLflow
-
-ND_TRUTH = {"N_c": 6.4e13, "alpha_N": 0.076, "D_c": 1.8e13, "alpha_D": 0.095}
-
-
-def nd_loss(n, d):
-    t = ND_TRUTH
-    return ((t["N_c"] / n) ** (t["alpha_N"] / t["alpha_D"]) + t["D_c"] / d) ** t["alpha_D"]
-
-
-def nd_runs(seed: int = 0, sigma: float = 0.005) -> pd.DataFrame:
-    n, d = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e9, 6), np.geomspace(1e7, 1e10, 6)))
-    noise = np.exp(sigma * np.random.default_rng(seed).standard_normal(n.size))
-    return pd.DataFrame(
-        {
-            "trial_id": [f"t{i}" for i in range(n.size)],
-            m.STATUS: m.COMPLETED,
-            m.PARAMS_NONEMBED: n,
-            m.TRAINED_TOKENS: d,
-            m.FINAL_VAL_LOSS: nd_loss(n, d) * noise,
-        }
-    )
 
 
 def test_kaplan_ns_recovers_the_learning_curve_law_through_mlflow(truth_sweep, capsys):

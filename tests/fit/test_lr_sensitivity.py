@@ -46,16 +46,17 @@ def hand_fit():
         (64, 0.9, 1e-2, 3.0, 3, 1, 0),
         # LRs 1e-3, 3e-3, 1e-2, 3e-1 are not a grid (no 3e-2, 1e-1): the capped loss minus ℓ*
         # (0.25, 0, 0.05, 2.15; seeds averaged, 7.0 capped at ℓ0, failed run left out) is
-        # integrated over ln η: 0.25·ln(10/3) + 0.125·ln 3 + 0.025·ln(10/3) + 1.1·ln 30
-        # = 4.20974, divided by ln(1000).
-        (128, 4.20974 / 6.90776, 3e-3, 2.85, 4, 0, 1),
+        # integrated over ln η across the LRs' span [1e-3, 3e-1]: 0.125·ln 3 + 0.025·ln(10/3)
+        # + 1.1·ln 30 = 3.90874, divided by ln(300).
+        (128, 3.90874 / 5.70378, 3e-3, 2.85, 4, 0, 1),
     ],
 )
 def test_matches_hand_computed_scores(
     hand_fit, width, sensitivity, best_lr, best_loss, n_lr, n_diverged, n_failed
 ):
     # Rule: sensitivity = mean over a grid of LRs in [a, b] of min(ℓ, ℓ0) − ℓ*, diverged runs
-    # as ℓ0; LRs that are not a grid are integrated over ln η.
+    # as ℓ0; LRs that are not a grid are integrated over ln η across the part of [a, b] they
+    # span.
     group = next(g for g in hand_fit.groups if g.key["model.width"] == width)
     assert group.sensitivity == pytest.approx(sensitivity, rel=1e-5)
     assert group.best_lr == pytest.approx(best_lr)
@@ -206,9 +207,10 @@ def test_only_finished_runs_are_scored():
 
 def test_sampled_lrs_are_integrated_over_log_lr():
     # Rule: with LRs sampled mostly near the optimum (as TPE does), the score integrates the
-    # capped loss over ln η across [a, b], which matches the expectation of the true curve
-    # within 15 %, where the plain mean over the samples (the code before the fix, finding 12)
-    # is 47 % too low; the group says it was `sampled` and how much it covered.
+    # capped loss over ln η across the span of the LRs, [3e-4, 2.5e-1] here, which matches the
+    # expectation of the true curve over that span within 15 %, where the plain mean over the
+    # samples (the code before the fix, finding 12) is 47 % too low; the group says it was
+    # `sampled`, how much of [a, b] it covered and which range it scored.
     # Truth: ℓ(η) = 3 + 0.15·ln²(η/3e-3) capped at ℓ0 = 5, on [3e-4, 3e-1]; no noise.
     def curve(lr):
         return np.minimum(3.0 + 0.15 * np.log(lr / 3e-3) ** 2, 5.0)
@@ -216,12 +218,58 @@ def test_sampled_lrs_are_integrated_over_log_lr():
     lrs = np.array([3e-4, 1.5e-3, 2e-3, 2.5e-3, 3e-3, 3.5e-3, 4.5e-3, 6e-3, 3e-2, 2.5e-1])
     runs = pd.DataFrame({"lr": lrs, "loss": curve(lrs), "init_loss": 5.0})
     group = fit_lr_sensitivity(runs, group_by=()).groups[0]
-    x = np.linspace(np.log(3e-4), np.log(3e-1), 20001)
+    x = np.linspace(np.log(3e-4), np.log(2.5e-1), 20001)
     truth = float(np.mean(curve(np.exp(x)))) - 3.0
     plain_mean = float(np.mean(curve(lrs))) - 3.0
     assert group.coverage == "sampled" and group.covered > 0.9
+    assert group.scored_range == (3e-4, 2.5e-1)
     assert group.sensitivity == pytest.approx(truth, rel=0.15)
     assert plain_mean < 0.6 * truth
+
+
+def test_a_grid_that_misses_part_of_the_range_is_scored_over_the_part_it_spans():
+    # Rule: the quickstart's LRs (3e-3, 3e-2, 3e-1, 1.0) leave [3e-4, 3e-3] of Wortsman's
+    # [3e-4, 0.3] unsampled: the score is the grid's plain mean over the 3 LRs inside the range,
+    # and the fit, each group and a note say it is over [3e-3, 0.3], not [3e-4, 0.3]. Failed
+    # before the fix: the group claimed a full `grid` over [a, b] and nothing said otherwise.
+    runs = pd.DataFrame({"lr": [3e-3, 3e-2, 3e-1, 1.0], "loss": [2.2, 2.1, 2.6, 4.0],
+                         "init_loss": 5.5})  # fmt: skip
+    fit = fit_lr_sensitivity(runs, group_by=())
+    group = fit.groups[0]
+    assert group.sensitivity == pytest.approx((0.1 + 0 + 0.5) / 3)
+    assert group.coverage == "grid" and group.scored_range == (3e-3, 3e-1)
+    assert fit.lr_range == (3e-4, 3e-1) and fit.scored_range == (3e-3, 3e-1)
+    assert fit.to_dict()["scored_range"] == [3e-3, 3e-1]
+    assert any("scored over [0.003, 0.3], the part of [0.0003, 0.3]" in n for n in fit.notes)
+
+
+def test_groups_scored_over_different_ranges_are_named():
+    # Rule: when the groups' LRs span different parts of [a, b], each is scored over its own,
+    # the fit has no common scored range and a note says the scores are not comparable; a
+    # group with a single LR inside [a, b] has no score (an expectation over one point is 0).
+    runs = pd.DataFrame({
+        "width": [64, 64, 64, 128, 128, 256, 256],
+        "lr": [1e-3, 1e-2, 1e-1, 1e-2, 1e-1, 1e-2, 1.0],
+        "loss": [2.5, 2.2, 2.4, 2.1, 2.3, 2.0, 2.9], "init_loss": 5.0,
+    })  # fmt: skip
+    fit = fit_lr_sensitivity(runs, group_by=("width",))
+    ranges = {g.key["width"]: g.scored_range for g in fit.groups}
+    assert ranges == {64: (1e-3, 1e-1), 128: (1e-2, 1e-1), 256: None}
+    assert fit.groups[2].sensitivity is None and fit.scored_range is None
+    assert any("not comparable" in n and "[0.001, 0.1], [0.01, 0.1]" in n for n in fit.notes)
+    assert any("group {'width': 256}: a single LR inside" in n for n in fit.notes)
+    from scalesweep.fit.kinds import KINDS
+
+    lines = KINDS["lr-sensitivity"].summary(fit.to_dict())
+    assert (
+        "  sensitivity over the LRs each group spans inside [0.0003, 0.3] (ranges differ: "
+        "see the notes)" in lines
+    )
+    full = fit_lr_sensitivity(runs.assign(lr=runs["lr"] * 1.0000000001), lr_range=(1e-3, 1e-1),
+                              group_by=())  # fmt: skip
+    assert "  sensitivity over LRs in [0.001, 0.1]" in KINDS["lr-sensitivity"].summary(
+        full.to_dict()
+    )
 
 
 @pytest.mark.parametrize(
@@ -245,16 +293,63 @@ def test_json_has_the_stable_keys(hand_fit):
     assert isinstance(data["transfer_exponent"], list)
 
 
-def test_one_best_lr_at_every_width_is_a_transfer_exponent_of_exactly_zero():
+def test_one_best_lr_at_every_width_is_k_zero_known_to_the_grid_spacing():
     # Rule: when every width's best LR is the same grid point, k is 0 (not OLS round-off such
-    # as -2e-15), and the summary names the group each transfer line belongs to.
+    # as -2e-15), and its interval is what the grid allows, not [0, 0]: each optimum may lie
+    # half a grid step (×√10 on this 10× grid) either side of 0.03, so the OLS slope over
+    # widths 64–256 may be ±ln(10)/ln(4) = ±1.661. That holds k = 0 and k = −1: not resolved.
+    # The summary names the group each transfer line belongs to. Failed before the fix: the
+    # interval was [0, 0].
     from scalesweep.fit.kinds import KINDS
 
     grid = [(w, qk, lr) for w in (64, 128, 256) for qk in (False, True) for lr in (3e-3, 3e-2, 0.3)]
     rows = [(w, qk, lr, 3.0 + (lr != 3e-2) * 0.1 + (not qk) * 0.05, 5.0) for w, qk, lr in grid]
     runs = pd.DataFrame(rows, columns=["model.width", "model.qk_norm", "lr", "loss", "init_loss"])
     fit = fit_lr_sensitivity(runs)
-    assert [(t.k, t.ci) for t in fit.transfer] == [(0.0, (0.0, 0.0))] * 2
-    assert any("the same best LR (0.03) at every width" in note for note in fit.notes)
+    half = np.log(10) / np.log(4)
+    for t in fit.transfer:
+        assert t.k == 0.0 and t.ci == pytest.approx((-half, half)) and not t.resolved
+    assert any("is not resolved" in note for note in fit.notes)
     lines = [x for x in KINDS["lr-sensitivity"].summary(fit.to_dict()) if "transfer" in x]
-    assert lines[0] == "lr transfer {'model.qk_norm': False}: k=0 CI [0, 0] (3 widths)"
+    assert lines[0] == (
+        "lr transfer {'model.qk_norm': False}: k=0 CI [-1.661, 1.661] (3 widths; not resolved: "
+        "the interval the LR grid allows holds both k = 0 and k = -1)"
+    )
+
+
+def test_two_widths_on_a_coarse_grid_give_the_interval_the_grid_allows(tmp_path):
+    # Rule: the quickstart's case, 2 widths (64, 128) with the same best LR on a 10× grid: k = 0
+    # with the interval ±ln(10)/ln(2) = ±3.32 (each optimum within ×√10 of 0.03), not k = 0 with
+    # [0, 0] or no interval; the answer and the plot's title say it is not resolved. A best LR
+    # at the grid's edge leaves its side open (the optimum may lie beyond the grid). With a
+    # finer grid and widths 16× apart, k = −1 is resolved. Failed before the fix: [0, 0] and a
+    # plot titled "the LR transfers".
+    from scalesweep.fit.kinds import KINDS
+    from scalesweep.fit.laws.lr.transfer import grid_interval
+    from scalesweep.fit.plots.lr import lr_transfer, transfer_title
+
+    lrs = (3e-3, 3e-2, 0.3, 1.0)
+    rows = [(w, lr, 2.0 + (lr != 3e-2) * 0.2, 5.0) for w in (64, 128) for lr in lrs]
+    fit = fit_lr_sensitivity(pd.DataFrame(rows, columns=["model.width", "lr", "loss",
+                                                        "init_loss"]))  # fmt: skip
+    (t,) = fit.transfer
+    assert t.k == 0.0 and t.ci == pytest.approx((-np.log(10) / np.log(2), np.log(10) / np.log(2)))
+    assert not t.resolved and t.se is None
+    answer = "\n".join(KINDS["lr-sensitivity"].answer(fit.to_dict()))  # type: ignore[misc]
+    assert "not resolved: k = 0 in [-3.322, 3.322] over 2 widths" in answer
+    assert "not resolved" in transfer_title(fit)
+    assert lr_transfer(fit, tmp_path).exists()
+    # the best LR at the grid's smallest LR: open below; the middle of 3 log-even widths has no
+    # weight in the slope, so its open side does not open the interval
+    assert grid_interval(np.array([64, 128]), [(-np.inf, 0.0), (-1.0, 1.0)])[1] is None
+    spans = [(-1.0, 1.0), (-np.inf, 1.0), (-1.0, 1.0)]
+    assert grid_interval(np.array([64, 256, 1024]), spans) == pytest.approx(
+        (-2 / np.log(16), 2 / np.log(16))
+    )
+    fine = [(w, lr, 2.0 + 0.3 * np.log(lr * w / 0.64) ** 2, 5.0)
+            for w in (64, 1024) for lr in 1e-2 * 2.0 ** np.arange(-6, 3)]  # fmt: skip
+    fine_fit = fit_lr_sensitivity(pd.DataFrame(fine, columns=["model.width", "lr", "loss",
+                                                             "init_loss"]))  # fmt: skip
+    (k_fine,) = fine_fit.transfer  # ±ln 2/2 per width over ln 16: k in [−1.25, −0.75]
+    assert k_fine.k == pytest.approx(-1.0) and k_fine.ci == pytest.approx((-1.25, -0.75))
+    assert k_fine.resolved and "not resolved" not in transfer_title(fine_fit)

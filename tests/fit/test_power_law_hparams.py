@@ -51,7 +51,7 @@ def test_power_laws_for_every_present_variable():
     # Rule: fit_power_laws fits L(N), L(D), L(C) for the columns present, and errors without.
     n = np.geomspace(1e6, 1e9, 5)
     fits = fit_power_laws(pd.DataFrame({"params": n, "flops": 6 * n * 1e9, "loss": n**-0.1}))
-    assert set(fits) == {"params", "flops"}
+    assert {law.x for law in fits.laws} == {"params", "flops"}
     with pytest.raises(UserError, match="params"):
         fit_power_laws(pd.DataFrame({"loss": [1.0, 2.0]}))
 
@@ -62,11 +62,83 @@ def test_power_laws_fit_the_variables_they_can_and_name_the_rest():
     n = np.geomspace(1e6, 1e9, 5)
     runs = pd.DataFrame({"params": n, "tokens": 1e9, "loss": n**-0.1})
     fits = fit_power_laws(runs)
-    assert set(fits) == {"params"}
-    assert fits["params"].exponent == pytest.approx(-0.1)
-    assert any("L(tokens) not fitted" in note for note in fits["params"].notes)
+    assert [law.x for law in fits.laws] == ["params"]
+    assert fits.laws[0].exponent == pytest.approx(-0.1)
+    assert any("L(tokens) not fitted" in note for note in fits.notes)
     with pytest.raises(UserError, match="`tokens`"):
         fit_power_laws(runs.assign(params=1e6))
+
+
+def quickstart_rows(widths: tuple[int, ...], *, slope: float) -> list[dict]:
+    """An LR × width × qk-layernorm sweep as the quickstart records it: qk-layernorm adds 64
+    parameters (its gains), so each width is 2 sizes 0.02 % apart. Truth per qk setting: the
+    best loss is c·(N/1e5)^slope (c = 3.0, or 2.9 with qk-layernorm), the LR a bowl around
+    0.03 (+0.1 per decade²), no noise."""
+    rows = []
+    for width in widths:
+        for qk in (False, True):
+            params = 12 * 2 * width**2 + 2 * 256 * width + 64 * qk
+            for lr in (0.003, 0.03, 0.3):
+                loss = (3.0 - 0.1 * qk) * (params / 1e5) ** slope + 0.1 * np.log10(lr / 0.03) ** 2
+                rows.append({"model.width": width, "model.qk_norm": qk, "optim.lr": lr,
+                             "params": float(params), "final_val_loss": loss,
+                             "flops": 6.0 * params * 3e5, "status": "completed"})  # fmt: skip
+    return rows
+
+
+def test_power_laws_group_by_intervention_and_merge_sizes_within_one_percent():
+    # Rule: the groups are every varied run parameter but the LR and the seed (LR sensitivity's
+    # rule) less those the variable fixes (the width, at each N): here qk-layernorm, so each
+    # law is one qk setting over 4 widths and recovers its exponent, −0.1, exactly (no noise;
+    # the frontier takes the bowl's bottom). Pooled (`group_by=()`), the 64 extra parameters
+    # are merged into their width's size (within 1 %): 4 sizes, not 8, and the exponent is off
+    # by the 0.02 % size shift only. Failed before the fix: one law over 8 "sizes".
+    runs = apply_column_map(pd.DataFrame(quickstart_rows((64, 128, 256, 512), slope=-0.1)), {})
+    fits = fit_power_laws(runs)
+    by_params = [law for law in fits.laws if law.x == "params"]
+    assert [law.group for law in by_params] == [{"model.qk_norm": False}, {"model.qk_norm": True}]
+    for law in by_params:
+        assert law.n_points == 4 and law.resolved
+        assert law.exponent == pytest.approx(-0.1, abs=1e-9)
+    assert fits.group_by == ("model.width", "model.qk_norm")
+    (pooled, _) = fit_power_laws(runs, group_by=()).laws  # L(params), L(flops)
+    assert pooled.n_points == 4 and pooled.exponent == pytest.approx(-0.1, abs=1e-4)
+
+
+def test_two_widths_with_and_without_qk_layernorm_are_not_a_power_law(tmp_path, capsys):
+    # Rule: the quickstart (2 widths × qk-layernorm) has 2 sizes per group, fewer than the 3 a
+    # law needs: `--kind all` skips the power laws, saying why, and neither the report's Answer
+    # nor the top of the text summary shows one. Failed before the fix: "power-law L(params):
+    # exponent −0.042, CI [−0.127, 0.043]" headed the quickstart's Answer.
+    from scalesweep.commands.fit import main
+
+    path = tmp_path / "runs.csv"
+    frame = pd.DataFrame(quickstart_rows((64, 128), slope=-0.05)).assign(init_loss=5.5)
+    frame.to_csv(path, index=False)
+    assert main(["fit", str(path), "--out", str(tmp_path / "out")]) == 0
+    summary = capsys.readouterr().out
+    assert not summary.splitlines()[1].startswith("power-law")
+    assert "skipped power-law" in summary and "needs at least 3 distinct values" in summary
+    answer = (tmp_path / "out" / "report.md").read_text().split("## Answer")[1].split("\n## ")[0]
+    assert "Power laws" not in answer and "L(params)" not in answer
+
+
+def test_a_law_whose_interval_holds_zero_is_not_an_answer():
+    # Rule: a law whose exponent's interval holds 0 is not `resolved`: it is no answer (the
+    # report's Answer leaves it out), and the summary and the details say "not resolved".
+    # Here 4 sizes whose frontier losses go down, up and down (no trend): slope ≈ 0.
+    from scalesweep.fit.kinds import KINDS
+
+    n = np.geomspace(1e6, 1e9, 4)
+    runs = pd.DataFrame({"params": n, "loss": [3.0, 3.3, 2.9, 3.2]})
+    fits = fit_power_laws(runs)
+    (law,) = fits.laws
+    assert law.ci[0] < 0 < law.ci[1] and not law.resolved
+    data = fits.to_dict()
+    kind = KINDS["power-law"]
+    assert kind.answer is not None and kind.answer(data) == []
+    assert kind.summary(data)[0].startswith("power-law L(params): not resolved: exponent")
+    assert any("**no**" in line for line in kind.section(data))
 
 
 def test_hparams_recovers_known_step_law():

@@ -95,17 +95,21 @@ def test_every_group_matches_the_hand_computation(lr_fit, fit_json):
         key = (group["model.width"], group["optim.weight_decay"], group["model.parameterization"])
         assert group["sensitivity"] == pytest.approx(hand_score(*key), abs=1e-9), key
         assert group["coverage"] == "grid" and group["n_lr"] == 8
+        assert group["scored_range"] == pytest.approx([3e-4, 3e-1])
         expected_diverged = sum(lr > diverges_above(key[0], key[2]) for lr in LRS)
         assert group["n_diverged"] == expected_diverged
     odd = next(g for g in fit["groups"] if (g["model.width"], g["optim.weight_decay"],
                g["model.parameterization"]) == (256, 0.1, "mup"))  # fmt: skip
     assert (odd["n_failed"], odd["n_unfinished"], odd["n_runs"]) == (1, 1, 10)
+    assert fit["scored_range"] == pytest.approx([3e-4, 3e-1])
 
 
 def test_transfer_exponent_is_minus_one_for_sp_and_zero_for_mup(lr_fit, fit_json):
     # Truth: k = −1 for standard parameterization, 0 for muP, per weight decay. The best LR
     # is read off the grid (steps ×2.7), so k is within 0.15 of −1 (inside its 95 % interval)
-    # and within 0.05 of 0.
+    # and within 0.05 of 0. muP's best LR is the same grid point at every width: its interval
+    # is the grid's, half a step (ln(1000)/14) per width over ln(1024/64), ±0.356, which
+    # excludes −1 (resolved).
     fit = fit_json(lr_fit, "--kind", "lr-sensitivity")
     transfers = fit["transfer_exponent"]
     assert len(transfers) == 4
@@ -116,3 +120,5 @@ def test_transfer_exponent_is_minus_one_for_sp_and_zero_for_mup(lr_fit, fit_json
             assert t["ci"][0] < -1.0 < t["ci"][1]
         else:
             assert t["k"] == pytest.approx(0.0, abs=0.05)
+            half = math.log(1000) / 7 / math.log(16)
+            assert t["ci"] == pytest.approx([-half, half]) and t["resolved"]

@@ -108,14 +108,42 @@ def test_approach_2_recovers_a_within_its_interval(isoflop_sweep, fit_json):
     assert any("status running" in n for n in fit["notes"])
 
 
+def asymptotic_widths() -> dict[str, float]:
+    """95 % interval widths of α, β and a that 0.2 % noise allows on the 24 cells: least
+    squares on ln L at the truth, cov = σ²·(JᵀJ)⁻¹ with J = ∂ln L/∂(E, A, α, B, β), a by the
+    delta method (about 0.0075, 0.0075 and 0.0056)."""
+    cells = {(t["summary"]["params_nonembed"], t["params"]["planned.tokens"])
+             for t in isoflop_trials() if t["status"] == "completed"}  # fmt: skip
+    n, d = (np.array(v, float) for v in zip(*cells, strict=True))
+    theta = np.array([E, A, ALPHA, B, BETA])
+
+    def log_law(t: np.ndarray) -> np.ndarray:
+        return np.log(t[0] + t[1] / n ** t[2] + t[3] / d ** t[4])
+
+    steps = np.diag(1e-6 * np.maximum(np.abs(theta), 1.0))
+    jac = np.column_stack([(log_law(theta + h) - log_law(theta - h)) / (2 * h[i])
+                           for i, h in enumerate(steps)])  # fmt: skip
+    cov = NOISE**2 * np.linalg.inv(jac.T @ jac)
+    grad_a = np.array([0, 0, -BETA, 0, ALPHA]) / (ALPHA + BETA) ** 2
+    se = {"alpha": cov[2, 2] ** 0.5, "beta": cov[4, 4] ** 0.5, "a": (grad_a @ cov @ grad_a) ** 0.5}
+    return {k: 2 * 1.96 * v for k, v in se.items()}
+
+
 def test_approach_3_recovers_the_exponents_within_their_intervals(isoflop_sweep, fit_json):
-    # Truth α = 0.34, β = 0.37, a = 0.5211; tolerance: the 95 % bootstrap interval (100
-    # resamples). The fit uses the best run of each of the 24 (N, D) cells, not the 4·η* runs.
+    # Truth α = 0.34, β = 0.37, a = 0.5211. The 95 % bootstrap interval (100 resamples) holds
+    # each, and is no wider than twice the width that the 0.2 % noise allows a least-squares
+    # fit of the 24 cells (`asymptotic_widths`): the Huber loss (less efficient than least
+    # squares on Gaussian noise) and 100 percentile resamples widen it by 1.14-1.27× here
+    # (`python benchmarks/truth_tolerances.py`), and
+    # an interval right only because it is wide fails. The fit uses the best run of each of the
+    # 24 (N, D) cells, not the 4·η* runs.
     fit = fit_json(isoflop_sweep, "--kind", "parametric", "--bootstrap", "100")
     assert fit["n_points"] == 24 and "best run per (N, D) cell" in fit["basis"]["runs"]
+    widths = asymptotic_widths()
     for name, truth in (("alpha", ALPHA), ("beta", BETA), ("a", A_TRUE)):
         low, high = fit["ci"][name]
         assert low < truth < high, (name, low, truth, high)
+        assert high - low < 2 * widths[name], (name, high - low, widths[name])
 
 
 def test_predictions_spend_the_same_c(isoflop_sweep, fit_json):
@@ -151,16 +179,19 @@ def nearest(grid: np.ndarray, value: float, k: int = 3) -> np.ndarray:
     return grid[np.argsort(np.abs(np.log(grid / value)))[:k]]
 
 
-def hparams_trials() -> list[dict]:
-    """2 widths × 3 planned token budgets; in each cell the 3 LRs (of the sweep's grid
-    1e-4·2^(i/2)) and 3 batch sizes (of 2^(j/2), rounded) nearest the truth."""
-    rng = np.random.default_rng(12)
+STEP_LAW_TOKENS = (1e8, 1e9, 1e10)
+
+
+def hparams_trials(seed: int = 12) -> list[dict]:
+    """2 widths × 3 planned token budgets a decade apart; in each cell the 3 LRs (of the
+    sweep's grid 1e-4·2^(i/2)) and 3 batch sizes (of 2^(j/2), rounded) nearest the truth."""
+    rng = np.random.default_rng(seed)
     lr_grid = 1e-4 * 2.0 ** (np.arange(24) / 2)
     bs_grid = np.unique(np.round(2.0 ** (np.arange(6, 20) / 2)))
     trials = []
     for width in (128, 512):
         n = 48 * width**2
-        for d in (1e8, 2.5e8, 9e8):
+        for d in STEP_LAW_TOKENS:
             for lr in nearest(lr_grid, lr_opt_nd(n, d)):
                 for bs in nearest(bs_grid, bs_opt(d)):
                     bowl = 0.1 * math.log(lr / lr_opt_nd(n, d)) ** 2
@@ -172,18 +203,26 @@ def hparams_trials() -> list[dict]:
 
 def test_step_law_recovers_its_exponents_within_their_intervals(store, fit_json):
     # Truth η_opt = 3e-3·(N/1e6)^-0.5·(D/1e8)^0.2, B_opt = 24·(D/1e8)^0.5 sequences; LR and
-    # batch size are read off grids (steps ×√2), so the best run per cell misses the truth by
-    # up to a half step. Tolerance: the 95 % intervals, and 0.25 on each exponent. Cells are
-    # the planned (N, D): trained tokens differ for every batch size.
+    # batch size are read off grids (steps ×√2) and the best of 9 noisy runs per cell may miss
+    # the truth by more than a half step. Tolerance: the 95 % intervals, and 3 standard
+    # deviations of each exponent over seeds 0-299 of this generator (`python
+    # benchmarks/truth_tolerances.py`: 0.056 for η_opt's N exponent, 0.040 for its D exponent,
+    # 0.039 for B_opt's), so a D exponent of −0.05 for the truth 0.2 fails. Over 1e8–9e8
+    # tokens (the budgets before) the D exponents' spread was 0.09: a decade per budget
+    # resolves them. Cells are the planned (N, D): trained tokens differ for every batch size.
     store.write("steplaw-truth", hparams_trials())
     fit = fit_json("steplaw-truth", "--kind", "hparams")
     assert fit["n_cells"] == 6 and "planned.tokens" in fit["basis"]["runs"]
-    checks = [("lr_law", "params", -0.5), ("lr_law", "tokens", 0.2), ("bs_law", "tokens", 0.5)]
-    for law_name, variable, truth in checks:
+    checks = [
+        ("lr_law", "params", -0.5, 0.056),
+        ("lr_law", "tokens", 0.2, 0.040),
+        ("bs_law", "tokens", 0.5, 0.039),
+    ]
+    for law_name, variable, truth, spread in checks:
         estimate = fit[law_name]["exponents"][variable]
         low, high = fit[law_name]["ci"][variable]
         assert low < truth < high, (law_name, variable, low, truth, high)
-        assert estimate == pytest.approx(truth, abs=0.25)
+        assert estimate == pytest.approx(truth, abs=3 * spread), (law_name, variable)
 
 
 # --- Approach 2's bootstrap: the loss noise, not the sizes ----------------------------------

@@ -3,12 +3,13 @@ group and the best LR's transfer across widths."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scalesweep.fit.base import FitData, FitKind, Lines, finite
-from scalesweep.fit.format import constant_columns, interval, num, short
+from scalesweep.fit.format import constant_columns, num, short
 from scalesweep.fit.options import FitOptions
 
 
@@ -28,6 +29,17 @@ def _headline(fit: Any) -> dict[str, float]:
     return finite({f"fit.lr_transfer.k.{i}": t.k for i, t in enumerate(fit.transfer)})
 
 
+def _scored(fit: Mapping[str, Any]) -> str:
+    """`LRs in [0.003, 0.3] (the part of the asked [0.0003, 0.3] the runs' LRs span)`: the range
+    the scores are an expectation over, as the law states it (`scored_range`)."""
+    (lo, hi), scored = fit["lr_range"], fit.get("scored_range")
+    if scored is None:
+        return f"the LRs each group spans inside [{lo:g}, {hi:g}] (ranges differ: see the notes)"
+    if all(abs(math.log(v / ask)) < 1e-6 for v, ask in zip(scored, (lo, hi), strict=True)):
+        return f"LRs in [{lo:g}, {hi:g}]"
+    return f"LRs in [{scored[0]:g}, {scored[1]:g}] (the part of [{lo:g}, {hi:g}] the LRs span)"
+
+
 def _summary(f: Mapping[str, Any]) -> Lines:
     lines = []
     for g in f["groups"]:
@@ -38,20 +50,23 @@ def _summary(f: Mapping[str, Any]) -> Lines:
             f"({g['n_lr']} LRs, {g['n_diverged']} diverged)"
         )
     for t in f["transfer_exponent"]:
-        key = {k: v for k, v in t.items() if k not in ("k", "coef", "se", "ci", "n_widths")}
+        key = {k: t[k] for k in f["group_by"] if k in t}
         lines.append(
-            f"lr transfer {key or 'all'}: k={num(t['k'])} CI {interval(t['ci'])} "
-            f"({t['n_widths']} widths)"
+            f"lr transfer {key or 'all'}: k={_exponent(t['k'])} CI {_k_interval(t['ci'])} "
+            f"({t['n_widths']} widths{_unresolved(t)})"
         )
-    return [*lines, f"  groups by {f['group_by']}: {f['group_by_source']}"]
+    return [
+        *lines,
+        f"  sensitivity over {_scored(f)}",
+        f"  groups by {f['group_by']}: {f['group_by_source']}",
+    ]
 
 
 def _section(fit: Mapping[str, Any]) -> Lines:
     cols = list(fit["group_by"])
-    lo, hi = fit["lr_range"]
     header = [*cols, "sensitivity", "best LR", "best loss", "LRs", "diverged runs"]
     lines = [
-        f"Wortsman et al. 2023 LR sensitivity over LRs in [{lo:g}, {hi:g}] (diverged = ℓ0).",
+        f"Wortsman et al. 2023 LR sensitivity over {_scored(fit)} (diverged = ℓ0).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -64,8 +79,8 @@ def _section(fit: Mapping[str, Any]) -> Lines:
     for t in fit["transfer_exponent"]:
         key = ", ".join(f"{k}={num(t[k])}" for k in cols if k in t) or "all runs"
         lines.append(
-            f"\nLR_opt ∝ width^k ({key}): k = {num(t['k'])}, CI {interval(t['ci'])}, "
-            f"over {t['n_widths']} widths."
+            f"\nLR_opt ∝ width^k ({key}): k = {_exponent(t['k'])}, CI {_k_interval(t['ci'])}, "
+            f"over {t['n_widths']} widths{_unresolved(t)}."
         )
     return lines
 
@@ -82,6 +97,20 @@ def _constants(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Lin
     if not fixed or not rows:
         return []
     return ["", "Every group has " + ", ".join(f"{c} = {num(rows[0].get(c))}" for c in fixed) + "."]
+
+
+def _k_interval(ci: Sequence[float | None]) -> str:
+    """`[-3.322, 3.322]`; a side left open by a best LR at the edge of the LR grid as ∞."""
+    low = "-∞" if ci[0] is None else num(ci[0])
+    high = "∞" if ci[1] is None else num(ci[1])
+    return f"[{low}, {high}]"
+
+
+def _unresolved(t: Mapping[str, Any]) -> str:
+    """`; not resolved: ...` when k's interval cannot tell 0 from -1 (`TransferFit.resolved`)."""
+    if t.get("resolved", True):
+        return ""
+    return "; not resolved: the interval the LR grid allows holds both k = 0 and k = -1"
 
 
 def _exponent(k: float | None) -> str:
@@ -104,19 +133,21 @@ def _answer(fit: Mapping[str, Any]) -> Lines:
         ]
         lines.append("| " + " | ".join(values) + " |")
     lines += _constants(fit["groups"], fit["group_by"])
-    lo, hi = fit["lr_range"]
     lines += [
         "",
         f"LR sensitivity (Wortsman et al. 2023): the mean excess of min(ℓ, ℓ0) over "
-        f"the group's best loss, over LRs in [{lo:g}, {hi:g}]; a diverged run scores ℓ0. "
+        f"the group's best loss, over {_scored(fit)}; a diverged run scores ℓ0. "
         "Lower is more stable.",
     ]
     for t in fit["transfer_exponent"]:
         key = ", ".join(f"{short(c)}={num(t[c])}" for c in cols if c in t) or "all runs"
+        k, ci = _exponent(t["k"]), _k_interval(t["ci"])
+        verdict = "" if t.get("resolved", True) else "not resolved: "
         lines += [
             "",
-            f"Best LR ∝ width^k ({key}): k = {_exponent(t['k'])}, {fit['level']:.0%} CI "
-            f"{interval(t['ci'])}, over {t['n_widths']} widths.",
+            f"Best LR ∝ width^k ({key}): {verdict}k = {k} in {ci} over {t['n_widths']} widths "
+            f"(the {fit['level']:.0%} CI, widened to what the LR grid's spacing allows)"
+            + ("." if not verdict else ", which holds both k = 0 (the LR transfers) and k = -1."),
         ]
     return lines
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from scalesweep.fit.laws.diagnostics import sort_key
 from scalesweep.fit.laws.lr.sensitivity import GroupSensitivity, LrSensitivityFit
+from scalesweep.fit.laws.lr.transfer import grid_span
 from scalesweep.fit.plots.canvas import DIVERGED_STYLE, figure, save
 from scalesweep.fit.plots.groups import (
     intervention_panels,
@@ -25,6 +26,14 @@ def lr_axis(ax: Any) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("peak learning rate")
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _scored(fit: LrSensitivityFit) -> tuple[tuple[float, float], str]:
+    """(range, words) of the range the scores are taken over (`scored_range`)."""
+    lo, hi = fit.lr_range
+    if fit.scored_range is None:
+        return fit.lr_range, f"the LRs each group spans in [{lo:g}, {hi:g}]"
+    return fit.scored_range, "LRs in [{:g}, {:g}]".format(*fit.scored_range)
 
 
 def _curve(ax: Any, group: GroupSensitivity, key: dict[str, Any], color: Any) -> None:
@@ -55,7 +64,8 @@ def lr_sensitivity_curves(fit: LrSensitivityFit, out: Path) -> Path:
                 _curve(ax, group, key, colors[split_width(key)[0]])
         if ell0 is not None:
             ax.axhline(ell0, color="red", lw=0.8, ls=":", label="ℓ0: diverged runs score this")
-        ax.axvspan(*fit.lr_range, color="grey", alpha=0.08, label="range of the score")
+        scored, words = _scored(fit)
+        ax.axvspan(*scored, color="grey", alpha=0.08, label=f"scored: {words}")
         lr_axis(ax)
         ax.set_title(label(dict(panel)) if panel else "final loss against learning rate")
         ax.legend(
@@ -83,8 +93,7 @@ def lr_sensitivity_bars(fit: LrSensitivityFit, out: Path) -> Path:
         bars, labels=["n/a" if np.isnan(v) else f"{v:.3f}" for v in values], fontsize=7, padding=2
     )
     ax.invert_yaxis()
-    lo, hi = fit.lr_range
-    ax.set_xlabel(f"LR sensitivity: mean excess loss over LRs in [{lo:g}, {hi:g}]")
+    ax.set_xlabel(f"LR sensitivity: mean excess loss over {_scored(fit)[1]}")
     ax.set_title("LR sensitivity per group (lower is more stable)")
     return save(fig, out, "lr_sensitivity_bars.png")
 
@@ -103,18 +112,54 @@ def lr_transfer(fit: LrSensitivityFit, out: Path) -> Path:
         ws = np.array([float(g.key[str(width)]) for g in members])
         color = f"C{index}"
         ax.plot(ws, [g.best_lr for g in members], "o", color=color)
+        _grid_bars(ax, ws, members, color)
         grid = np.geomspace(ws.min(), ws.max(), 50)
         ax.plot(
             grid,
             transfer.coef * grid**transfer.k,
             "-",
             color=color,
-            label=f"{label(names[index])}: k = {transfer.k:.2f}",
+            label=f"{label(names[index])}: k = {transfer.k:.2f} in {_interval(transfer.ci)}",
         )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel(f"width ({width})")
     ax.set_ylabel("best learning rate")
-    ax.set_title("Best LR against width: LR_opt ∝ width^k (k ≈ 0: the LR transfers)")
+    ax.set_title(transfer_title(fit), fontsize=10)
     ax.legend(fontsize=8)
     return save(fig, out, "lr_transfer.png")
+
+
+def _grid_bars(ax: Any, ws: np.ndarray, members: list[GroupSensitivity], color: str) -> None:
+    """Where each width's optimal LR may lie (half a grid step either side of its best grid
+    LR); a side left open by the grid's edge is a dotted bar of one step with an arrow."""
+    for w, group in zip(ws, members, strict=True):
+        lo, hi = grid_span(group)
+        best = float(group.best_lr)  # type: ignore[arg-type]
+        for end, marker in ((lo, "v"), (hi, "^")):
+            if np.isfinite(end):
+                ax.plot([w, w], [best, np.exp(end)], "-", color=color, lw=4, alpha=0.35)
+                continue
+            other = hi if marker == "v" else lo
+            reach = best * (best / np.exp(other)) ** 2 if np.isfinite(other) else best
+            ax.plot([w, w], [best, reach], ":", color=color, lw=1.5)
+            ax.plot([w], [reach], marker, color=color, ms=6)
+
+
+def _interval(ci: tuple[float | None, float | None]) -> str:
+    low = "-∞" if ci[0] is None else f"{ci[0]:.2f}"
+    high = "∞" if ci[1] is None else f"{ci[1]:.2f}"
+    return f"[{low}, {high}]"
+
+
+def transfer_title(fit: LrSensitivityFit) -> str:
+    """The title of lr_transfer.png: what k would mean, or that the LR grid cannot tell."""
+    if any(not t.resolved for t in fit.transfer):
+        return (
+            "Best LR against width: k not resolved\n(the interval the LR grid allows holds both "
+            "k = 0 and k = −1; bars: where each optimum may lie)"
+        )
+    return (
+        "Best LR against width: LR_opt ∝ width^k\n(k = 0: the LR transfers; k = −1: ∝ 1/width; "
+        "bars: where each optimum may lie)"
+    )

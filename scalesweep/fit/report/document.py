@@ -80,7 +80,8 @@ def answers(result: Mapping[str, Any]) -> list[tuple[str, Lines]]:
         if name in result["fits"]:
             fit = result["fits"][name]
             lines = kind.answer(fit) if kind.answer else [f"- {s}" for s in kind.summary(fit)]
-            out.append((kind.title, lines))
+            if lines:  # a kind with no finding (e.g. no power law resolved) has no answer
+                out.append((kind.title, lines))
     return out
 
 

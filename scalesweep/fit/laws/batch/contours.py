@@ -8,6 +8,8 @@ Shared by the `critical-batch` and `kaplan-ns` fits. One pure function each:
      cross a level several times), interpolated log-log between the fit's block centres.
   3. `reach_table`: per (group, batch size, level), the fewest steps over the runs of that
      batch size: the best LR, since the method needs the LR tuned at every batch size.
+  4. `lr_edge_notes`: the batch sizes whose fastest run has the smallest or largest LR that
+     batch size tried (the best LR may lie beyond the grid, so its steps are overestimated).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from scalesweep import metrics as m
 from scalesweep.errors import UserError
 from scalesweep.fit.runs import prepare
 
+LR_COLUMNS = ("lr", "optim.lr")
+"""Where a run's LR is (the canonical alias first)."""
 GROUP_CANDIDATES = (m.PARAMS_NONEMBED, "model.width", "width", m.PARAMS)
 """The default group: the first of these the runs table has."""
 
@@ -156,3 +160,48 @@ def reach_table(points: pd.DataFrame, levels: np.ndarray, group_by: Sequence[str
     table = pd.DataFrame(rows, columns=columns)
     best = table.loc[table.groupby([*group_by, "batch", "level"])["steps"].idxmin()]
     return best.assign(tokens=best["batch"] * best["steps"]).reset_index(drop=True)
+
+
+def fastest_runs(table: pd.DataFrame, group_by: Sequence[str]) -> pd.DataFrame:
+    """Per (group, batch size) of a `reach_table`, the run fastest to the most loss levels (the
+    best LR at that batch size): columns group, `batch`, `run_id`, `wins`."""
+    wins = table.groupby([*group_by, "batch", "run_id"]).size().rename("wins").reset_index()
+    ordered = wins.sort_values("wins", ascending=False, kind="stable")
+    return ordered.groupby([*group_by, "batch"]).head(1).reset_index(drop=True)
+
+
+def lr_edge_notes(
+    runs: pd.DataFrame,
+    points: pd.DataFrame,
+    table: pd.DataFrame,
+    group_by: Sequence[str],
+    kind: str,
+) -> tuple[str, ...]:
+    """A note naming the batch sizes whose fastest run has the smallest or largest LR that the
+    batch size (in its group) tried, as the Step Law fit notes edge cells: the best LR may lie
+    beyond the grid there, so the steps to each loss are overestimated and B_crit is biased.
+    Nothing without an LR column or with one LR per batch size."""
+    column = next((c for c in LR_COLUMNS if c in runs.columns), None)
+    if column is None or table.empty:
+        return ()
+    lr = pd.to_numeric(runs.set_index("run_id")[column], errors="coerce")
+    tried = points[[*group_by, "batch", "run_id"]].drop_duplicates()
+    tried = tried.assign(lr=tried["run_id"].map(lr))
+    spans = tried.groupby([*group_by, "batch"])["lr"].agg(["min", "max", "nunique"])
+    best = fastest_runs(table, group_by)
+    joined = best.assign(lr=best["run_id"].map(lr)).join(spans, on=[*group_by, "batch"])
+    at_edge = (joined["lr"] == joined["min"]) | (joined["lr"] == joined["max"])
+    edge = joined[(joined["nunique"] > 1) & at_edge]
+    if edge.empty:
+        return ()
+    sides = []
+    for side, column in (("largest", "max"), ("smallest", "min")):
+        batches = sorted(edge.loc[edge["lr"] == edge[column], "batch"].unique())
+        if batches:
+            sides.append(f"the {side} at B = {', '.join(f'{b:.3g}' for b in batches)}")
+    return (
+        f"{kind}: at {len(edge)} of {len(joined)} (group, batch size) pairs the fastest run's LR "
+        f"is at the edge of the LRs that batch size tried ({'; '.join(sides)} tokens per step): "
+        "the best LR may lie beyond the grid there, so the steps to each loss are overestimated "
+        "(sweep the LR further)",
+    )

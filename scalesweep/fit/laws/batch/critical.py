@@ -18,13 +18,15 @@ After `scalesweep.fit.laws.batch.contours` has read S(B) per (group, batch size,
      on ln L over every used level of every group, each weighted by 1/var(ln B_crit): a level
      measured from a few noisy steps must not pull the line like a sharp one. B* is its
      coefficient, α_B = −1/slope.
-  3. Intervals: a delete-one jackknife over batch sizes (all runs of one batch size left out
-     at a time, every level refitted). The levels are not independent: neighbouring levels
-     read the same evaluations of the same runs, so the WLS interval, which takes them as
-     independent, came out 2–3× too narrow on synthetic sweeps (60–65% coverage at 95%);
-     the runs of different batch sizes are independent, and the jackknife over them covered
-     the truth in 19 of 20 synthetic sweeps. t intervals with (batch sizes − 1) degrees of
-     freedom. With too few batch sizes to leave one out, the WLS interval, with a note.
+  3. Intervals: a delete-one jackknife over the batch sizes in the law's levels (all runs of
+     one batch size left out at a time, every level refitted); t with (those batch sizes − 1)
+     dof: a batch size in no level of the law adds nothing to it. The levels are not
+     independent (neighbouring levels read the same evaluations of the same runs), so the WLS
+     interval, which takes them as independent, is too narrow; the runs of different batch
+     sizes are independent (`benchmarks/batch_coverage.py` measures both). With too few batch
+     sizes to leave one out, the WLS interval, with a note.
+  4. Notes: the batch sizes whose fastest run's LR is at the edge of the LRs they tried
+     (`contours.lr_edge_notes`), as the Step Law fit notes its edge cells.
 
 Levels: `n_levels` log-spaced losses between the lowest any run reached and the highest of any
 run's first logged point; then again over the range where pass 1 found knees inside the batch
@@ -50,6 +52,7 @@ from scalesweep.fit.laws.batch.contours import (
     curve_points,
     default_group_by,
     loss_levels,
+    lr_edge_notes,
     reach_table,
 )
 from scalesweep.fit.numerics.regression import LogLogFit, t_quantile, weighted_loglog
@@ -310,11 +313,11 @@ def _two_passes(
 
 
 def _jackknife(
-    table: pd.DataFrame, groups: tuple[str, ...], level: float
+    table: pd.DataFrame, groups: tuple[str, ...], level: float, batches: Sequence[float]
 ) -> tuple[np.ndarray | None, str]:
-    """Rows (batch size left out, ln B*, slope), one per batch size; None and the reason when
-    a replicate cannot be fitted."""
-    batches = sorted(table["batch"].unique())
+    """Rows (batch size left out, ln B*, slope), one per batch size of `batches` (those in a
+    level the law uses: leaving out any other changes nothing); None and the reason when a
+    replicate cannot be fitted."""
     if len(batches) <= MIN_BATCH_SIZES:
         return None, f"{len(batches)} batch sizes: too few to leave one out"
     rows = []
@@ -325,6 +328,17 @@ def _jackknife(
             return None, f"without the batch size {batch:g}, fewer than 3 levels have a knee"
         rows.append((batch, math.log(law.coef), law.exponent))
     return np.array(rows), ""
+
+
+def _unused(batches: Sequence[float], counted: Sequence[float]) -> tuple[str, ...]:
+    """A note naming the batch sizes in no level the law uses (not counted in its intervals)."""
+    unused = [f"{b:g}" for b in batches if b not in counted]
+    if not unused:
+        return ()
+    return (
+        f"{KIND}: batch size(s) {', '.join(unused)} (tokens per step) reached no loss level the "
+        f"law uses: not in the law, its degrees of freedom or its jackknife",
+    )
 
 
 def fit_critical_batch(
@@ -351,10 +365,12 @@ def fit_critical_batch(
         )
     table, fits = _two_passes(points, groups, n_levels, level)
     law = _law(fits, level)
-    replicates, why = _jackknife(table, groups, level)
+    counted = sorted({b for lv in fits if lv.used for b in lv.batch})  # the law's batch sizes
+    notes = (*notes, *lr_edge_notes(runs, points, table, groups, KIND), *_unused(batches, counted))
+    replicates, why = _jackknife(table, groups, level, counted)
     if replicates is not None:
         (c00, c01), (c10, c11) = jackknife_cov(replicates[:, 1:])
-        dof, interval = len(batches) - 1, f"jackknife over {len(batches)} batch sizes"
+        dof, interval = len(counted) - 1, f"jackknife over {len(counted)} batch sizes"
     else:
         (c00, c01), (c10, c11) = law.cov or ((math.nan,) * 2,) * 2
         dof, interval = law.n_points - 2, "WLS, levels taken as independent (too narrow)"

@@ -6,9 +6,10 @@
 N is the non-embedding parameter count (`params_nonembed`), as Kaplan et al. define it.
 S_min is the number of steps the run would have needed at a batch far above the critical one:
 S_min = S/(1 + B_crit(L)/B) (their eq. 5.4), with B_crit(L) from the `critical-batch` fit of
-the same sweep. Both are fitted by least squares on ln L (relative errors; losses of very
-different models weigh alike) with scipy's `curve_fit`, started from the best point of a grid
-over the exponents where the amplitudes are a non-negative linear least squares (`nnls`).
+the same sweep, used only between its lowest and highest fitted loss levels (points beyond them
+are left out, with a note). Both are fitted by least squares on ln L (relative errors; losses of
+very different models weigh alike) with scipy's `curve_fit`, started from the best point of a
+grid over the exponents where the amplitudes are a non-negative linear least squares (`nnls`).
 
 Intervals:
   - L(N, S_min): a delete-one jackknife over batch sizes, refitting the critical batch law and
@@ -317,9 +318,13 @@ def _ns_covariance(
         )
         dof = len(points) - 4
         return cov, dof, f"asymptotic (curve_fit covariance, t with {dof} dof)", (note,)
+    # every batch size with points is left out once, with the law refitted without it (the
+    # law's own replicate; a batch size in no level of the law leaves the law as it is)
+    laws = {batch: (log_b, slope) for batch, log_b, slope in cb.replicates}
+    full = (math.log(cb.b_star), cb.law.exponent)
     rows = [
-        _ns_theta(points[points["batch"] != batch], (log_b, slope), [theta])[0]
-        for batch, log_b, slope in cb.replicates
+        _ns_theta(points[points["batch"] != batch], laws.get(batch, full), [theta])[0]
+        for batch in sorted(points["batch"].unique())
     ]
     interval = f"jackknife over {len(rows)} batch sizes (B_crit law refitted each time)"
     return jackknife_cov(np.array(rows)), len(rows) - 1, interval, ()
@@ -348,12 +353,14 @@ def fit_kaplan_ns(
     extra = [c for c in (N, WARMUP) if c not in groups and c in runs.columns]
     points, notes = curve_points(runs, curves, (*groups, *extra), kind=kind)
     points, warmup_note = learning_points(points, groups, cb.table)
-    top = max(lv.loss for lv in cb.levels if lv.used)
-    early = int((points["loss"] > top).sum())
-    points = points[points["loss"] <= top]
+    used = [lv.loss for lv in cb.levels if lv.used]
+    top, bottom = max(used), min(used)
+    early, late = int((points["loss"] > top).sum()), int((points["loss"] < bottom).sum())
+    points = points[(points["loss"] <= top) & (points["loss"] >= bottom)]
     notes += (
-        f"{kind}: {early} points above L={top:.4g}, the highest loss level of the "
-        "critical-batch law, left out (early training: B_crit unmeasured there)",
+        f"{kind}: {early} points above L={top:.4g} and {late} below L={bottom:.4g}, the highest "
+        "and lowest loss levels of the critical-batch law, left out (B_crit(L) is not measured "
+        "beyond them, and S_min would rest on the law's extrapolation)",
     )
     if points[N].nunique() < 2:
         raise UserError(

@@ -89,27 +89,33 @@ def width_of(groups: Sequence[str]) -> str | None:
 
 def coverage(lrs: np.ndarray, lr_range: tuple[float, float]) -> dict[str, Any]:
     """How the distinct LRs inside [a, b] cover it: `grid` when they are evenly spaced in log η
-    (largest step within `GRID_STEP_TOLERANCE` of the smallest) and no further grid point would
-    fit inside the range at either end; else `sampled`. With `covered`, the fraction of
-    log [a, b] between the outer LRs, and `max_gap`, the largest ratio between neighbours or
-    between a range end and the nearest LR.
+    (largest step within `GRID_STEP_TOLERANCE` of the smallest), else `sampled`; the
+    `scored_range`, the part of [a, b] between the smallest and largest of them (the score is
+    taken over it, never over the rest: no LR there says what the loss is); `covered`, that
+    part's fraction of log [a, b]; and `max_gap`, the largest ratio between neighbouring LRs
+    (None with fewer than 2).
 
-    Example:
-        >>> coverage(np.array([3e-4, 1e-3, 3e-3]), (3e-4, 3e-3))["coverage"]
-        'grid'
+    Example (Wortsman et al.'s range, a grid that leaves its first decade unsampled):
+        >>> cover = coverage(np.array([3e-3, 3e-2, 3e-1]), (3e-4, 3e-1))
+        >>> cover["coverage"], cover["scored_range"], round(cover["covered"], 3)
+        ('grid', (0.003, 0.3), 0.667)
     """
     lo, hi = math.log(lr_range[0]), math.log(lr_range[1])
     x = np.unique(np.log(lrs))
     if x.size == 0:
-        return {"coverage": "sampled", "covered": 0.0, "max_gap": None, "n_lr": 0}
-    gaps = np.diff(np.concatenate([[lo], x, [hi]]))
-    out = {
-        "covered": float((x[-1] - x[0]) / (hi - lo)),
-        "max_gap": float(math.exp(gaps.max())),
-        "n_lr": int(x.size),
-    }
+        return {
+            "coverage": "sampled",
+            "covered": 0.0,
+            "max_gap": None,
+            "n_lr": 0,
+            "scored_range": None,
+        }
     steps = np.diff(x)
     even = steps.size > 0 and steps.max() <= GRID_STEP_TOLERANCE * steps.min()
-    room = steps.max() if steps.size else 0.0
-    ends = gaps[0] <= room * (1 + 1e-9) and gaps[-1] <= room * (1 + 1e-9)
-    return {"coverage": "grid" if even and ends else "sampled", **out}
+    return {
+        "coverage": "grid" if even else "sampled",
+        "covered": float((x[-1] - x[0]) / (hi - lo)),
+        "max_gap": float(math.exp(steps.max())) if steps.size else None,
+        "n_lr": int(x.size),
+        "scored_range": (float(np.min(lrs)), float(np.max(lrs))),
+    }

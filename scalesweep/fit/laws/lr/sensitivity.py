@@ -10,14 +10,19 @@ and a run that ends above ℓ0 is capped there. [a, b] defaults to [3e-4, 3e-1],
 Wortsman et al. sweep; ℓ* is the best loss *inside* it (an LR outside the range does not move
 the baseline). Several runs at one LR (seeds) are averaged after capping.
 
-How the expectation is taken depends on how the LRs cover [a, b]:
-- `grid`: the LRs inside the range are evenly spaced in log η and leave no room for another
-  grid point at either end; the score is their plain mean, Wortsman et al.'s computation.
+The expectation is taken over the part of [a, b] the group's LRs span, `scored_range`
+[η_min, η_max] (the smallest and largest LR inside [a, b]), never beyond it: no run says what
+the loss is at an LR the sweep did not try, so a grid of 3e-3 … 3e-1 is scored over
+[3e-3, 3e-1], not over Wortsman's [3e-4, 3e-1], and the answer says so. How:
+- `grid`: the LRs are evenly spaced in log η; the score is their plain mean, Wortsman et al.'s
+  computation.
 - `sampled` (e.g. `search.algorithm: tpe`, which samples mostly near the optimum): the capped
-  loss is interpolated linearly in log η between the sampled LRs, held flat beyond the outer
-  ones, and integrated over log η across [a, b]. The plain mean over such samples would
-  underestimate the expectation. Each group reports the fraction of log [a, b] its LRs span
-  and the largest gap; a note says when the score needs a grid to be trusted.
+  loss is interpolated linearly in log η between the sampled LRs and integrated over log η
+  across the scored range. The plain mean over such samples would underestimate the
+  expectation. Each group reports the fraction of log [a, b] its LRs span and the largest gap;
+  a note says when the score needs a grid to be trusted.
+A group with fewer than 2 LRs inside [a, b] has no score; groups scored over different ranges
+are named in a note (their scores are not comparable).
 
 Which runs: only finished ones. Completed runs with a finite loss score min(ℓ, ℓ0); runs with
 status `diverged` score ℓ0. Failed runs (crashes say nothing about the LR), still-running runs
@@ -89,10 +94,13 @@ class GroupSensitivity:
     without being marked diverged."""
     coverage: str = "grid"
     """`grid` (plain mean, Wortsman's computation) or `sampled` (integral over log η)."""
+    scored_range: tuple[float, float] | None = None
+    """[η_min, η_max]: the smallest and largest LR inside [a, b], the range the score is an
+    expectation over (None without a score)."""
     covered: float = 0.0
     """Fraction of log [a, b] between the smallest and largest LR inside the range."""
     max_gap: float | None = None
-    """Largest ratio between neighbouring LRs, or between a range end and the nearest LR."""
+    """Largest ratio between neighbouring LRs inside the range (None with fewer than 2)."""
     curve: tuple[tuple[float, float], ...] = ()
     """(lr, capped mean loss) per LR, for plots."""
 
@@ -114,6 +122,7 @@ class GroupSensitivity:
         return {
             **{k: finite_or_none(v) for k, v in self.key.items()},
             **{k: finite_or_none(getattr(self, k)) for k in keys},
+            "scored_range": list(self.scored_range) if self.scored_range else None,
             m.INIT_LOSS: finite_or_none(self.init_loss),
         }
 
@@ -133,7 +142,10 @@ class LrSensitivityFit:
     width_column: str | None
     """The group column read as width."""
     lr_range: tuple[float, float]
-    """[a, b]."""
+    """[a, b], as asked."""
+    scored_range: tuple[float, float] | None
+    """The range every group's score is taken over, when they share one (see the module
+    docstring); None when the groups' ranges differ (each group has its own)."""
     level: float
     """Confidence level of the transfer intervals."""
     notes: tuple[str, ...] = field(default=())
@@ -147,6 +159,7 @@ class LrSensitivityFit:
             "group_by_source": self.group_by_source,
             "width_column": self.width_column,
             "lr_range": list(self.lr_range),
+            "scored_range": list(self.scored_range) if self.scored_range else None,
             "level": self.level,
             "notes": list(self.notes),
         }
@@ -195,7 +208,8 @@ def _checked(
 def _score(
     lrs: np.ndarray, capped: np.ndarray, lr_range: tuple[float, float]
 ) -> tuple[float | None, float | None, pd.Series, dict[str, Any]]:
-    """(sensitivity, ℓ*, capped mean per LR, coverage) of one group's scored runs."""
+    """(sensitivity, ℓ*, capped mean per LR, coverage) of one group's scored runs: the
+    expectation over the scored range (see the module docstring)."""
     per_lr = pd.Series(capped, index=lrs).groupby(level=0).mean().sort_index()
     lo, hi = lr_range
     inside = per_lr[(per_lr.index >= lo * (1 - 1e-9)) & (per_lr.index <= hi * (1 + 1e-9))]
@@ -203,14 +217,13 @@ def _score(
     if inside.empty:
         return None, None, per_lr, cover
     ell_star = float(inside.min())
+    if len(inside) < 2:  # one LR spans no range: nothing to take an expectation over
+        return None, ell_star, per_lr, {**cover, "scored_range": None}
     if cover["coverage"] == "grid":
         return float((inside - ell_star).mean()), ell_star, per_lr, cover
-    ln_lo, ln_hi = math.log(lo), math.log(hi)
-    x = np.log(inside.index.to_numpy(float))
-    grid = np.unique(np.concatenate([[ln_lo, ln_hi], x]))
-    values = np.interp(grid, x, inside.to_numpy(float))  # flat beyond the outer LRs
-    integral = float(np.sum(np.diff(grid) * (values[1:] + values[:-1]) / 2))
-    return integral / (ln_hi - ln_lo) - ell_star, ell_star, per_lr, cover
+    x, values = np.log(inside.index.to_numpy(float)), inside.to_numpy(float)
+    integral = float(np.sum(np.diff(x) * (values[1:] + values[:-1]) / 2))
+    return integral / (x[-1] - x[0]) - ell_star, ell_star, per_lr, cover
 
 
 def _group(
@@ -243,7 +256,8 @@ def _group(
     lrs = pd.to_numeric(rows["lr"][scored]).to_numpy(float)
     sensitivity, ell_star, per_lr, cover = _score(lrs, capped, lr_range)
     if sensitivity is None:
-        notes.append(f"group {key}: no LR inside [{lr_range[0]:g}, {lr_range[1]:g}]; no score")
+        inside = "no LR" if ell_star is None else "a single LR"
+        notes.append(f"group {key}: {inside} inside [{lr_range[0]:g}, {lr_range[1]:g}]; no score")
     completed = per_lr[per_lr.index.isin(lrs[~diverged])]
     return GroupSensitivity(
         key=key,
@@ -258,6 +272,7 @@ def _group(
         n_failed=int((state == m.FAILED).sum()),
         n_unfinished=int((state == UNFINISHED).sum()),
         coverage=cover["coverage"],
+        scored_range=cover["scored_range"],
         covered=cover["covered"],
         max_gap=cover["max_gap"],
         curve=tuple((float(k), float(v)) for k, v in per_lr.items()),
@@ -306,6 +321,7 @@ def fit_lr_sensitivity(
             f"{len(results)} group(s) holds a single LR (group columns: {list(groups)}){one}"
         )
     notes += _coverage_notes(results, lr_range) + _single_lr_notes(results, groups)
+    scored, range_notes = _scored_range(results, lr_range)
     width = width_of(groups)
     transfer = transfer_fits(frame, results, width, groups, level=level, notes=notes)
     return LrSensitivityFit(
@@ -315,29 +331,51 @@ def fit_lr_sensitivity(
         group_by_source=source,
         width_column=width,
         lr_range=(float(lr_range[0]), float(lr_range[1])),
+        scored_range=scored,
         level=level,
-        notes=tuple(notes),
+        notes=tuple(notes + range_notes),
     )
 
 
+def _scored_range(
+    results: list[GroupSensitivity], lr_range: tuple[float, float]
+) -> tuple[tuple[float, float] | None, list[str]]:
+    """(the range shared by every scored group or None, notes): say when the LRs leave part
+    of [a, b] unscored, and when groups were scored over different ranges."""
+    ranges = sorted({g.scored_range for g in results if g.scored_range is not None})
+    asked = f"[{lr_range[0]:g}, {lr_range[1]:g}]"
+    if len(ranges) > 1:
+        listed = ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in ranges)
+        return None, [
+            f"lr-sensitivity: the groups' LRs span different parts of {asked} ({listed}); "
+            f"each score is over its group's range, so scores over different ranges are not "
+            f"comparable"
+        ]
+    if not ranges:
+        return None, []
+    (lo, hi), (a, b) = ranges[0], lr_range
+    if math.isclose(lo, a, rel_tol=1e-6) and math.isclose(hi, b, rel_tol=1e-6):
+        return ranges[0], []
+    return ranges[0], [
+        f"lr-sensitivity: scored over [{lo:g}, {hi:g}], the part of {asked} the LRs span; "
+        f"no run was trained at an LR in the rest of it"
+    ]
+
+
 def _coverage_notes(results: list[GroupSensitivity], lr_range: tuple[float, float]) -> list[str]:
-    """Say plainly which scores rest on interpolation across a poorly covered range."""
+    """Say plainly which scores rest on interpolation across a sparsely sampled range."""
     poor = [
         g
         for g in results
-        if g.coverage == "sampled"
-        and g.sensitivity is not None
-        and (g.covered < 0.9 or (g.max_gap or 0) > 10)
+        if g.coverage == "sampled" and g.sensitivity is not None and (g.max_gap or 0) > 10
     ]
     if not poor:
         return []
-    worst = min(poor, key=lambda g: g.covered)
+    worst = max(poor, key=lambda g: g.max_gap or 0)
     return [
-        f"lr-sensitivity: {len(poor)} group(s) have sampled LRs that leave parts of "
-        f"[{lr_range[0]:g}, {lr_range[1]:g}] uncovered (e.g. {worst.key}: "
-        f"{worst.covered:.0%} spanned, largest gap ×{worst.max_gap:.3g}); their scores "
-        f"interpolate and hold the loss flat beyond the outer LRs: sweep a grid over the range "
-        f"for Wortsman's score"
+        f"lr-sensitivity: {len(poor)} group(s) have sampled LRs with gaps wider than ×10 "
+        f"(e.g. {worst.key}: largest gap ×{worst.max_gap:.3g}); their scores interpolate "
+        f"linearly in log η across the gaps: sweep a grid for Wortsman's score"
     ]
 
 
