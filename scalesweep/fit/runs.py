@@ -31,6 +31,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "tokens": ("D",),
 }
 BUDGET_TOLERANCE = 1.1  # runs whose FLOPs differ by less than 10 % share a budget
+SAME_SIZE = 1.01
+"""Sizes and token counts within 1 % of each other are one value (qk-layernorm's few extra
+parameters do not make another model size)."""
 PLANNED_TOKENS = "planned.tokens"
 """The token budget D a trial was planned with (trained tokens round it up to whole steps)."""
 PLANNED_FLOPS = "planned.flops"

@@ -98,16 +98,17 @@ def _envelope_fit(data: FitData, o: FitOptions, inputs: Mapping[str, Any]) -> An
 def _envelope_summary(f: Mapping[str, Any]) -> Lines:
     return [
         f"isoflop-envelope: a={num(f['a'])} CI {interval(f['a_ci'])} "
-        f"({f['n_points']} FLOP grid points)"
+        f"({f['n_points']} sizes on the envelope)"
     ]
 
 
 def _envelope_section(f: Mapping[str, Any]) -> Lines:
     return [
         "Chinchilla Approach 1 (Hoffmann et al. 2022, §3.1): at each point of a log-spaced "
-        "FLOP grid, the run whose training curve is lowest there; N_opt ∝ C^a fitted over the "
-        f"grid points that at least two sizes cover: a = {num(f['a'])} {interval(f['a_ci'])} "
-        f"over {f['n_points']} points."
+        "FLOP grid, the run whose training curve is lowest there; N_opt ∝ C^a fitted "
+        f"(grid points that at least two sizes cover): a = {num(f['a'])} {interval(f['a_ci'])} "
+        f"over the {f['n_points']} sizes on the envelope, each at the middle of the FLOPs it "
+        "holds."
     ]
 
 

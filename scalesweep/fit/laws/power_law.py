@@ -33,6 +33,7 @@ from scalesweep.errors import UserError
 from scalesweep.fit.laws.lr.groups import default_group_by, group_key
 from scalesweep.fit.numerics.regression import loglog_ols, t_quantile
 from scalesweep.fit.runs import (
+    SAME_SIZE,
     Basis,
     choose_n,
     finite_or_none,
@@ -42,8 +43,6 @@ from scalesweep.fit.runs import (
 )
 
 KAPLAN_VARIABLES = ("params", "tokens", "flops")
-SAME_SIZE = 1.01
-"""Sizes and token counts within 1 % of each other are one value of X."""
 
 
 @dataclass(frozen=True)
