@@ -45,7 +45,9 @@ def _model(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
 def _gradient(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
     """∂ ln L/∂θ, shape (len(x), 3): the softmax weights of the two terms."""
     e_term, a_term = theta[0], theta[1] - theta[2] * x
-    w = 1.0 / (1.0 + np.exp(a_term - e_term))  # share of E in L
+    from scipy.special import expit
+
+    w = expit(e_term - a_term)  # share of E in L (no overflow when E is negligible)
     return np.column_stack([w, 1 - w, -(1 - w) * x])
 
 
