@@ -62,6 +62,7 @@ def compare_multiplier(fit: CompareFit, out: Path) -> Path:
     measured budgets (and the target) with their intervals."""
     fig, ax = figure()
     grid = _grid(fit)
+    drawn = False
     for v, comparison in enumerate(fit.comparisons, start=1):
         color = f"C{v}"
         if fit.laws is not None and fit.boot is not None:
@@ -75,13 +76,18 @@ def compare_multiplier(fit: CompareFit, out: Path) -> Path:
             err = [[max(p.value - p.ci[0], 0)], [max(p.ci[1] - p.value, 0)]]
             marker = "o" if p.measured else "D"
             ax.errorbar([p.flops], [p.value], yerr=err, fmt=marker, color=color, capsize=3)
+            drawn = True
         ax.plot([], [], "o-", color=color, label=f"{comparison.value} against {fit.baseline}")
         if comparison.crossover is not None:
             ax.axvline(comparison.crossover, color=color, ls="--", lw=1, label="crossover")
     ax.axhline(1.0, color="black", lw=1, label="M = 1 (no difference)")
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    plain_ticks(ax.yaxis)
+    ax.set_xlim(grid[0], grid[-1])
+    if drawn or fit.laws is not None:
+        ax.set_yscale("log")
+        plain_ticks(ax.yaxis)
+    else:  # e.g. the baseline's loss does not fall between its two budgets
+        ax.text(0.5, 0.6, "no finite multiplier", transform=ax.transAxes, ha="center")
     ax.set_xlabel(f"compute C (FLOPs, {fit.basis.flop_counting or 'as the runs count them'})")
     ax.set_ylabel("multiplier M(C)")
     ax.set_title(

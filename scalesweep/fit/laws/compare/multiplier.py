@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from scalesweep.errors import UserError
 from scalesweep.fit.laws.compare.frontier import Cells
 from scalesweep.fit.laws.compare.law import Laws, crossover, fit_laws
 from scalesweep.fit.numerics.resampling import percentile_interval
@@ -135,7 +136,13 @@ def estimate(
     variant has fewer than `OWN_E_BUDGETS` budgets. `rates` (V, B): FLOPs/s per cell, or None."""
     budgets = cells.budgets
     frontier = cells.frontier()
-    boot = cells.resample(rng, n_boot)
+    if not frontier[0, -1] < frontier[0, 0]:
+        raise UserError(
+            f"compare: the baseline's best loss must fall with compute for a multiplier to "
+            f"mean anything, but it is {frontier[0, 0]:.4g} at C = {budgets[0]:.3g} and "
+            f"{frontier[0, -1]:.4g} at C = {budgets[-1]:.3g}"
+        )
+    boot = cells.resample(rng, n_boot, level)
     ratio = _throughput(cells, rates)
     if len(budgets) < MIN_LAW_BUDGETS:
         log_m, log_m_boot = _per_budget(frontier, budgets), _per_budget(boot, budgets)
