@@ -77,7 +77,7 @@ def table(rows: list[dict]) -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("multiplier", "extra"),
-    [(1.3, ()), (1.05, ("--shared-E",))],
+    [(1.3, ("--predict-flops", "1e18")), (1.05, ("--shared-E",))],
     ids=["M=1.3, own E", "M=1.05, shared E"],
 )
 def test_multiplier_recovered_through_mlflow(store, fit_json, multiplier, extra):
@@ -87,7 +87,7 @@ def test_multiplier_recovered_through_mlflow(store, fit_json, multiplier, extra)
     store.write(name, trials(multiplier, seed=7))
     out = fit_json(name, "--kind", "compare", "--variant", "model.qk_norm", *extra)
     assert out["baseline"] == "False" and out["method"] == "laws"
-    assert out["shared_E"] is bool(extra)
+    assert out["shared_E"] is ("--shared-E" in extra)
     (comparison,) = out["comparisons"]
     assert comparison["value"] == "True"
     for point in comparison["at_budgets"]:
@@ -96,6 +96,12 @@ def test_multiplier_recovered_through_mlflow(store, fit_json, multiplier, extra)
         assert point["wall_clock"] == pytest.approx(point["multiplier"] * 0.8)
     assert comparison["resolvable"]
     assert any(p["ci"][0] > 1 for p in comparison["at_budgets"])
+    if "--predict-flops" in extra:  # the forecast, and beside it the refit without 1e17
+        low, high = comparison["at_target"]["ci"]
+        assert low <= multiplier <= high
+        (held_out,) = out["backtest"]["held_out"]
+        assert held_out["target"] == pytest.approx(1e17) and held_out["dropped"] == 1
+        assert "2 budgets, no law" in out["backtest"]["note"]
 
 
 def test_no_difference_covers_one():

@@ -52,7 +52,7 @@ def compare_laws(fit: CompareFit, out: Path) -> Path:
     ax.set_ylabel("loss (best configuration per budget)")
     form = "L(C) = E + A·C^-α, E shared" if fit.shared_e else "L(C) = E + A·C^-α per variant"
     what = form if fit.laws is not None else "no law (fewer than 3 budgets)"
-    ax.set_title(f"Loss against compute per {fit.variant}: {what}; {fit.level:.0%} bands")
+    ax.set_title(f"Loss against compute per {fit.variant}\n{what}; {fit.level:.0%} bands")
     ax.legend(fontsize=8)
     return save(fig, out, "compare_laws.png")
 
@@ -78,7 +78,7 @@ def compare_multiplier(fit: CompareFit, out: Path) -> Path:
             ax.errorbar([p.flops], [p.value], yerr=err, fmt=marker, color=color, capsize=3)
             drawn = True
         ax.plot([], [], "o-", color=color, label=f"{comparison.value} against {fit.baseline}")
-        if comparison.crossover is not None:
+        if comparison.crossover is not None and grid[0] <= comparison.crossover <= grid[-1]:
             ax.axvline(comparison.crossover, color=color, ls="--", lw=1, label="crossover")
     ax.axhline(1.0, color="black", lw=1, label="M = 1 (no difference)")
     ax.set_xscale("log")
@@ -91,9 +91,8 @@ def compare_multiplier(fit: CompareFit, out: Path) -> Path:
     ax.set_xlabel(f"compute C (FLOPs, {fit.basis.flop_counting or 'as the runs count them'})")
     ax.set_ylabel("multiplier M(C)")
     ax.set_title(
-        f"Compute multiplier of {fit.variant} against {fit.baseline} (> 1: the variant needs "
-        f"less compute); {fit.level:.0%} bands",
-        fontsize=10,
+        f"Compute multiplier M(C) of {fit.variant} against {fit.baseline}\n"
+        f"(> 1: the variant needs less compute); {fit.level:.0%} bands"
     )
     ax.legend(fontsize=8)
     return save(fig, out, "compare_multiplier.png")

@@ -36,7 +36,7 @@ from scalesweep.errors import UserError
 from scalesweep.fit.laws.isoflop.approach2 import budget_labels
 from scalesweep.fit.laws.lr.groups import LINEAGE_PREFIX, SEED_COLUMNS
 from scalesweep.fit.numerics.regression import t_quantile
-from scalesweep.fit.runs import SAME_SIZE, prepare
+from scalesweep.fit.runs import PLANNED_FLOPS, SAME_SIZE, group_budgets, prepare
 
 FALSE_NAMES = ("false", "0", "0.0", "none", "off")
 
@@ -250,17 +250,19 @@ def _param_hint(frame: pd.DataFrame, variant: str) -> str:
 
 
 def param_change(frame: pd.DataFrame, variant: str) -> float | None:
-    """The largest ratio of parameter counts between variants at one shape (the other keys
-    equal), or None when the table has no `params`."""
+    """The largest ratio of parameter counts between runs of one shape (the other model keys,
+    the planned budget and the trained tokens within 1 % equal), or None when the table has
+    no `params`: what the variant alone does to N."""
     if m.PARAMS not in frame.columns:
         return None
-    shape = [c for c in config_columns(frame, variant) if c.startswith("model.")]
+    keys = [frame[c].astype(str) for c in config_columns(frame, variant) if c.startswith("model.")]
+    for column in (PLANNED_FLOPS, "tokens"):
+        if column in frame.columns:
+            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+            if np.isfinite(values).all() and (values > 0).all():
+                keys.append(pd.Series(group_budgets(values, SAME_SIZE), index=frame.index))
     params = pd.to_numeric(frame[m.PARAMS], errors="coerce")
-    grouped = (
-        params.groupby([frame[c].astype(str) for c in shape])
-        if shape
-        else params.groupby(np.zeros(len(frame)))
-    )
+    grouped = params.groupby(keys) if keys else params.groupby(np.zeros(len(frame)))
     spread = grouped.max() / grouped.min()
     return float(spread.max()) if len(spread) else None
 
