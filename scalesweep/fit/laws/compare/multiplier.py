@@ -140,7 +140,9 @@ def estimate(
         raise UserError(
             f"compare: the baseline's best loss must fall with compute for a multiplier to "
             f"mean anything, but it is {frontier[0, 0]:.4g} at C = {budgets[0]:.3g} and "
-            f"{frontier[0, -1]:.4g} at C = {budgets[-1]:.3g}"
+            f"{frontier[0, -1]:.4g} at C = {budgets[-1]:.3g} (more compute buys the baseline "
+            f"nothing here); compare against another value: "
+            + " or ".join(f"--baseline {v}" for v in cells.variants[1:])
         )
     boot = cells.resample(rng, n_boot, level)
     ratio = _throughput(cells, rates)
