@@ -131,9 +131,15 @@ def _answer(fit: Mapping[str, Any]) -> Lines:
             )
             continue
         better = "less" if (point["multiplier"] or 0) >= 1 else "more"
+        caveat = (
+            ""
+            if point["resolved"]
+            else " (its interval holds 1 there: resolved only at the measured budgets the "
+            "table below marks)"
+        )
         lines.append(
             f"- `{fit['variant']} = {c['value']}` reaches the loss of `{fit['baseline']}` with "
-            f"{better} compute: {_point(point)} at {where}, {fit['level']:.0%} interval"
+            f"{better} compute: {_point(point)} at {where}, {fit['level']:.0%} interval{caveat}"
         )
     return lines
 

@@ -16,9 +16,9 @@ all in one run) while the relative noise of a final loss is alike across them. T
 corrections: a deviation from a mean of n runs has (n−1)/n of a run's variance, so it is scaled
 by √(n/(n−1)) (Davison and Hinkley 1997, §3.3's adjusted residuals); and the pool estimates the
 noise from few degrees of freedom, so the draws are widened by Student's t quantile over the
-normal one at the fit's level (2 seeds × 8 cells: 7 % wider). On the known-truth test
-(tests/validation/test_truth_compare.py) M = 1 was inside the 95 % interval at the largest
-budget in 20 of 20 repetitions.
+normal one at the fit's level (16 degrees of freedom, the known-truth test's: 8 % wider). On
+the known-truth test's runs M = 1 was inside the 95 % interval at the largest budget in 19 of
+20 repetitions (20 of 20 with a shared E; docs/compare.md).
 """
 
 from __future__ import annotations
