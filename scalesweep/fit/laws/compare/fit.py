@@ -24,7 +24,7 @@ from scalesweep.fit.laws.compare.frontier import (
 )
 from scalesweep.fit.laws.compare.law import Laws
 from scalesweep.fit.laws.compare.multiplier import Comparison, estimate
-from scalesweep.fit.runs import SAME_SIZE, Basis, finite_or_none, flop_counting
+from scalesweep.fit.runs import BUDGET_TOLERANCE, SAME_SIZE, Basis, finite_or_none, flop_counting
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,26 @@ def _basis(cells: Cells, variant: str, convention: str | None) -> Basis:
     return Basis(n="not used", flop_counting=convention, runs=used)
 
 
+def _outside(cells: Cells, comparisons: tuple[Comparison, ...]) -> list[str]:
+    """A measured M whose baseline compute M·C lies outside the baseline's budgets reads the
+    baseline's law beyond its data: say where."""
+    low, high = cells.budgets[0] / BUDGET_TOLERANCE, cells.budgets[-1] * BUDGET_TOLERANCE
+    notes = []
+    for c in comparisons:
+        outside = [
+            f"{p.flops:.3g} (baseline C {p.value * p.flops:.3g})"
+            for p in c.at_budgets
+            if np.isfinite(p.value) and not low <= p.value * p.flops <= high
+        ]
+        if outside:
+            notes.append(
+                f"compare: {c.value}'s loss at C = {', '.join(outside)} is reached by the "
+                f"baseline only outside its budgets [{cells.budgets[0]:.3g}, "
+                f"{cells.budgets[-1]:.3g}]: M there extrapolates the baseline's law"
+            )
+    return notes
+
+
 def _outcome_notes(
     has_law: bool, comparisons: tuple[Comparison, ...], target: float | None, level: float
 ) -> list[str]:
@@ -209,6 +229,7 @@ def fit_compare(
         rates=rates,
     )
     notes += _outcome_notes(result.laws is not None, result.comparisons, target, level)
+    notes += _outside(cells, result.comparisons)
     return CompareFit(
         variant=variant,
         baseline=chosen,
