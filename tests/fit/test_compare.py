@@ -123,3 +123,11 @@ def test_sweep_report_finds_the_switched_key():
     assert sweep_variant(runs(values=("cosine", "wsd"), column="schedule.type")) == (
         "schedule.type"
     )
+
+
+def test_a_multiplier_read_outside_the_baselines_budgets_is_noted():
+    # Rule: when the baseline reaches the variant's loss only below (or above) its own budgets,
+    # M extrapolates the baseline's law, and a note names the budgets where it does.
+    fit = fit_compare(runs(multiplier=0.05), variant="model.qk_norm")
+    assert fit.comparisons[0].at_budgets[0].value == pytest.approx(0.05, rel=0.1)
+    assert any("only outside its budgets" in n and "1e+14" in n for n in fit.notes)

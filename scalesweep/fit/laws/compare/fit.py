@@ -174,9 +174,13 @@ def _outside(cells: Cells, comparisons: tuple[Comparison, ...]) -> list[str]:
 
 
 def _outcome_notes(
-    has_law: bool, comparisons: tuple[Comparison, ...], target: float | None, level: float
+    cells: Cells,
+    has_law: bool,
+    comparisons: tuple[Comparison, ...],
+    target: float | None,
+    level: float,
 ) -> list[str]:
-    notes = []
+    notes = _outside(cells, comparisons)
     if target is not None and not has_law:
         notes.append("compare: --predict-flops not answered: fewer than 3 budgets, no law")
     if not any(c.resolvable for c in comparisons):
@@ -228,8 +232,7 @@ def fit_compare(
         target=target,
         rates=rates,
     )
-    notes += _outcome_notes(result.laws is not None, result.comparisons, target, level)
-    notes += _outside(cells, result.comparisons)
+    notes += _outcome_notes(cells, result.laws is not None, result.comparisons, target, level)
     return CompareFit(
         variant=variant,
         baseline=chosen,
