@@ -94,6 +94,9 @@ class FitKind:
     """(fit result, FLOPs) -> the compute-optimal N, D (and loss) at that budget."""
     to_dict: Callable[[Any], Any] = _to_dict
     """Fit result -> JSON-ready dict."""
+    answers_target: bool = False
+    """Whether its own result answers `--predict-flops` (the compare kind's multiplier at C,
+    with its own backtest), so the budget needs no allocating kind beside it."""
 
 
 def notes_of(fit: Any) -> list[str]:

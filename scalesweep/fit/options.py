@@ -157,6 +157,23 @@ class FitOptions:
         "parametric: fit every completed run, not the best run per (N, D) cell",
         action="store_true",
     )
+    variant: str | None = _option(
+        None,
+        "compare: the column whose values are compared (model.qk_norm, schedule.type, optim.name)",
+        shown="none",
+        metavar="COLUMN",
+    )
+    baseline: str | None = _option(
+        None,
+        "compare: the --variant value the others are measured against",
+        shown="False/0 when the column has it, else its most common value",
+        metavar="VALUE",
+    )
+    shared_E: bool = _option(
+        False,
+        "compare: one irreducible loss E for every variant's law (always with < 4 budgets)",
+        action="store_true",
+    )
 
     def __post_init__(self) -> None:
         budget = self.predict_flops

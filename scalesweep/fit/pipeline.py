@@ -133,7 +133,9 @@ def run_fits(
         "skipped": skipped,
         "notes": notes,
     }
-    if options.predict_flops is not None and fits:
+    allocating = any(KINDS[name].predict is not None for name in fits)
+    self_answered = all(KINDS[name].answers_target for name in fits)
+    if options.predict_flops is not None and fits and (allocating or not self_answered):
         from scalesweep.fit.forecast.trust import backtests
 
         forecast, unable = prediction(fits, options.predict_flops)

@@ -12,15 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 SWEEP_REPORT_KINDS = ("lr-sensitivity", "diagnostics")
-"""What a sweep reports on itself when it ends (`scalesweep fit` fits the rest)."""
+"""What a sweep reports on itself when it ends (`scalesweep fit` fits the rest); with `compare`
+when it switches a boolean or categorical model/optim/schedule key at 2 or more budgets."""
 
 
 def sweep_report(sweep: str, tracking_uri: str, parent_run_id: str, out: Path) -> Path:
     """The report a sweep writes when it ends, from this invocation's runs: the LR curves and
-    sensitivity (when it swept the LR), the training diagnostics and every run's status.
+    sensitivity (when it swept the LR), the training diagnostics, every run's status, and the
+    compute multiplier of a switched key (qk-layernorm, the schedule) measured at 2+ budgets.
     Written to `out` and logged to the parent run under `report/`; returns report.html."""
     from scalesweep import tracking
     from scalesweep.fit import FitData, FitOptions
+    from scalesweep.fit.laws.compare.frontier import sweep_variant
     from scalesweep.fit.pipeline import headline_metrics, run_fits, write_report
     from scalesweep.fit.runs import apply_column_map
     from scalesweep.sources import CurveSource, read_table
@@ -29,7 +32,10 @@ def sweep_report(sweep: str, tracking_uri: str, parent_run_id: str, out: Path) -
     runs = apply_column_map(table, {})
     curves = CurveSource(sweep, tracking_uri, parent_run_id, table=table)
     data = FitData(runs, load_curves=curves.curves)
-    outcome = run_fits(data, SWEEP_REPORT_KINDS, FitOptions(), source=sweep, kind="sweep")
+    variant = sweep_variant(runs)
+    kinds = SWEEP_REPORT_KINDS + (("compare",) if variant else ())
+    options = FitOptions(variant=variant)
+    outcome = run_fits(data, kinds, options, source=sweep, kind="sweep")
     files = write_report(out, outcome, runs)
     tracking.log_fit_outputs(
         sweep,
