@@ -145,7 +145,11 @@ def _find_spaces(tree: Mapping[str, Any], prefix: str = "") -> dict[str, SearchS
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if _is_space(value):
-            if not prefix or dotted.split(".")[0] not in RUN_SECTIONS:
+            # A whole section may be a `grid`/`choice` of sections (e.g. `schedule: {grid:
+            # [{type: constant}, {type: cosine}]}`): schedule types have different keys, so a
+            # grid per key cannot list them.
+            whole = not prefix and key in RUN_SECTIONS and next(iter(value)) in ("grid", "choice")
+            if not whole and (not prefix or dotted.split(".")[0] not in RUN_SECTIONS):
                 raise UserError(
                     f"{dotted}: search spaces are allowed only under {', '.join(RUN_SECTIONS)}"
                 )

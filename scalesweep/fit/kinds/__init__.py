@@ -9,9 +9,18 @@ Like the entries, the registry loads without numpy or pandas.
 from __future__ import annotations
 
 from scalesweep.fit.base import FitKind
-from scalesweep.fit.kinds import batch, diagnostics, hparams, isoflop, lr, parametric, power_law
+from scalesweep.fit.kinds import (
+    batch,
+    diagnostics,
+    hparams,
+    isoflop,
+    lr,
+    parametric,
+    power_law,
+    schedule,
+)
 
-FAMILIES = (isoflop, parametric, power_law, lr, hparams, diagnostics, batch)
+FAMILIES = (isoflop, parametric, power_law, lr, hparams, diagnostics, batch, schedule)
 """The family modules, in report order."""
 
 KINDS: dict[str, FitKind] = {kind.name: kind for family in FAMILIES for kind in family.KINDS}
