@@ -28,7 +28,10 @@ SCHEDULES: tuple[dict[str, Any], ...] = (
 )
 TRUTH: dict[str, tuple[np.ndarray, np.ndarray]] = {
     # law: (shape parameters as the law searches them, scale parameters), η in units of PEAK
-    "multi-power": (np.array([0.5, 0.6, 0.4, np.log10(0.3)]), np.array([2.0, 4.0, 0.15])),
+    "multi-power": (
+        np.array([0.5, np.log10(0.6), np.log10(0.4), np.log10(0.3)]),
+        np.array([2.0, 4.0, 0.15]),
+    ),
     "lr-annealing": (np.array([0.5]), np.array([2.0, 4.0, 0.0007])),
 }
 """L = 2 + 4·S1^-0.5 - (drop term): 2.16 at the end of the constant run, 2.11 (multi-power)

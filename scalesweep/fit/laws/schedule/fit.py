@@ -162,6 +162,8 @@ def fit_schedule_law(
         chosen = rc.select(group, runs, fit_on)
         if len(group) < 2:
             notes.append(f"group {group[0].key or 'all'} has one run ({names}): nothing to fit")
+        elif not fit_on and rc.schedule_distance(*chosen) == 0:
+            notes.append(f"group {group[0].key or 'all'}: one LR schedule ({names}): not fitted")
         elif not chosen:
             notes.append(f"group {group[0].key or 'all'}: no run matches --fit-on ({names})")
         else:

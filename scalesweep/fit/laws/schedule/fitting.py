@@ -52,20 +52,22 @@ def _residuals(law: Law, q: np.ndarray, curves: Sequence[Curve], y: np.ndarray) 
     return fitted / y - 1.0
 
 
-def fit_law(law: Law, curves: Sequence[Curve], losses: Sequence[np.ndarray]) -> LawFit:
-    """`law` fitted to the `losses` observed at each curve's steps."""
-    y = np.concatenate(losses)
-    n_params = len(law.shapes) + len(law.scales)
-    if y.size <= n_params:
-        raise UserError(
-            f"{law.name}: the fit needs more loss points than its {n_params} parameters, but "
-            f"the fit runs have {y.size} after warmup"
-        )
+def _prior(law: Law, q: np.ndarray, noise: float) -> np.ndarray:
+    """The prior's residuals, in units of the data's noise: a shape one prior width from its
+    centre costs as much as one point off by the noise."""
+    if law.prior is None:
+        return np.empty(0)
+    centres, widths = (np.array(v) for v in zip(*law.prior, strict=True))
+    return noise * (q - centres) / widths
+
+
+def _search(law: Law, curves: Sequence[Curve], y: np.ndarray, noise: float) -> np.ndarray:
+    """The best shape over `law.starts`, with the prior weighted by `noise` (0: none)."""
     lo, hi = (np.array(b, dtype=float) for b in law.bounds)
     best = None
     for start in law.starts:
         result = least_squares(
-            lambda q: _residuals(law, q, curves, y),
+            lambda q: np.concatenate([_residuals(law, q, curves, y), _prior(law, q, noise)]),
             np.clip(np.array(start, dtype=float), lo, hi),
             bounds=(lo, hi),
             x_scale="jac",
@@ -73,7 +75,23 @@ def fit_law(law: Law, curves: Sequence[Curve], losses: Sequence[np.ndarray]) -> 
         if best is None or result.cost < best.cost:
             best = result
     assert best is not None
-    shapes = best.x
+    return best.x
+
+
+def fit_law(law: Law, curves: Sequence[Curve], losses: Sequence[np.ndarray]) -> LawFit:
+    """`law` fitted to the `losses` observed at each curve's steps: least squares, then, for a
+    law with a prior, again with the prior weighted by the noise the first fit left."""
+    y = np.concatenate(losses)
+    n_params = len(law.shapes) + len(law.scales)
+    if y.size <= n_params:
+        raise UserError(
+            f"{law.name}: the fit needs more loss points than its {n_params} parameters, but "
+            f"the fit runs have {y.size} after warmup"
+        )
+    shapes = _search(law, curves, y, 0.0)
+    if law.prior is not None:
+        noise = float(np.sqrt(np.mean(_residuals(law, shapes, curves, y) ** 2)))
+        shapes = _search(law, curves, y, noise)
     scales = _scales(law, shapes, curves, y)
     rmse = float(np.sqrt(np.mean(_residuals(law, shapes, curves, y) ** 2)))
     return LawFit(law=law, shapes=shapes, scales=scales, rmse=rmse)

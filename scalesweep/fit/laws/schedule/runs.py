@@ -16,6 +16,7 @@ import pandas as pd
 
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
+from scalesweep.fit.laws.diagnostics import sort_key
 from scalesweep.fit.laws.lr.groups import default_group_by
 from scalesweep.fit.laws.schedule import lrs as lr
 from scalesweep.fit.options import schedule_model
@@ -134,7 +135,8 @@ def group_columns(runs: pd.DataFrame, group_by: Sequence[str] | None) -> tuple[s
 def grouped(
     curves: Sequence[RunCurve], runs: pd.DataFrame, columns: Sequence[str]
 ) -> list[list[RunCurve]]:
-    """The curves by group, each tagged with its key, in table order."""
+    """The curves by group, each tagged with its key; groups in the order of their keys' values,
+    runs in table order."""
     names = runs.get("trial_id", runs["run_id"]).astype(str)
     rows = zip(runs.index, names, strict=True)
     keys = {name: {c: _plain(runs.at[i, c]) for c in columns} for i, name in rows}
@@ -143,7 +145,7 @@ def grouped(
         key = keys[c.name]
         tagged = RunCurve(c.name, c.schedule, c.peak, c.lrs, c.steps, c.loss, key)
         groups.setdefault(repr(sorted(key.items())), []).append(tagged)
-    return list(groups.values())
+    return sorted(groups.values(), key=lambda g: sort_key(list(g[0].key.values())))
 
 
 def _plain(value: Any) -> Any:
