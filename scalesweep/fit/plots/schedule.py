@@ -26,17 +26,31 @@ def _panel(ax: Any, fit: ScheduleFit, group: Any, columns: tuple[str, ...]) -> N
         predicted = law.predict(_curve(run, group.reference)) if fitted else tests[run.name].curve
         style = "-" if fitted else "--"
         ax.plot(run.steps, predicted, style, color=color, lw=1.6, label=f"{run.label} ({tag})")
-    for p in group.predictions:
-        ax.plot(p.steps, p.curve, ":", lw=2, label=f"predicted {p.label}: {num(p.final)}")
+    for p, shade in zip(group.predictions, ("black", "0.45", "0.7") * 10, strict=False):
+        ax.plot(
+            p.steps,
+            p.curve,
+            ":",
+            color=shade,
+            lw=2.2,
+            label=f"never run: {p.label} → {num(p.final)}",
+        )
     if group.cooldown is not None:
         c = group.cooldown
-        ax.axhline(c.loss, color="0.4", lw=0.8, label=f"best cooldown {c.fraction:g} {c.shape}")
+        ax.plot(
+            [c.steps],
+            [c.loss],
+            "*",
+            color="black",
+            ms=12,
+            label=f"best cooldown: {c.fraction:g} {c.shape} → {num(c.loss)}",
+        )
     key = ", ".join(f"{k}={num(v)}" for k, v in group.key.items() if k in columns)
     ax.set_title(f"{key or 'all runs'}: {fit.law}", fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
 
 
 def _curve(run: Any, reference: float) -> Any:
@@ -52,15 +66,28 @@ def schedule_curves(fit: ScheduleFit, out: Path) -> Path:
     )
     for ax, group in zip(axes[0], groups, strict=True):
         _panel(ax, fit, group, fit.group_by)
-        ax.set_ylim(top=_top(group))
-    fig.suptitle("Loss curves: fitted (solid), held-out predicted (dashed), never run (dotted)")
+        _zoom(ax, group)
+    fig.suptitle(
+        "Validation loss, last 70 % of the run: law over the fit runs (solid), held-out runs "
+        "predicted (dashed), schedules never run (dotted)",
+        fontsize=10,
+    )
     return save(fig, out, "schedule_law.png")
 
 
-def _top(group: Any) -> float:
-    """Leave the first points out of view: the differences between schedules are at the end."""
+def _zoom(ax: Any, group: Any) -> None:
+    """The last 70 % of the run, where schedules part: the early drop would flatten them."""
     import numpy as np
 
-    ends = [r.loss[-1] for r in (*group.fit_runs, *group.held_out)]
-    starts = [np.quantile(r.loss, 0.15) for r in (*group.fit_runs, *group.held_out)]
-    return float(max(starts) + 0.1 * (max(starts) - min(ends)))
+    runs = (*group.fit_runs, *group.held_out)
+    end = max(r.total_steps for r in runs)
+    start = 0.3 * end
+    seen = [r.loss[r.steps >= start] for r in runs]
+    seen += [np.array(p.curve)[np.array(p.steps) >= start] for p in group.predictions]
+    if group.cooldown is not None:
+        seen.append(np.array([group.cooldown.loss]))
+    values = np.concatenate(seen)
+    low, high = float(values.min()), float(values.max())
+    pad = 0.05 * (high - low)
+    ax.set_xlim(start, end * 1.02)
+    ax.set_ylim(low - pad, high + pad)

@@ -104,6 +104,8 @@ class CooldownScan:
     fraction: float
     shape: str
     loss: float
+    steps: int
+    """The budget scanned (the longest fit run's steps)."""
     scan: tuple[tuple[float, str, float], ...]
     """(fraction, shape, predicted final loss) for every point scanned."""
 
@@ -112,6 +114,7 @@ class CooldownScan:
             "fraction": self.fraction,
             "shape": self.shape,
             "loss": self.loss,
+            "steps": self.steps,
             "scan": [{"fraction": f, "shape": s, "loss": v} for f, s, v in self.scan],
         }
 
@@ -124,7 +127,7 @@ def best_cooldown(fit: LawFit, base: RunCurve, reference: float) -> CooldownScan
         for fraction in COOLDOWN_FRACTIONS
     )
     fraction, shape, loss = min(scan, key=lambda point: point[2])
-    return CooldownScan(fraction=fraction, shape=shape, loss=loss, scan=scan)
+    return CooldownScan(fraction, shape, loss, base.total_steps, scan)
 
 
 def _wsd(fraction: float, shape: str) -> dict[str, Any]:
