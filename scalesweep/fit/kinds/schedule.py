@@ -126,6 +126,28 @@ def _section(f: Mapping[str, Any]) -> Lines:
     return lines
 
 
+def _answer(f: Mapping[str, Any]) -> Lines:
+    header = ["group", "fitted on", "held-out final error (mean, worst)", "best cooldown"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in f["groups"]:
+        law = g["laws"][f["law"]]
+        error = (
+            "none held out"
+            if law["mean_abs_error"] is None
+            else f"{law['mean_abs_error']:.2%}, {law['worst_abs_error']:.2%}"
+        )
+        best = g["best_cooldown"]
+        cooldown = (
+            "not scanned"
+            if not best
+            else (f"{best['fraction']:g} {best['shape']} → {num(best['loss'])}")
+        )
+        lines.append(
+            f"| {_key(g, f['group_by'])} | {', '.join(g['fit_runs'])} | {error} | {cooldown} |"
+        )
+    return [*lines, "", f"Predictions use the {f['law']} law: {f['why']}."]
+
+
 def _report_notes(f: Mapping[str, Any]) -> Lines:
     return [f"- schedule-law: {note}" for note in f["notes"]]
 
@@ -144,6 +166,7 @@ KINDS = (
         headline=_headline,
         summary=_summary,
         section=_section,
+        answer=_answer,
         report_notes=_report_notes,
         plots=_plots,
         captions={
