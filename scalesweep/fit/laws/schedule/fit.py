@@ -172,7 +172,8 @@ def fit_schedule_law(
             except UserError as error:
                 notes.append(f"group {group[0].key or 'all'}: {error}")
     if not fitted:
-        raise UserError("schedule-law: no group could be fitted: " + "; ".join(notes))
+        more = f"; … ({len(notes)} notes in all)" if len(notes) > 5 else ""
+        raise UserError("schedule-law: no group could be fitted: " + "; ".join(notes[-5:]) + more)
     name, why = choose_law(fitted, law)
     groups = tuple(_with_predictions(g, name, schedules, cooldown) for g in fitted)
     return ScheduleFit(name, why, columns, groups, tuple(notes))

@@ -114,7 +114,8 @@ def run_curves(runs: pd.DataFrame, curves: pd.DataFrame | None) -> tuple[list[Ru
         else:
             used.append(found)
     if not used:
-        raise UserError("schedule-law: no run can be fitted: " + "; ".join(notes))
+        more = f"; … ({len(notes)} runs in all)" if len(notes) > 3 else ""
+        raise UserError("schedule-law: no run can be fitted: " + "; ".join(notes[:3]) + more)
     return used, notes
 
 
