@@ -38,10 +38,13 @@ TRUTH: dict[str, tuple[np.ndarray, np.ndarray]] = {
 and 2.06 (LR-annealing) at the end of the cosine: annealing gains of 3-5 %, as in real runs."""
 
 
-def true_curve(law: str, schedule: Mapping[str, Any], steps: np.ndarray) -> np.ndarray:
+def true_curve(
+    law: str, schedule: Mapping[str, Any], steps: np.ndarray, total: int = STEPS
+) -> np.ndarray:
+    """The law's loss at `steps` of a run of `total` steps under `schedule`."""
     model = schedule_model({"warmup": WARMUP, **schedule}, "truth")
     shapes, scales = TRUTH[law]
-    return predict(LAWS[law], shapes, scales, Curve(lrs(model, 1.0, STEPS), steps))
+    return predict(LAWS[law], shapes, scales, Curve(lrs(model, 1.0, total), steps))
 
 
 def trials(

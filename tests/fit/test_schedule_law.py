@@ -96,6 +96,31 @@ def test_the_default_fit_runs_are_the_two_most_different_schedules():
         assert [r.label for r in group.fit_runs] == ["constant", "wsd cooldown=1 linear"]
 
 
+def test_a_cooldown_trunk_and_its_branches_are_one_group():
+    # Rule: branches of a cooldown sweep (shorter runs, their own tokens and warmup in steps,
+    # `branch.of`) join their trunk's group; by default the trunk and its earliest branch are
+    # fitted, and the other branch is predicted within 0.3 % of its noise-free curve.
+    rows, points = [], []
+    for name, total in (("trunk", 600), ("b300", 300), ("b450", 450)):
+        schedule = {"type": "wsd", "cooldown_fraction": 0.2, "warmup": 12.0}
+        steps = np.arange(10, total + 1, 10)
+        loss = truth.true_curve("lr-annealing", schedule, steps, total)
+        rows.append(
+            {"run_id": name, "trial_id": name, m.STATUS: m.COMPLETED, "optim.lr": truth.PEAK}
+            | {f"schedule.{k}": v for k, v in schedule.items()}
+            | {"train.tokens": total * 1024, m.STEPS: total, "model.width": 64}
+            | ({m.BRANCH_OF: "trunk"} if name != "trunk" else {})
+        )
+        points += [
+            {"run_id": name, "step": s, m.VAL_LOSS: v} for s, v in zip(steps, loss, strict=True)
+        ]
+    fit = fit_schedule_law(pd.DataFrame(rows), pd.DataFrame(points), law="lr-annealing")
+    (group,) = fit.groups
+    assert [r.name for r in group.fit_runs] == ["trunk", "b300"]
+    (test,) = group.backtests["lr-annealing"]
+    assert test.run == "b450" and abs(test.error) < 0.003
+
+
 def test_law_areas_match_a_loop_over_steps():
     # Rule: the vectorised areas equal the sums of the papers' definitions.
     rng = np.random.default_rng(1)
