@@ -40,7 +40,7 @@ class GroupFit:
     predictions: tuple[Prediction, ...] = ()
     cooldown: CooldownScan | None = None
 
-    def to_dict(self, law: str) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             **self.key,
             "fit_runs": [r.name for r in self.fit_runs],
@@ -99,7 +99,7 @@ class ScheduleFit:
             "why": self.why,
             "group_by": list(self.group_by),
             "backtest": {name: _errors(t) | {"n_runs": len(t)} for name, t in tests.items()},
-            "groups": [g.to_dict(self.law) for g in self.groups],
+            "groups": [g.to_dict() for g in self.groups],
             "notes": list(self.notes),
         }
 

@@ -30,9 +30,9 @@ PEAK_COLUMNS = ("optim.lr", "lr")
 STEP_COLUMNS = (m.STEPS, "train.steps")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RunCurve:
-    """One run as the laws see it."""
+    """One run as the laws see it (compared by identity: it holds arrays)."""
 
     name: str
     schedule: dict[str, Any]
