@@ -12,7 +12,7 @@ from scalesweep.errors import UserError
 from scalesweep.fit.laws.schedule.fit import fit_schedule_law
 from scalesweep.fit.laws.schedule.laws import LAWS, Curve
 from scalesweep.fit.laws.schedule.predict import COOLDOWN_FRACTIONS
-from scalesweep.fit.options import parse_schedule
+from scalesweep.fit.options import parse_schedule, schedule_model
 from tests.fit import schedule_truth as truth
 
 FIT_ON = ({"schedule.type": "constant"}, {"schedule.type": "cosine"})
@@ -119,6 +119,25 @@ def test_a_cooldown_trunk_and_its_branches_are_one_group():
     assert [r.name for r in group.fit_runs] == ["trunk", "b300"]
     (test,) = group.backtests["lr-annealing"]
     assert test.run == "b450" and abs(test.error) < 0.003
+
+
+def test_runs_without_schedule_params_use_train_lr_logged_at_every_step():
+    # Rule: a run whose table has no schedule.* params takes its LRs from `train/lr` logged at
+    # every step (the value at step s is step s-1's LR), exactly the recomputed ones; logged
+    # more sparsely, the run is left out, saying why.
+    trials = truth.trials("lr-annealing")
+    runs, curves = truth.tables(trials)
+    recomputed = fit_schedule_law(runs, curves, law="lr-annealing")
+    model = schedule_model({"warmup": truth.WARMUP, **truth.SCHEDULES[3]}, "s3")
+    lrs = truth.lrs(model, truth.PEAK, truth.STEPS)
+    logged = pd.DataFrame({"run_id": "w64-s3", "step": np.arange(1, truth.STEPS + 1), m.LR: lrs})
+    runs.loc[runs.run_id == "w64-s3", "schedule.type"] = np.nan
+    read = fit_schedule_law(runs, curves, lr_curves=logged, law="lr-annealing")
+    (old,) = [t for t in recomputed.groups[0].backtests["lr-annealing"] if t.run == "w64-s3"]
+    (new,) = [t for t in read.groups[0].backtests["lr-annealing"] if t.run == "w64-s3"]
+    assert new.schedule == "logged train/lr" and new.predicted == pytest.approx(old.predicted)
+    sparse = fit_schedule_law(runs, curves, lr_curves=logged[logged.step % 10 == 0])
+    assert any("w64-s3" in n and "every step" in n for n in sparse.notes)
 
 
 def test_law_areas_match_a_loop_over_steps():

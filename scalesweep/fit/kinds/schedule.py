@@ -17,9 +17,13 @@ from scalesweep.fit.options import FitOptions
 def _fit(data: FitData, o: FitOptions, inputs: Mapping[str, Any]) -> Any:
     from scalesweep.fit.laws.schedule.fit import fit_schedule_law
 
+    # Runs without schedule params need their LRs as logged (every step); read only then.
+    types = data.runs.get("schedule.type")
+    lacking = types is None or bool(types.isna().any())
     return fit_schedule_law(
         data.runs,
         data.curves(m.VAL_LOSS),
+        lr_curves=data.curves(m.LR) if lacking else None,
         group_by=o.group_by,
         fit_on=o.fit_on,
         law=o.schedule_law,

@@ -145,6 +145,7 @@ def fit_schedule_law(
     runs: pd.DataFrame,
     curves: pd.DataFrame | None,
     *,
+    lr_curves: pd.DataFrame | None = None,
     group_by: Sequence[str] | None = None,
     fit_on: Sequence[Mapping[str, str]] = (),
     law: str = "auto",
@@ -153,8 +154,9 @@ def fit_schedule_law(
 ) -> ScheduleFit:
     """Fit both laws per group on its fit runs (`--fit-on`, else the two most different
     schedules), backtest the rest, predict `schedules` and scan the cooldown with the law
-    `choose_law` picks."""
-    used, notes = rc.run_curves(runs, curves)
+    `choose_law` picks. `lr_curves` (`train/lr` at every step) give the LRs of runs without
+    `schedule.*` params."""
+    used, notes = rc.run_curves(runs, curves, lr_curves)
     columns = rc.group_columns(runs, group_by)
     fitted = []
     for group in rc.grouped(used, runs, columns):

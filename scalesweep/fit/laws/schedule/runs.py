@@ -60,24 +60,60 @@ def _first(row: Mapping[str, Any], columns: Sequence[str]) -> Any:
     return next((row[c] for c in columns if c in row and pd.notna(row[c])), None)
 
 
-def _run_curve(row: Mapping[str, Any], points: pd.DataFrame) -> RunCurve | str:
-    """The run's curve, or why it is left out."""
-    name = str(row.get("trial_id", row["run_id"]))
+def _logged_lrs(name: str, logged: pd.DataFrame | None) -> tuple[np.ndarray, int] | str:
+    """(η_0 … η_{T-1}, warmup steps) from a `train/lr` curve logged at every step (the value at
+    step s is the LR of step s-1), or why not."""
+    if logged is None or logged.empty:
+        return f"{name}: no schedule.type in the runs table and no train/lr curve"
+    at, values = logged["step"].to_numpy(int), logged[m.LR].to_numpy(float)
+    order = np.argsort(at)
+    at, values = at[order], values[order]
+    if not (np.array_equal(at, np.arange(1, at.size + 1)) and np.all(values > 0)):
+        return (
+            f"{name}: no schedule.type in the runs table, and train/lr is not logged at every "
+            "step (train.log_every = 1) to read its LRs from"
+        )
+    return values, int(np.argmax(values))
+
+
+def _schedule_lrs(
+    row: Mapping[str, Any], name: str, logged: pd.DataFrame | None
+) -> tuple[dict[str, Any], np.ndarray, int] | str:
+    """(its schedule section, η_0 … η_{T-1}, warmup steps): recomputed from the `schedule.*`
+    params, else read from a `train/lr` logged at every step; or why neither can be had."""
     spec, peak, steps = lr.schedule_of(row), _first(row, PEAK_COLUMNS), _first(row, STEP_COLUMNS)
-    if spec is None or peak is None or steps is None:
-        return f"{name}: no schedule.type, optim.lr or steps in the runs table"
+    if spec is None:
+        found = _logged_lrs(name, logged)
+        if isinstance(found, str):
+            return found
+        return {"type": "logged train/lr"}, *found
+    if peak is None or steps is None:
+        return f"{name}: no optim.lr or steps in the runs table"
     try:
         schedule = schedule_model(spec, name)
     except UserError as error:
         return f"{error} (a schedule the laws cannot express)"
-    total, peak = int(float(steps)), float(peak)
+    total = int(float(steps))
+    lrs = lr.lrs(schedule, float(peak), total)
+    return {k: getattr(schedule, k) for k in spec}, lrs, lr.warmup_of(schedule, total)
+
+
+def _run_curve(
+    row: Mapping[str, Any], points: pd.DataFrame, logged: pd.DataFrame | None
+) -> RunCurve | str:
+    """The run's curve, or why it is left out."""
+    name = str(row.get("trial_id", row["run_id"]))
     if (status := row.get(m.STATUS)) and status != m.COMPLETED:
         return f"{name}: {status} (its curve is no law's)"
+    found = _schedule_lrs(row, name, logged)
+    if isinstance(found, str):
+        return found
+    schedule, lrs, warmup = found
     loss = points[m.VAL_LOSS].to_numpy(float)
     at = points["step"].to_numpy(int)
     if not np.all(np.isfinite(loss)):
         return f"{name}: non-finite validation loss at step {at[~np.isfinite(loss)][0]}"
-    keep = (at > max(lr.warmup_of(schedule, total), 0)) & (at <= total)
+    keep = (at > warmup) & (at <= lrs.size)
     if keep.sum() < MIN_POINTS:
         return (
             f"{name}: {int(keep.sum())} validation-loss points after warmup, the laws need "
@@ -86,29 +122,33 @@ def _run_curve(row: Mapping[str, Any], points: pd.DataFrame) -> RunCurve | str:
     order = np.argsort(at[keep])
     return RunCurve(
         name=name,
-        schedule={k: getattr(schedule, k) for k in spec},
-        peak=peak,
-        lrs=lr.lrs(schedule, peak, total),
+        schedule=schedule,
+        peak=float(lrs.max()),
+        lrs=lrs,
         steps=at[keep][order],
         loss=loss[keep][order],
     )
 
 
-def run_curves(runs: pd.DataFrame, curves: pd.DataFrame | None) -> tuple[list[RunCurve], list[str]]:
-    """(the runs the laws can use, a note per run left out)."""
+def run_curves(
+    runs: pd.DataFrame, curves: pd.DataFrame | None, lr_curves: pd.DataFrame | None = None
+) -> tuple[list[RunCurve], list[str]]:
+    """(the runs the laws can use, a note per run left out); `lr_curves` (`run_id, step,
+    train/lr`) serve the runs without `schedule.*` params."""
     if curves is None or curves.empty or "run_id" not in runs.columns:
         raise UserError(
             "schedule-law: needs per-step val/loss curves (an MLflow sweep, or --curves with "
             "run_id, step and val/loss for a CSV source whose table has a run_id column)"
         )
     by_run = dict(tuple(curves.groupby("run_id")))
+    logged = {} if lr_curves is None else dict(tuple(lr_curves.groupby("run_id")))
     used, notes = [], []
     for row in runs.to_dict("records"):
         points = by_run.get(row["run_id"])
         if points is None:
             notes.append(f"{row.get('trial_id', row['run_id'])}: no val/loss curve, left out")
             continue
-        found = _run_curve(row, points)
+        found = _run_curve(row, points, logged.get(row["run_id"]))
         if isinstance(found, str):
             notes.append(f"left out {found}")
         else:
