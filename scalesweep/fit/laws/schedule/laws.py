@@ -25,7 +25,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 ANNEALING_DECAY = 0.999
-"""λ of the LR-annealing law (Tissue et al. 2024 §3: 0.999 fits their runs and ours)."""
+"""λ of the LR-annealing law, fixed at the value Tissue et al. 2024 recommend."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """A run's per-step learning rates, recomputed from its logged schedule params with the
 trainer's own `scalesweep.schedules` (exact at every step; `train/lr` is logged only every
-`log_every` steps), and the schedules a user asks to predict, checked by the config's model.
+`log_every` steps). The schedules a user asks to predict are parsed and checked by the config's
+own model in `fit.options` (`parse_schedule`).
 """
 
 from __future__ import annotations
