@@ -7,6 +7,12 @@ Any scalar leaf of a run section may be a search space instead of a value:
       weight_decay: {grid: [0.0, 0.1]}
       beta2: {uniform: [0.9, 0.999]}      # sampled by the searcher
 
+A whole run section may be a `grid` of sections, for keys that only make sense together
+(schedule types have different keys):
+
+    schedule:
+      grid: [{type: constant}, {type: wsd, cooldown_fraction: 0.2}]
+
 `load_experiment` validates everything before anything runs: the plain values, and every value
 each search space can produce (grid points, range ends). Errors name the dotted key, the value
 and the rule, and are raised as `UserError` (exit code 2 from the CLI).
@@ -145,7 +151,11 @@ def _find_spaces(tree: Mapping[str, Any], prefix: str = "") -> dict[str, SearchS
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if _is_space(value):
-            if not prefix or dotted.split(".")[0] not in RUN_SECTIONS:
+            # A whole section may be a grid of sections (e.g. `schedule: {grid: [{type:
+            # constant}, {type: cosine}]}`): schedule types have different keys, so a grid per
+            # key cannot list them (not sampled: Optuna's choices are scalars).
+            whole = not prefix and key in RUN_SECTIONS and next(iter(value)) == "grid"
+            if not whole and (not prefix or dotted.split(".")[0] not in RUN_SECTIONS):
                 raise UserError(
                     f"{dotted}: search spaces are allowed only under {', '.join(RUN_SECTIONS)}"
                 )

@@ -38,6 +38,21 @@ def test_every_space_kind_parses():
     }
 
 
+def test_a_whole_section_may_be_a_grid_of_sections():
+    # Rule: schedule types have different keys, so `schedule` itself may be a grid of whole
+    # sections; every one is validated up front, and a bad one is named.
+    grid = [{"type": "constant"}, {"type": "wsd", "cooldown_fraction": 0.2}]
+    experiment = parse_experiment({"schedule": {"grid": grid}})
+    assert experiment.spaces["schedule"].grid_values() == grid
+    assert experiment.resolve({"schedule": grid[1]}).schedule.cooldown_fraction == 0.2
+    with pytest.raises(UserError, match="cooldown_fraction"):
+        parse_experiment(
+            {"schedule": {"grid": [*grid, {"type": "cosine", "cooldown_fraction": 1}]}}
+        )
+    with pytest.raises(UserError, match="only under"):
+        parse_experiment({"search": {"grid": [{"algorithm": "grid"}]}})
+
+
 def test_resolve_sets_trial_values():
     experiment = parse_experiment({"optim": {"lr": {"grid": [0.1, 0.01]}}})
     assert experiment.resolve({"optim.lr": 0.01}).optim.lr == 0.01

@@ -64,6 +64,65 @@ def parse_point(text: str) -> dict[str, float]:
     return point
 
 
+def parse_selector(text: str) -> dict[str, str]:
+    """`--fit-on` "schedule.type=wsd,schedule.cooldown_fraction=0.2" -> {key: value}.
+
+    Example:
+        >>> parse_selector("schedule.type=constant")
+        {'schedule.type': 'constant'}
+    """
+    selector: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not (sep and key and value):
+            raise UserError(f"--fit-on {text!r}: each item must be KEY=VALUE, but got {item!r}")
+        selector[key] = value
+    return selector
+
+
+SCHEDULE_ALIASES = {"cooldown": "cooldown_fraction", "shape": "cooldown_shape"}
+"""Short keys `--predict-schedule` also takes (`type=wsd,cooldown=0.2,shape=1-sqrt`)."""
+
+
+def schedule_model(spec: Mapping[str, Any], where: str) -> Any:
+    """The schedule `spec` (keys of the config's `schedule` section) as the config's own model
+    validates it (a `ScheduleConfig`); a bad key or value raises `UserError` naming it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from scalesweep.config import ScheduleConfig
+
+    try:
+        return TypeAdapter(ScheduleConfig).validate_python(dict(spec))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'type'}: {e['msg']}"
+            + ("" if e["type"] in ("extra_forbidden", "missing") else f" (got {e['input']!r})")
+            for e in error.errors()
+        )
+        raise UserError(f"{where}: {problems}") from None
+
+
+def parse_schedule(text: str) -> dict[str, Any]:
+    """`--predict-schedule` "type=wsd,cooldown=0.2,shape=1-sqrt" -> the schedule's keys, checked
+    by the config's schedule model (`warmup`, when not given, is the runs' own).
+
+    Example:
+        >>> parse_schedule("type=wsd,cooldown=0.2,shape=1-sqrt")
+        {'type': 'wsd', 'cooldown_fraction': 0.2, 'cooldown_shape': '1-sqrt'}
+    """
+    where = f"--predict-schedule {text!r}"
+    spec: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not (sep and key and value):
+            raise UserError(f"{where}: each item must be KEY=VALUE, but got {item.strip()!r}")
+        spec[SCHEDULE_ALIASES.get(key, key)] = value
+    if "type" not in spec:
+        raise UserError(f"{where}: `type` must be given (constant, cosine or wsd)")
+    model = schedule_model(spec, where)
+    return {key: getattr(model, key) for key in spec}
+
+
 def _tuple_or_none(values: Any) -> tuple[Any, ...] | None:
     return None if values is None else tuple(values)
 
@@ -173,6 +232,34 @@ class FitOptions:
         False,
         "compare: one irreducible loss E for every variant's law (always with < 4 budgets)",
         action="store_true",
+    )
+    fit_on: tuple[Mapping[str, str], ...] = _option(
+        (),
+        "schedule-law: fit on the runs matching KEY=VALUE[,KEY=VALUE] (repeatable; a run "
+        "matching any is a fit run), e.g. schedule.type=constant",
+        parse=lambda texts: tuple(parse_selector(text) for text in texts),
+        shown="per group, the two runs whose LR schedules differ most",
+        action="append",
+        metavar="K=V,...",
+    )
+    predict_schedule: tuple[Mapping[str, Any], ...] = _option(
+        (),
+        "schedule-law: predict the curve of this schedule (keys of the config's `schedule` "
+        "section, e.g. type=wsd,cooldown_fraction=0.2,cooldown_shape=1-sqrt; repeatable)",
+        parse=lambda texts: tuple(parse_schedule(text) for text in texts),
+        shown="none",
+        action="append",
+        metavar="K=V,...",
+    )
+    best_cooldown: bool = _option(
+        False,
+        "schedule-law: scan the WSD cooldown fraction and shape for the lowest final loss",
+        action="store_true",
+    )
+    schedule_law: Literal["auto", "multi-power", "lr-annealing"] = _option(
+        "auto",
+        "schedule-law: the law that predicts (auto: the one with the lower held-out error)",
+        choices=("auto", "multi-power", "lr-annealing"),
     )
 
     def __post_init__(self) -> None:

@@ -18,9 +18,10 @@ from scalesweep.fit.kinds import (
     lr,
     parametric,
     power_law,
+    schedule,
 )
 
-FAMILIES = (isoflop, parametric, power_law, compare, lr, hparams, diagnostics, batch)
+FAMILIES = (isoflop, parametric, power_law, compare, lr, hparams, diagnostics, batch, schedule)
 """The family modules, in report order."""
 
 KINDS: dict[str, FitKind] = {kind.name: kind for family in FAMILIES for kind in family.KINDS}
