@@ -29,11 +29,44 @@ from pydantic import ValidationError
 from scalesweep.config import RUN_SECTIONS, SCHEDULE_TYPES, ExperimentConfig
 from scalesweep.errors import UserError
 
+MAX_YAML_VALUES = 100_000
+"""The most values a sweep file may expand to through its aliases (`*name`). A few hundred bytes
+of nested aliases (a "billion laughs" file) expand to gigabytes once validated; a real sweep
+file holds hundreds of values."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` stands for once every alias is written out (memoised by node, so
+    this is linear in the file, not in the expansion)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = min(size, MAX_YAML_VALUES + 1)
+    return sizes[id(node)]
+
+
+class AliasBombError(yaml.YAMLError):
+    """The document's aliases expand past `MAX_YAML_VALUES`."""
+
 
 class _Loader(yaml.SafeLoader):
     """PyYAML follows YAML 1.1, where `3e-4` (no dot) is a string; researchers write LRs that
     way, so read it as a float like YAML 1.2 does. A key written twice in one mapping is an
-    error (PyYAML would keep the last one silently)."""
+    error (PyYAML would keep the last one silently). A document whose aliases expand past
+    `MAX_YAML_VALUES` values is refused before anything is built from it."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise AliasBombError(
+                f"its aliases (*name) expand it to more than {MAX_YAML_VALUES:,} values; a "
+                "sweep file holds far fewer (nested aliases multiply: write the values out)"
+            )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -247,6 +280,25 @@ class Experiment:
         return {k: s for k, s in self.spaces.items() if not s.is_grid}
 
 
+def _check_grid_size(spaces: Mapping[str, SearchSpace], config: ExperimentConfig) -> None:
+    """Refuse a grid of more than `search.max_trials` trials from its sizes alone, before any
+    of its values is listed or checked."""
+    sizes = {
+        k: len(s.args) if s.kind == "grid" else int(s.args[2])
+        for k, s in spaces.items()
+        if s.is_grid
+    }
+    count = math.prod(sizes.values()) * config.search.num_samples
+    limit = config.search.max_trials
+    if count > limit:
+        factors = " × ".join(f"{n:,} ({k})" for k, n in sizes.items())
+        raise UserError(
+            f"search.max_trials: the grid holds {count:,} trials ({factors} × "
+            f"{config.search.num_samples} sample(s)), more than the limit of {limit:,}; "
+            "shrink the grid, or raise search.max_trials if you mean it"
+        )
+
+
 def parse_experiment(
     raw: Mapping[str, Any] | None,
     *,
@@ -267,6 +319,7 @@ def parse_experiment(
     for key, space in spaces.items():
         set_dotted(probe, key, space.probe_values()[0])
     config = _validate(probe)
+    _check_grid_size(spaces, config)
     # Check every value a space can take, so a bad grid point fails now, not in trial 17.
     for key, space in spaces.items():
         for value in space.probe_values()[1:]:
@@ -287,6 +340,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
         raise UserError(f"{path}: not a text file (it is not UTF-8); give a YAML file") from None
     try:
         raw = read_yaml(text)
+    except AliasBombError as error:
+        raise UserError(f"{path}: refused: {error}") from None
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({error})") from None
     if raw is None:

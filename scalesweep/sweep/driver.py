@@ -363,9 +363,9 @@ def run_sweep(
     tracking_uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
     tracking.check_local_store(tracking_uri)
     storage, state = _check_storage(experiment, plan, resume=resume, restart=restart)
+    tracking.check_reachable(tracking_uri)  # before Ray: a down server costs no cluster start
     # Starts or joins Ray; checks the cluster can reach the store and storage, and the resources.
     preflight(experiment, tracking_uri, storage.parent, address=address)
-    tracking.check_reachable(tracking_uri)
     session = _open_session(experiment, plan, storage, state, tracking_uri)
     # Tune's own output: its new engine prints a configuration box even when silenced.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
