@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from scalesweep.config import RUN_SECTIONS, SCHEDULE_TYPES, ExperimentConfig
 from scalesweep.errors import UserError
+from scalesweep.suggest import did_you_mean, known_keys
 
 MAX_YAML_VALUES = 100_000
 """The most values a sweep file may expand to through its aliases (`*name`). A few hundred bytes
@@ -178,7 +179,11 @@ def _find_spaces(tree: Mapping[str, Any], prefix: str = "") -> dict[str, SearchS
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if _is_space(value):
-            if not prefix or dotted.split(".")[0] not in RUN_SECTIONS:
+            section = dotted.split(".")[0]
+            if section not in ExperimentConfig.model_fields:
+                sections = known_keys([])
+                raise UserError(f"{section}: unknown section{did_you_mean(section, sections)}")
+            if not prefix or section not in RUN_SECTIONS:
                 raise UserError(
                     f"{dotted}: search spaces are allowed only under {', '.join(RUN_SECTIONS)}"
                 )
@@ -210,12 +215,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     `true` and `null` work."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise UserError(f"--set {text!r}: expected dotted.key=value")
+        raise UserError(f"--set {text!r}: expected KEY=VALUE in one word, e.g. --set optim.lr=0.01")
     try:
         value = read_yaml(raw)
     except yaml.YAMLError as error:
         raise UserError(f"--set {key}: cannot read {raw!r} as a YAML value ({error})") from None
     return key.strip(), value
+
+
+def _looks_like_space(value: Any) -> bool:
+    """`{name: [values]}`: what a search space looks like, whatever its name."""
+    if not isinstance(value, Mapping) or len(value) != 1:
+        return False
+    return isinstance(next(iter(value.values())), list)
 
 
 def _format_validation_error(error: ValidationError, context: str = "") -> str:
@@ -227,9 +239,16 @@ def _format_validation_error(error: ValidationError, context: str = "") -> str:
             del loc[1]
         key = ".".join(loc)
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
         value = item.get("input")
+        if item["type"] == "extra_forbidden":
+            what = "unknown section" if len(loc) == 1 else "unknown key"
+            message = what + did_you_mean(key, known_keys(loc[:-1]))
+        elif _looks_like_space(value) and not known_keys(loc):  # a value's space, misspelt
+            (kind,) = value
+            message = (
+                f"{{{kind}: …}} is not a search space; the kinds are {', '.join(SPACE_KINDS)}"
+                + did_you_mean(str(kind), SPACE_KINDS)
+            )
         quiet = item["type"] in ("extra_forbidden", "missing") or isinstance(value, Mapping)
         shown = "" if quiet else f" got {value!r}:"
         lines.append(f"{key or '<file>'}:{shown} {message}{context}")

@@ -58,3 +58,17 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, args, needles):
     for needle in needles:
         assert needle in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["sweep", "plan", "export", "fit", "train", "data"])
+def test_every_flag_has_help_and_the_command_a_description(command):
+    # Rule: `--help` explains every flag and the command; the fit flags end with their default.
+    from scalesweep.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    assert sub.description, f"{command} --help has no description"
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest}: no help"
+        if command == "fit" and action.option_strings and action.dest != "help":
+            assert "default:" in action.help, f"fit {action.option_strings}: no default"

@@ -37,6 +37,9 @@ def add_parser(subparsers: Any) -> None:
     plan = subparsers.add_parser(
         "plan",
         help="print a sweep's trials and total FLOPs without starting Ray",
+        description="Expand a sweep file into its trials (grid cells × samples, isoFLOP "
+        "budgets, cooldown branches) and print each with its size, tokens, FLOPs and swept "
+        "values; every trial's config is checked. Nothing is started or written.",
     )
     add_config_args(plan, what="sweep YAML", example="train.steps=50")
     plan.set_defaults(func=run_plan_command)
@@ -44,6 +47,8 @@ def add_parser(subparsers: Any) -> None:
     export = subparsers.add_parser(
         "export",
         help="write a sweep's runs table (one row per trial) from MLflow",
+        description="Write a sweep's runs table from MLflow: one row per trial, with its "
+        "params, summary metrics and status, as `scalesweep fit` reads it.",
     )
     export.add_argument("sweep", help="sweep name (the MLflow experiment)")
     export.add_argument(

@@ -167,6 +167,19 @@ def quick_cases(tmp_path: Path, s: Any) -> list[tuple[str, list[str], str]]:
             "100,000 trials",
         ),
         ("tracking server down", s("down", tracking={"uri": down}), "tracking.uri: no MLflow"),
+        # the first hour's typos: named, with the closest right spelling
+        ("misspelt space", s("gird", optim={"lr": {"gird": [0.1]}}), "did you mean grid?"),
+        (
+            "unknown section with a space",
+            s("optimizer", optimizer={"lr": {"grid": [0.1]}}),
+            "optimizer: unknown section (did you mean optim?)",
+        ),
+        ("typo", s("qknorm", model={"qknorm": True}), "did you mean model.qk_norm?"),
+        (
+            "--set with a space",
+            [*s("spaced"), "--set", "optim.lr", "0.01"],
+            "--set optim.lr=0.01",
+        ),
     ]
 
 
