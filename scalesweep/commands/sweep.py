@@ -201,6 +201,13 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     )
     experiment_id = _set_up_ui(experiment, result, outcome.tracking_uri)  # it exists now
     console.print(summary_table(experiment.config.name, outcome.rows))
+    if outcome.interrupted:
+        from scalesweep import metrics as m
+        from scalesweep.sweep.interrupt import resume_hint
+
+        done = sum(r[m.STATUS] in m.ENDED_STATUSES for r in outcome.rows)
+        console.print(resume_hint(done, result.n_runs, str(args.config)), markup=False)
+        return 130
     report = _write_sweep_report(experiment, outcome, console)
     for line in closing_lines(experiment.config.name, experiment_id, outcome, report):
         console.print(line, soft_wrap=True, highlight=False, markup=False)

@@ -200,7 +200,7 @@ def _train(trainer: Trainer, trial: Trial, settings: TrialSettings, rank0: bool)
 def _train_here(trial: Trial, run: tracking.ChildRun, settings: TrialSettings) -> dict[str, Any]:
     import torch
 
-    from scalesweep.checkpoint import STATE_FILE
+    from scalesweep.checkpoint import PREVIOUS
     from scalesweep.train import Trainer
 
     config = trial.config
@@ -212,8 +212,8 @@ def _train_here(trial: Trial, run: tracking.ChildRun, settings: TrialSettings) -
         callbacks=[TuneReporter(config.search.metric), log],
         checkpoint_dir=checkpoints,
     )
-    if (checkpoints / "latest" / STATE_FILE).is_file():  # restarted, by Tune or by --resume
-        trainer.resume(checkpoints / "latest")
+    # restarted (by Tune or by --resume): from the newest checkpoint that loads
+    run.note_set_aside(trainer.resume_newest([checkpoints / "latest", checkpoints / PREVIOUS]))
     summary = _train(trainer, trial, settings, rank0=True)
     run.finish(log, summary)
     return summary
@@ -250,6 +250,13 @@ LOOP_CONFIG_KEY = "trial"
 """The key of the `DistributedTrial` in Ray Train's `train_loop_config` (a dict)."""
 
 
+def train_checkpoints(latest: Path) -> list[Path]:
+    """Ray Train's latest checkpoint of a trial, then its older ones (`checkpoint_<time>`
+    folders beside it), newest first."""
+    older = [p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name]
+    return [latest, *sorted(older, reverse=True)]
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: the same Trainer as the in-process path, on every rank; rank 0 logs to
     MLflow (the child run `run_trial` opened, and the branches' runs) and marks the child runs
@@ -282,9 +289,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                 run.fail(error)
             return
         resume = ray.train.get_checkpoint()
-        if resume is not None:
-            with resume.as_directory() as directory:
-                trainer.resume(Path(directory))
+        if resume is not None:  # Train's latest, else an older one that loads (shared storage)
+            notes = trainer.resume_newest(train_checkpoints(Path(resume.path)))
+            if run is not None:
+                run.note_set_aside(notes)
         summary = _train(trainer, trial, settings, rank0)
     if run is not None and log is not None:
         run.finish(log, summary)

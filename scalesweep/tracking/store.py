@@ -29,6 +29,8 @@ REASON_TAG = "scalesweep.reason"
 ERROR_TAG = "scalesweep.error"
 RETRIES_TAG = "scalesweep.tracking_retries"
 SPOOLED_TAG = "scalesweep.spooled"
+SET_ASIDE_TAG = "scalesweep.checkpoint_set_aside"
+"""Checkpoints a restarted trial found unreadable and set aside, one line each."""
 SWEEP_ROLE, TRIAL_ROLE = "sweep", "trial"
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 MAX_PARAMS = 100  # ... and at most 100 params
