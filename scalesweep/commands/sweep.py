@@ -194,11 +194,13 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     )
 
     from scalesweep.sweep.driver import run_sweep
+    from scalesweep.sweep.lock import sweep_lock
 
     address = args.address or os.environ.get("RAY_ADDRESS")
-    outcome = run_sweep(
-        experiment, result, resume=args.resume, restart=args.restart, address=address
-    )
+    with sweep_lock(experiment.config):  # one driver per sweep, released on any exit
+        outcome = run_sweep(
+            experiment, result, resume=args.resume, restart=args.restart, address=address
+        )
     experiment_id = _set_up_ui(experiment, result, outcome.tracking_uri)  # it exists now
     console.print(summary_table(experiment.config.name, outcome.rows))
     if outcome.interrupted:
