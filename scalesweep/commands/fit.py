@@ -64,6 +64,14 @@ def add_parser(subparsers: Any) -> None:
         "sqlite:///mlflow.db)",
     )
     parser.add_argument(
+        "--tracking-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for an http(s) tracking server, and for each of its answers "
+        "(default: 30)",
+    )
+    parser.add_argument(
         "--parent-run-id",
         default=None,
         help="only this sweep invocation (default: every invocation of the sweep)",
@@ -95,9 +103,13 @@ def run(args: argparse.Namespace) -> int:
     from scalesweep.fit.pipeline import run_fits
     from scalesweep.fit.report.text import summary
     from scalesweep.fit.runs import apply_column_map, parse_column_map
-    from scalesweep.sources import CurveSource, read_table
+    from scalesweep.sources import CurveSource, is_file_source, read_table
 
     options = from_args(args)
+    if not is_file_source(args.source):
+        from scalesweep import tracking
+
+        tracking.wait_for_server(args.tracking_uri, args.tracking_timeout)
     table = read_table(
         args.source, tracking_uri=args.tracking_uri, parent_run_id=args.parent_run_id
     )

@@ -57,6 +57,13 @@ def add_parser(subparsers: Any) -> None:
         help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db",
     )
     export.add_argument("--out", type=Path, required=True, help="runs.parquet or runs.csv")
+    export.add_argument(
+        "--tracking-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for an http(s) tracking server, and for each of its answers",
+    )
     export.set_defaults(func=run_export_command)
 
 
@@ -282,6 +289,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     suffix = args.out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise UserError(f"--out: got {args.out}; the runs table is written as .parquet or .csv")
+    tracking.wait_for_server(args.tracking_uri, args.tracking_timeout)
     table = tracking.runs_table(args.sweep, args.tracking_uri)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".parquet":

@@ -49,6 +49,7 @@ from scalesweep.tracking.store import (
     connect,
     is_local_uri,
     resolve_tracking_uri,
+    wait_for_server,
 )
 from scalesweep.tracking.ui import report_url, runs_url, set_up_experiment
 
@@ -86,5 +87,6 @@ __all__ = [
     "summary_metrics",
     "trial_records",
     "trial_tags",
+    "wait_for_server",
     "with_retries",
 ]
