@@ -218,12 +218,22 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         console.print(resume_hint(done, result.n_runs, str(args.config)), markup=False)
         return 130
     report = _write_sweep_report(experiment, outcome, console)
-    for line in closing_lines(experiment.config.name, experiment_id, outcome, report):
+    lines = closing_lines(experiment.config.name, experiment_id, outcome, report)
+    for line in [*_outage(experiment.config.name, outcome), *lines]:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     from scalesweep import metrics as m
 
     failed = sum(r[m.STATUS] == m.FAILED for r in outcome.rows)
     return 1 if failed else 0
+
+
+def _outage(name: str, outcome: Any) -> list[str]:
+    """The tracking outages the trials lived through, from their runs' tags (none: [])."""
+    from scalesweep import tracking
+
+    client = tracking.connect(outcome.tracking_uri)
+    line = tracking.outage_line(client, name, outcome.parent_run_id)
+    return [line] if line else []
 
 
 def _swept_keys(plan: Any) -> list[str]:

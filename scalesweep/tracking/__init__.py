@@ -26,7 +26,13 @@ Modules, each importing only those above it:
 from scalesweep.tracking.child_run import ChildRun
 from scalesweep.tracking.metric_log import MetricLog, logged_through, replay_spool
 from scalesweep.tracking.read import curves, latest_parent_run_id, runs_table
-from scalesweep.tracking.records import TrialRecord, child_runs, trial_records, trial_tags
+from scalesweep.tracking.records import (
+    TrialRecord,
+    child_runs,
+    outage_line,
+    trial_records,
+    trial_tags,
+)
 from scalesweep.tracking.retry import bound_mlflow_retries, with_retries
 from scalesweep.tracking.runs import (
     close_orphaned_run,
@@ -76,6 +82,7 @@ __all__ = [
     "logged_through",
     "mark_failed",
     "mark_interrupted",
+    "outage_line",
     "reopen_parent",
     "replay_spool",
     "report_url",
