@@ -72,3 +72,22 @@ def test_every_flag_has_help_and_the_command_a_description(command):
         assert action.help, f"{command} {action.option_strings or action.dest}: no help"
         if command == "fit" and action.option_strings and action.dest != "help":
             assert "default:" in action.help, f"fit {action.option_strings}: no default"
+
+
+def test_printed_commands_run_as_printed_without_the_venv_on_path(tmp_path, monkeypatch):
+    # Rule: the commands the sweep prints for copy and paste (`mlflow ui`, `scalesweep fit`)
+    # run from a shell that has not activated .venv (the README's setup does not).
+    import shlex
+    import subprocess
+    from types import SimpleNamespace
+
+    from scalesweep.commands.sweep import closing_lines
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    outcome = SimpleNamespace(tracking_uri=f"sqlite:///{tmp_path / 'db'}", parent_run_id="p1")
+    lines = closing_lines("s", "7", outcome, None)
+    for label in ("start the UI:", "full fit:"):
+        (line,) = [line for line in lines if label in line]
+        program = shlex.split(line.split(label, 1)[1])[0]
+        done = subprocess.run([program, "--version"], capture_output=True, timeout=120)
+        assert done.returncode == 0, (line, done.stderr[-500:])

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
+import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -269,6 +272,18 @@ def _write_sweep_report(experiment: Any, outcome: Any, console: Any) -> Path | N
         return None
 
 
+def runnable(command: str) -> str:
+    """`command` as a shell runs it: its bare name when PATH finds this environment's, else
+    the path in this environment (the README's setup does not activate .venv)."""
+    here = Path(sys.executable).parent / command
+    found = shutil.which(command)
+    if found is not None and Path(found).resolve() == here.resolve():
+        return command
+    if here.exists():
+        return shlex.quote(str(here))
+    return f"{shlex.quote(sys.executable)} -m {command}"  # both run as modules too
+
+
 def closing_lines(name: str, experiment_id: str, outcome: Any, report: Path | None) -> list[str]:
     """Where to look next: the runs in the MLflow UI, the report, the full fit."""
     from scalesweep import tracking
@@ -279,7 +294,7 @@ def closing_lines(name: str, experiment_id: str, outcome: Any, report: Path | No
         f"{outcome.parent_run_id}, store {uri}"
     ]
     if not uri.startswith(("http://", "https://")):
-        lines.append(f"  start the UI:   mlflow ui --backend-store-uri {uri}")
+        lines.append(f"  start the UI:   {runnable('mlflow')} ui --backend-store-uri {uri}")
     lines.append(f"  runs:           {tracking.runs_url(uri, experiment_id)}")
     if report is not None:
         lines.append(f"  report:         {report}")
@@ -287,7 +302,8 @@ def closing_lines(name: str, experiment_id: str, outcome: Any, report: Path | No
             f"  report (MLflow): {tracking.report_url(uri, experiment_id, outcome.parent_run_id)}"
         )
     lines.append(
-        f"  full fit:       scalesweep fit {name} --kind all --tracking-uri {uri} --out fit-{name}"
+        f"  full fit:       {runnable('scalesweep')} fit {name} --kind all --tracking-uri {uri} "
+        f"--out fit-{name}"
     )
     return lines
 
