@@ -55,7 +55,7 @@ def restore(blob: bytes, device: torch.device) -> dict[str, Any]:
 PREVIOUS = "previous"
 """The checkpoint before `latest`, kept beside it: where a run goes on when `latest` is bad."""
 SET_ASIDE = ".unreadable"
-"""Suffix of a checkpoint file that failed to load, renamed so that no restart tries it again."""
+"""Suffix of a checkpoint folder that failed to load, renamed so that no restart tries it."""
 
 
 class UnreadableCheckpoint(Exception):
@@ -109,14 +109,14 @@ def load(path: Path, device: torch.device) -> dict[str, Any]:
 
 
 def set_aside(path: Path) -> Path | None:
-    """Rename the state file of an unreadable checkpoint (`state.pt.unreadable`, numbered if
-    taken); None when another rank already did."""
-    file = Path(path) / STATE_FILE
+    """Rename an unreadable checkpoint folder to `<name>.unreadable` (numbered if taken), out
+    of the way of later saves and restarts; None when another rank already did."""
+    path = Path(path)
     for n in range(100):
-        target = file.with_name(f"{STATE_FILE}{SET_ASIDE}{'' if n == 0 else f'.{n}'}")
+        target = path.with_name(f"{path.name}{SET_ASIDE}{'' if n == 0 else f'.{n}'}")
         if not target.exists():
             with contextlib.suppress(FileNotFoundError):
-                os.rename(file, target)
+                os.rename(path, target)
                 return target
             return None
     return None

@@ -260,7 +260,10 @@ LOOP_CONFIG_KEY = "trial"
 def train_checkpoints(latest: Path) -> list[Path]:
     """Ray Train's latest checkpoint of a trial, then its older ones (`checkpoint_<time>`
     folders beside it), newest first."""
-    older = [p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name]
+    from scalesweep.checkpoint import SET_ASIDE
+
+    siblings = latest.parent.glob("checkpoint_*")
+    older = [p for p in siblings if p.name < latest.name and not p.name.endswith(SET_ASIDE)]
     return [latest, *sorted(older, reverse=True)]
 
 

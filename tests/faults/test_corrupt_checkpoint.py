@@ -58,7 +58,7 @@ def test_unreadable_latest_is_set_aside_and_the_previous_one_loads(tmp_path):
     notes = trainer.resume_newest([latest, previous])
     assert trainer.state.step == 50, notes
     assert len(notes) == 1 and str(latest / checkpoint.STATE_FILE) in notes[0]
-    assert (latest / "state.pt.unreadable").is_file() and not (latest / "state.pt").exists()
+    assert (tmp_path / "latest.unreadable" / "state.pt").is_file() and not latest.exists()
     # a flipped byte that torch might still read is caught by the checksum
     data = bytearray((previous / checkpoint.STATE_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -97,7 +97,7 @@ def _newest_checkpoint(storage: Path, trial_path: str) -> Path | None:
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 @pytest.mark.parametrize("trial_path", list(PATHS))
 def test_truncated_checkpoint_then_kill_resumes_from_an_older_one(
     ray_address, tmp_path, trial_path
@@ -109,7 +109,7 @@ def test_truncated_checkpoint_then_kill_resumes_from_an_older_one(
     path = sweep_file(tmp_path, name, train={**TRAIN, "steps": steps}, resources=resources)
     uri, storage = tracking_uri(path), tmp_path / "runs" / name
     with driver(path, address=ray_address) as sweep:
-        wait_until(lambda: _newest_checkpoint(storage, trial_path), timeout=180,
+        wait_until(lambda: _newest_checkpoint(storage, trial_path), timeout=240,
                    what="two checkpoints", driver=sweep)  # fmt: skip
         pids = pids_titled(title)
         for pid in pids:
@@ -122,5 +122,5 @@ def test_truncated_checkpoint_then_kill_resumes_from_an_older_one(
     (run,) = children(uri, name)
     assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
     assert str(newest) in run.data.tags["scalesweep.checkpoint_set_aside"]
-    assert newest.with_name("state.pt.unreadable").is_file()
+    assert (newest.parent.with_name(newest.parent.name + ".unreadable") / "state.pt").is_file()
     assert_every_point_once(uri, run, steps, log_every=10, eval_every=50)

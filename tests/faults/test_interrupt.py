@@ -24,7 +24,7 @@ from tests.faults.conftest import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
 PATHS = {"in_place": ({}, 400), "distributed": (DISTRIBUTED, 200)}
 TRAIN = {"micro_batch_size": 2, "log_every": 10, "eval_every": 50, "checkpoint_every": 50}
@@ -43,7 +43,7 @@ def test_ctrl_c_exits_130_says_how_to_resume_and_marks_the_trial(ray_address, tm
     with driver(path, address=ray_address) as sweep:
         wait_until(
             lambda: any(0 < last_step(uri, r.info.run_id) < steps for r in children(uri, name)),
-            timeout=180,
+            timeout=240,
             what="the trial half way",
             driver=sweep,
         )
