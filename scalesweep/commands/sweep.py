@@ -9,6 +9,7 @@ import shlex
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,36 +154,48 @@ def _branch_table(plan: Any) -> Any:
     return table
 
 
-def summary_table(name: str, rows: list[dict[str, Any]]) -> Any:
-    """Best LR per width and the count of trials by status."""
+def summary_table(name: str, rows: list[dict[str, Any]], keys: Sequence[str] = ()) -> Any:
+    """Best LR per group and the count of trials by status. A group is one value of the width
+    and of each of `keys` (the other swept keys but the LR and the seed): pooling what was swept
+    would hide it (qk-layernorm off and on, each with its own best LR)."""
     from rich.table import Table
 
-    by_width: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_width[row.get("model.width", "-")].append(row)
     from scalesweep import metrics as m
 
-    table = Table(title=f"{name}: best learning rate per width")
-    for column in ("width", "best lr", m.FINAL_VAL_LOSS, "trials", *m.ENDED_STATUSES):
+    columns = ["model.width", *(k for k in keys if k != "model.width")]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row.get(k, "-") for k in columns)].append(row)
+    shown = [k.split(".")[-1] for k in columns]
+    table = Table(title=f"{name}: best learning rate per {', '.join(shown)}")
+    for column in (*shown, "best lr", m.FINAL_VAL_LOSS, "trials", *m.ENDED_STATUSES):
         table.add_column(column, justify="right")
-    for width in sorted(by_width, key=lambda w: (isinstance(w, str), w)):
-        group = by_width[width]
+    for group in sorted(groups, key=lambda g: [(isinstance(v, str), str(v)) for v in g]):
+        members = groups[group]
         done = [
             r
-            for r in group
+            for r in members
             if r[m.STATUS] == m.COMPLETED
             and r[m.FINAL_VAL_LOSS] is not None
             and math.isfinite(r[m.FINAL_VAL_LOSS])
         ]
         best = min(done, key=lambda r: r[m.FINAL_VAL_LOSS]) if done else None
         table.add_row(
-            str(width),
+            *(str(v) for v in group),
             f"{best['optim.lr']:.3g}" if best and "optim.lr" in best else "-",
             f"{best[m.FINAL_VAL_LOSS]:.4f}" if best else "-",
-            str(len(group)),
-            *(str(sum(r[m.STATUS] == s for r in group)) for s in m.ENDED_STATUSES),
+            str(len(members)),
+            *(str(sum(r[m.STATUS] == s for r in members)) for s in m.ENDED_STATUSES),
         )
     return table
+
+
+def grouped_keys(plan: Any) -> list[str]:
+    """The swept grid keys the closing table groups by: all but the LR and the seed."""
+    keys: list[str] = []
+    for trial in plan.trials:
+        keys += [k for k in trial.cell if k not in keys and k not in ("optim.lr", "train.seed")]
+    return keys
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
@@ -212,7 +225,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             experiment, result, resume=args.resume, restart=args.restart, address=address
         )
     experiment_id = _set_up_ui(experiment, result, outcome.tracking_uri)  # it exists now
-    console.print(summary_table(experiment.config.name, outcome.rows))
+    console.print(summary_table(experiment.config.name, outcome.rows, grouped_keys(result)))
     if outcome.interrupted:
         from scalesweep import metrics as m
         from scalesweep.sweep.interrupt import resume_hint
