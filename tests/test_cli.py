@@ -91,3 +91,14 @@ def test_printed_commands_run_as_printed_without_the_venv_on_path(tmp_path, monk
         program = shlex.split(line.split(label, 1)[1])[0]
         done = subprocess.run([program, "--version"], capture_output=True, timeout=120)
         assert done.returncode == 0, (line, done.stderr[-500:])
+
+
+def test_plan_shows_every_swept_key_and_whole_numbers_at_80_columns(capsys, monkeypatch):
+    # Rule: `scalesweep plan` has a column for each swept key (wsd_cooldown: the cooldown
+    # fraction and shape, which the trial names leave out) and cuts no number at 80 columns.
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["plan", "search_spaces/wsd_cooldown.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "fraction" in out and "shape" in out and "1-sqrt" in out
+    assert "…" not in out and "1.26e14" in out
+    assert max(len(line) for line in out.splitlines()) <= 80

@@ -71,31 +71,60 @@ def add_parser(subparsers: Any) -> None:
     export.set_defaults(func=run_export_command)
 
 
+def _si(count: int) -> str:
+    """3 significant digits with k/M/G/T: 4852992 -> 4.85M."""
+    for power, suffix in ((12, "T"), (9, "G"), (6, "M"), (3, "k")):
+        if count >= 10**power:
+            return f"{count / 10**power:.3g}{suffix}"
+    return str(count)
+
+
+def _plan_value(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _plan_table(plan: Any, experiment: Any) -> Any:
+    """One row per trial: its name, every key the sweep varies (sampled keys say so), size,
+    tokens, FLOPs and steps. Numbers fold onto a second line in a narrow terminal rather than
+    being cut ("3.908e+…")."""
+    from rich import box
     from rich.table import Table
 
     table = Table(
         title=f"{experiment.config.name}: {len(plan.trials)} cells × "
-        f"{plan.samples_per_cell} sample(s) = {plan.n_trials} trials"
+        f"{plan.samples_per_cell} sample(s) = {plan.n_trials} trials",
+        box=box.SIMPLE_HEAD,  # no rules between columns: room for the numbers at 80 columns
+        collapse_padding=True,
     )
-    for column in ("trial", "width", "depth", "params", "tokens", "FLOPs", "steps", "optimizer"):
-        table.add_column(column, justify="left" if column in ("trial", "optimizer") else "right")
+    # tokens and steps have their own columns (an isoFLOP budget sets them)
+    swept = [k for k in grouped_keys(plan) if k not in ("train.tokens", "train.steps")]
+    swept = [*(k for k in ("model.width", "optim.lr") if k not in swept), *swept]
+    swept += [k for k in plan.sampled_keys if k not in swept]
     sampled = set(plan.sampled_keys)
+    rows = []
     for trial in plan.trials:
-        config = trial.config
-        optim = config.optim
-        lr = "sampled" if "optim.lr" in sampled else f"{optim.lr:.3g}"
-        wd = "sampled" if "optim.weight_decay" in sampled else f"{optim.weight_decay:.3g}"
-        table.add_row(
-            trial.name,
-            str(config.model.width),
-            str(config.model.depth),
-            f"{trial.params:,}",
-            f"{trial.tokens:,}",
-            f"{trial.flops:.3e}",
+        tree = trial.config.model_dump()
+        values = [
+            "sampled" if key in sampled else _plan_value(tree[key.split(".")[0]][key.split(".")[1]])
+            for key in swept
+        ]
+        sizes = [
+            _si(trial.params),
+            _si(trial.tokens),
+            f"{trial.flops:.3g}".replace("e+", "e"),
             str(trial.steps),
-            f"{optim.name} lr={lr} wd={wd} ({optim.decay_mode})",
-        )
+        ]
+        rows.append([trial.name, *values, *sizes])
+    names = ["trial", *(k.split(".")[-1] for k in swept), "params", "tokens", "FLOPs", "steps"]
+    for i, name in enumerate(names):
+        if i == 0:  # the name may fold; the numbers are never cut
+            table.add_column(name, overflow="fold", min_width=6)
+        else:  # a long key breaks at its underscores: cooldown_ / fraction
+            header = name.replace("_", "_\n") if len(name) > 8 else name
+            width = max(*(len(part) for part in header.split("\n")), *(len(r[i]) for r in rows))
+            table.add_column(header, justify="right", no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
