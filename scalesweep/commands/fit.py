@@ -57,6 +57,13 @@ def add_parser(subparsers: Any) -> None:
         help='map a column, e.g. --col params="Model Size" (repeatable; default: the aliases '
         "of fit.runs)",
     )
+    _add_source_args(parser)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_source_args(parser: argparse.ArgumentParser) -> None:
+    """Where an MLflow source is, and the curves of a file source."""
     parser.add_argument(
         "--tracking-uri",
         default=None,
@@ -84,8 +91,6 @@ def add_parser(subparsers: Any) -> None:
         "metrics the fits read (val/loss for critical-batch and kaplan-ns; val/loss and "
         "train/flops for isoflop-envelope) (default: none)",
     )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,6 +48,10 @@ def add_parser(subparsers: Any) -> None:
     add_config_args(plan, what="sweep YAML", example="train.steps=50")
     plan.set_defaults(func=run_plan_command)
 
+    _add_export_parser(subparsers)
+
+
+def _add_export_parser(subparsers: Any) -> None:
     export = subparsers.add_parser(
         "export",
         help="write a sweep's runs table (one row per trial) from MLflow",
