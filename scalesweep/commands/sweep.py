@@ -264,7 +264,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         from scalesweep.sweep.interrupt import resume_hint
 
         done = sum(r[m.STATUS] in m.ENDED_STATUSES for r in outcome.rows)
-        console.print(resume_hint(done, result.n_runs, str(args.config)), markup=False)
+        hint = resume_hint(done, result.n_runs, str(args.config))
+        console.print(hint, soft_wrap=True, highlight=False, markup=False)
         return 130
     report = _write_sweep_report(experiment, outcome, console)
     lines = closing_lines(experiment.config.name, experiment_id, outcome, report)

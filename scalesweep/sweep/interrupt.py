@@ -10,6 +10,7 @@ Ctrl-C raises KeyboardInterrupt at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -32,6 +33,12 @@ class Interrupt:
         return self.event.is_set()
 
 
+def _no_tune_restore_hint(record: logging.LogRecord) -> bool:
+    """Drop Tune's "Resume experiment with: Tuner.restore(...)": a sweep resumes with
+    `--resume` (docs/architecture.md says why not with Tune's restore)."""
+    return "Tuner.restore" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def catch_interrupt() -> Iterator[Interrupt]:
     """Within the block, the first SIGINT stops Tune gracefully and is recorded; the second
@@ -48,12 +55,15 @@ def catch_interrupt() -> Iterator[Interrupt]:
         interrupt.event.set()
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop
 
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(_no_tune_restore_hint)
     before_sigint = signal.signal(signal.SIGINT, on_sigint)
     before_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # keep ours; Tune still takes SIGUSR1
     try:
         yield interrupt
     finally:
+        tune_log.removeFilter(_no_tune_restore_hint)
         signal.signal(signal.SIGINT, before_sigint)
         if before_env is None:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
