@@ -80,20 +80,22 @@ def test_save_keeps_a_complete_checkpoint_and_the_one_before(tmp_path):
 
 
 PATHS = {
-    # path: (resources, process title, steps, the newest checkpoint's folder)
+    # path: (resources, process title, steps)
     "in_place": ({}, "ray::ImplicitFunc", 300),
     "distributed": (DISTRIBUTED, "ray::RayTrainWorker", 200),
 }
 
 
-def _newest_checkpoint(storage: Path, trial_path: str) -> Path | None:
-    """The state file a restart would load first (in place: `latest`; Ray Train: the newest
-    `checkpoint_*`), once an older one exists too."""
+def _to_truncate(storage: Path, trial_path: str) -> list[Path]:
+    """The state files to cut short, once the trial has older checkpoints to go back to: in
+    place `latest` (`previous` exists); through Ray Train every checkpoint but the oldest of 3
+    or more (the one Train restores, its latest registered, is among them even when the newest
+    folder on disk was not registered yet)."""
     if trial_path == "in_place":
         found = list(storage.glob("checkpoints/*/previous/state.pt"))
-        return found[0].parent.with_name("latest") / checkpoint.STATE_FILE if found else None
+        return [found[0].parent.with_name("latest") / checkpoint.STATE_FILE] if found else []
     found = sorted(storage.glob("train/*/checkpoint_*/state.pt"), key=lambda p: p.parent.name)
-    return found[-1] if len(found) >= 2 else None
+    return found[1:] if len(found) >= 3 else []
 
 
 @pytest.mark.ray
@@ -102,25 +104,30 @@ def _newest_checkpoint(storage: Path, trial_path: str) -> Path | None:
 def test_truncated_checkpoint_then_kill_resumes_from_an_older_one(
     ray_address, tmp_path, trial_path
 ):
-    # Rule: a trial paused, its newest checkpoint truncated to half, then killed, completes:
-    # the file is set aside and named in the run's tag, every point logged once.
+    # Rule: a trial paused, the checkpoint its restart loads truncated to half, then killed,
+    # completes from an older one: the file is set aside and named in the run's tag, every
+    # point logged once.
     resources, title, steps = PATHS[trial_path]
     name = f"corrupt-{trial_path}"
     path = sweep_file(tmp_path, name, train={**TRAIN, "steps": steps}, resources=resources)
     uri, storage = tracking_uri(path), tmp_path / "runs" / name
     with driver(path, address=ray_address) as sweep:
-        wait_until(lambda: _newest_checkpoint(storage, trial_path), timeout=240,
-                   what="two checkpoints", driver=sweep)  # fmt: skip
+        wait_until(lambda: _to_truncate(storage, trial_path), timeout=240,
+                   what="older checkpoints", driver=sweep)  # fmt: skip
         pids = pids_titled(title)
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
-        newest = _newest_checkpoint(storage, trial_path)
-        assert newest is not None and last_step(uri, children(uri, name)[0].info.run_id) < steps
-        _truncate(newest)
+        cut = _to_truncate(storage, trial_path)
+        assert cut and last_step(uri, children(uri, name)[0].info.run_id) < steps
+        for file in cut:
+            _truncate(file)
         assert kill_titled(title) >= 1
         assert sweep.wait(timeout=240) == 0, sweep.output()
     (run,) = children(uri, name)
     assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
-    assert str(newest) in run.data.tags["scalesweep.checkpoint_set_aside"]
-    assert (newest.parent.with_name(newest.parent.name + ".unreadable") / "state.pt").is_file()
+    named = run.data.tags["scalesweep.checkpoint_set_aside"]
+    set_aside = [f for f in cut if str(f) in named]
+    assert set_aside, named
+    for file in set_aside:
+        assert (file.parent.with_name(file.parent.name + ".unreadable") / "state.pt").is_file()
     assert_every_point_once(uri, run, steps, log_every=10, eval_every=50)
