@@ -7,19 +7,21 @@ depend only on (seed, step, index), so there is no sampler state to save.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from scalesweep.errors import UserError
-
 STATE_FILE = "state.pt"
+CHECKSUM_FILE = "state.pt.sha256"
 
 
 def rng_state() -> dict[str, Any]:
@@ -50,18 +52,90 @@ def restore(blob: bytes, device: torch.device) -> dict[str, Any]:
     return torch.load(io.BytesIO(blob), map_location=device, weights_only=False)
 
 
+PREVIOUS = "previous"
+"""The checkpoint before `latest`, kept beside it: where a run goes on when `latest` is bad."""
+SET_ASIDE = ".unreadable"
+"""Suffix of a checkpoint folder that failed to load, renamed so that no restart tries it."""
+
+
+class UnreadableCheckpoint(Exception):
+    """A checkpoint file that is missing, fails its checksum, or does not load."""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to the directory `path` atomically: a crash leaves the old or the new."""
+    """Write `state` to the directory `path` so that a crash at any moment leaves a complete
+    checkpoint: the file and its SHA-256 are written and fsynced in a temporary folder, the
+    checkpoint before is kept as `previous` beside `path`, and the folder is renamed in place."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(path, ignore_errors=True)
+    data = snapshot(state)
+    (tmp / STATE_FILE).write_bytes(data)
+    (tmp / CHECKSUM_FILE).write_text(hashlib.sha256(data).hexdigest())
+    for file in (tmp / STATE_FILE, tmp / CHECKSUM_FILE, tmp):
+        _fsync(file)
+    if path.is_dir():
+        previous = path.with_name(PREVIOUS)
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(path, previous)
     os.replace(tmp, path)
+    _fsync(path.parent)
 
 
 def load(path: Path, device: torch.device) -> dict[str, Any]:
+    """The state in the checkpoint directory `path`, checked against its SHA-256 (when it has
+    one); `UnreadableCheckpoint` naming the file when it cannot be used."""
     file = Path(path) / STATE_FILE
-    if not file.is_file():
-        raise UserError(f"resume: no checkpoint at {file}")
-    return torch.load(file, map_location=device, weights_only=False)
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise UnreadableCheckpoint(f"{file}: {error.strerror}") from None
+    sums = Path(path) / CHECKSUM_FILE
+    if sums.is_file() and hashlib.sha256(data).hexdigest() != sums.read_text().strip():
+        raise UnreadableCheckpoint(f"{file}: its SHA-256 differs from {CHECKSUM_FILE}'s")
+    try:
+        return restore(data, device)
+    except Exception as error:  # a truncated or garbled file: torch says so in many ways
+        raise UnreadableCheckpoint(f"{file}: {type(error).__name__}: {error}") from None
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename an unreadable checkpoint folder to `<name>.unreadable` (numbered if taken), out
+    of the way of later saves and restarts; None when another rank already did."""
+    path = Path(path)
+    for n in range(100):
+        target = path.with_name(f"{path.name}{SET_ASIDE}{'' if n == 0 else f'.{n}'}")
+        if not target.exists():
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, target)
+                return target
+            return None
+    return None
+
+
+def load_newest(
+    candidates: Sequence[Path], device: torch.device
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The state of the first of `candidates` (newest first) that loads, and a line for each
+    checkpoint that did not, which is set aside on the way. (None, lines): start from scratch."""
+    notes: list[str] = []
+    for candidate in candidates:
+        if not (Path(candidate) / STATE_FILE).is_file():
+            continue
+        try:
+            return load(candidate, device), notes
+        except UnreadableCheckpoint as error:
+            moved = set_aside(candidate)
+            notes.append(
+                f"checkpoint unreadable, set aside as {moved or 'by another rank'} ({error})"
+            )
+    return None, notes

@@ -40,7 +40,17 @@ def main(argv: Sequence[str] | None = None, *, modules: Sequence[str] = COMMAND_
     """Parse `argv` and run its command. `modules` narrows the CLI to some commands, so that a
     test or script calling one command does not import the others."""
     parser = build_parser(modules)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        loose = [text for text in getattr(args, "overrides", []) if "=" not in text]
+        if loose:  # `--set optim.lr 0.01`: the value became a stray argument
+            print(
+                f"error: --set {loose[0]} {extra[0]}: --set takes KEY=VALUE in one word, "
+                f"e.g. --set {loose[0]}={extra[0]}",
+                file=sys.stderr,
+            )
+            return 2
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except UserError as error:

@@ -252,6 +252,8 @@ class SearchConfig(_Section):
     scheduler: Literal["asha"] | None = None
     """ASHA early stopping for plain HPO. Wrong for LR-sensitivity sweeps, which need every
     curve to its end."""
+    max_trials: int = Field(20_000, gt=0)
+    """The most trials a sweep may plan; a larger grid is refused, with its count, unexpanded."""
 
 
 class ResourcesConfig(_Section):

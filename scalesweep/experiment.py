@@ -34,12 +34,46 @@ from pydantic import ValidationError
 
 from scalesweep.config import RUN_SECTIONS, SCHEDULE_TYPES, ExperimentConfig
 from scalesweep.errors import UserError
+from scalesweep.suggest import did_you_mean, known_keys
+
+MAX_YAML_VALUES = 100_000
+"""The most values a sweep file may expand to through its aliases (`*name`). A few hundred bytes
+of nested aliases (a "billion laughs" file) expand to gigabytes once validated; a real sweep
+file holds hundreds of values."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` stands for once every alias is written out (memoised by node, so
+    this is linear in the file, not in the expansion)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = min(size, MAX_YAML_VALUES + 1)
+    return sizes[id(node)]
+
+
+class AliasBombError(yaml.YAMLError):
+    """The document's aliases expand past `MAX_YAML_VALUES`."""
 
 
 class _Loader(yaml.SafeLoader):
     """PyYAML follows YAML 1.1, where `3e-4` (no dot) is a string; researchers write LRs that
     way, so read it as a float like YAML 1.2 does. A key written twice in one mapping is an
-    error (PyYAML would keep the last one silently)."""
+    error (PyYAML would keep the last one silently). A document whose aliases expand past
+    `MAX_YAML_VALUES` values is refused before anything is built from it."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise AliasBombError(
+                f"its aliases (*name) expand it to more than {MAX_YAML_VALUES:,} values; a "
+                "sweep file holds far fewer (nested aliases multiply: write the values out)"
+            )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -154,8 +188,12 @@ def _find_spaces(tree: Mapping[str, Any], prefix: str = "") -> dict[str, SearchS
             # A whole section may be a grid of sections (e.g. `schedule: {grid: [{type:
             # constant}, {type: cosine}]}`): schedule types have different keys, so a grid per
             # key cannot list them (not sampled: Optuna's choices are scalars).
+            section = dotted.split(".")[0]
+            if section not in ExperimentConfig.model_fields:
+                sections = known_keys([])
+                raise UserError(f"{section}: unknown section{did_you_mean(section, sections)}")
             whole = not prefix and key in RUN_SECTIONS and next(iter(value)) == "grid"
-            if not whole and (not prefix or dotted.split(".")[0] not in RUN_SECTIONS):
+            if not whole and (not prefix or section not in RUN_SECTIONS):
                 raise UserError(
                     f"{dotted}: search spaces are allowed only under {', '.join(RUN_SECTIONS)}"
                 )
@@ -187,12 +225,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     `true` and `null` work."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise UserError(f"--set {text!r}: expected dotted.key=value")
+        raise UserError(f"--set {text!r}: expected KEY=VALUE in one word, e.g. --set optim.lr=0.01")
     try:
         value = read_yaml(raw)
     except yaml.YAMLError as error:
         raise UserError(f"--set {key}: cannot read {raw!r} as a YAML value ({error})") from None
     return key.strip(), value
+
+
+def _looks_like_space(value: Any) -> bool:
+    """`{name: [values]}`: what a search space looks like, whatever its name."""
+    if not isinstance(value, Mapping) or len(value) != 1:
+        return False
+    return isinstance(next(iter(value.values())), list)
 
 
 def _format_validation_error(error: ValidationError, context: str = "") -> str:
@@ -204,9 +249,16 @@ def _format_validation_error(error: ValidationError, context: str = "") -> str:
             del loc[1]
         key = ".".join(loc)
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
         value = item.get("input")
+        if item["type"] == "extra_forbidden":
+            what = "unknown section" if len(loc) == 1 else "unknown key"
+            message = what + did_you_mean(key, known_keys(loc[:-1]))
+        elif _looks_like_space(value) and not known_keys(loc):  # a value's space, misspelt
+            (kind,) = value
+            message = (
+                f"{{{kind}: …}} is not a search space; the kinds are {', '.join(SPACE_KINDS)}"
+                + did_you_mean(str(kind), SPACE_KINDS)
+            )
         quiet = item["type"] in ("extra_forbidden", "missing") or isinstance(value, Mapping)
         shown = "" if quiet else f" got {value!r}:"
         lines.append(f"{key or '<file>'}:{shown} {message}{context}")
@@ -257,6 +309,25 @@ class Experiment:
         return {k: s for k, s in self.spaces.items() if not s.is_grid}
 
 
+def _check_grid_size(spaces: Mapping[str, SearchSpace], config: ExperimentConfig) -> None:
+    """Refuse a grid of more than `search.max_trials` trials from its sizes alone, before any
+    of its values is listed or checked."""
+    sizes = {
+        k: len(s.args) if s.kind == "grid" else int(s.args[2])
+        for k, s in spaces.items()
+        if s.is_grid
+    }
+    count = math.prod(sizes.values()) * config.search.num_samples
+    limit = config.search.max_trials
+    if count > limit:
+        factors = " × ".join(f"{n:,} ({k})" for k, n in sizes.items())
+        raise UserError(
+            f"search.max_trials: the grid holds {count:,} trials ({factors} × "
+            f"{config.search.num_samples} sample(s)), more than the limit of {limit:,}; "
+            "shrink the grid, or raise search.max_trials if you mean it"
+        )
+
+
 def parse_experiment(
     raw: Mapping[str, Any] | None,
     *,
@@ -277,6 +348,7 @@ def parse_experiment(
     for key, space in spaces.items():
         set_dotted(probe, key, space.probe_values()[0])
     config = _validate(probe)
+    _check_grid_size(spaces, config)
     # Check every value a space can take, so a bad grid point fails now, not in trial 17.
     for key, space in spaces.items():
         for value in space.probe_values()[1:]:
@@ -297,6 +369,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
         raise UserError(f"{path}: not a text file (it is not UTF-8); give a YAML file") from None
     try:
         raw = read_yaml(text)
+    except AliasBombError as error:
+        raise UserError(f"{path}: refused: {error}") from None
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({error})") from None
     if raw is None:

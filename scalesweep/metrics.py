@@ -97,6 +97,9 @@ DIVERGED: Final = "diverged"
 FAILED: Final = "failed"
 RUNNING: Final = "running"
 """A child run that has started and not finished (or whose driver died before marking it)."""
+INTERRUPTED: Final = "interrupted"
+"""A child run whose sweep was stopped by Ctrl-C mid-trial (MLflow status KILLED); --resume
+trains it on from its checkpoint."""
 FINISHED_STATUSES: Final = (COMPLETED, DIVERGED)
 """Statuses of a trial that ran to its end: never trained again on --resume."""
 ENDED_STATUSES: Final = (COMPLETED, DIVERGED, FAILED)

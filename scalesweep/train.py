@@ -33,6 +33,7 @@ from scalesweep.callbacks import Callback
 from scalesweep.config import ExperimentConfig, total_steps
 from scalesweep.distributed import all_reduce_mean
 from scalesweep.engine import Engine
+from scalesweep.errors import UserError
 from scalesweep.optim import set_lr
 from scalesweep.schedules import lr_multiplier
 from scalesweep.summary import RunState, TrainSummary, divergence_reason
@@ -97,7 +98,19 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint directory written by this trainer."""
-        self.load_state_dict(checkpoint.load(path, self.engine.world.device))
+        try:
+            self.load_state_dict(checkpoint.load(path, self.engine.world.device))
+        except checkpoint.UnreadableCheckpoint as error:
+            raise UserError(f"resume: cannot use the checkpoint {error}") from None
+
+    def resume_newest(self, candidates: Sequence[Path]) -> list[str]:
+        """Continue from the newest of `candidates` that loads (else from step 0), setting aside
+        those that do not; returns a line for each one set aside. What a restarted trial does:
+        a checkpoint cut short by a crash or a full disk must not fail the trial."""
+        state, notes = checkpoint.load_newest(candidates, self.engine.world.device)
+        if state is not None:
+            self.load_state_dict(state)
+        return notes
 
     # --- callbacks -----------------------------------------------------------------------------
 

@@ -161,7 +161,8 @@ def postgres() -> Iterator[Postgres]:
     if folder is None:
         pytest.skip(
             "no PostgreSQL binaries (initdb, postgres, psql) on PATH or in "
-            "/usr/lib/postgresql/*/bin; install Debian's `postgresql` (.ci/run does)"
+            "/usr/lib/postgresql/*/bin; install Debian's `postgresql` (./scripts/test.sh does, "
+            "as root)"
         )
     run_as: dict = {}
     if os.geteuid() == 0:

@@ -15,7 +15,9 @@ def add_parser(subparsers: Any) -> None:
         help="prepare token shards, or show what a shard directory holds",
         description="Token shards: train.bin, val.bin (flat token ids) and meta.json.",
     )
-    actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(
+        dest="data_command", required=True, metavar="ACTION", help="prepare or info"
+    )
 
     prepare = actions.add_parser(
         "prepare",

@@ -57,11 +57,26 @@ def add_parser(subparsers: Any) -> None:
         help='map a column, e.g. --col params="Model Size" (repeatable; default: the aliases '
         "of fit.runs)",
     )
+    _add_source_args(parser)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_source_args(parser: argparse.ArgumentParser) -> None:
+    """Where an MLflow source is, and the curves of a file source."""
     parser.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow store of an MLflow source (default: $MLFLOW_TRACKING_URI, else "
         "sqlite:///mlflow.db)",
+    )
+    parser.add_argument(
+        "--tracking-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for an http(s) tracking server, and for each of its answers "
+        "(default: 30)",
     )
     parser.add_argument(
         "--parent-run-id",
@@ -76,8 +91,6 @@ def add_parser(subparsers: Any) -> None:
         "metrics the fits read (val/loss for critical-batch and kaplan-ns; val/loss and "
         "train/flops for isoflop-envelope) (default: none)",
     )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,9 +108,13 @@ def run(args: argparse.Namespace) -> int:
     from scalesweep.fit.pipeline import run_fits
     from scalesweep.fit.report.text import summary
     from scalesweep.fit.runs import apply_column_map, parse_column_map
-    from scalesweep.sources import CurveSource, read_table
+    from scalesweep.sources import CurveSource, is_file_source, read_table
 
     options = from_args(args)
+    if not is_file_source(args.source):
+        from scalesweep import tracking
+
+        tracking.wait_for_server(args.tracking_uri, args.tracking_timeout)
     table = read_table(
         args.source, tracking_uri=args.tracking_uri, parent_run_id=args.parent_run_id
     )

@@ -302,7 +302,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if kwargs.get("action") == "append":
                 kwargs["default"] = []
         shown = meta["shown"] or (
-            "off" if kwargs.get("action") == "store_true" else str(option.default)
+            "off"
+            if kwargs.get("action") == "store_true"
+            else ("none" if option.default is None else str(option.default))
         )
         parser.add_argument(flag(option.name), help=f"{meta['help']} (default: {shown})", **kwargs)
 

@@ -29,6 +29,7 @@ from scalesweep import tracking
 from scalesweep.config import ExperimentConfig, ResourcesConfig
 from scalesweep.errors import UserError
 from scalesweep.experiment import Experiment
+from scalesweep.sweep.interrupt import INTERRUPTED_HOW, Interrupt, catch_interrupt
 from scalesweep.sweep.plan import Plan, PlannedTrial, trial_name
 from scalesweep.sweep.preflight import trial_bundles
 from scalesweep.sweep.search import Done
@@ -131,6 +132,7 @@ class SweepOutcome:
     """The sweep's storage folder (`storage_path`/name)."""
     finished: bool = True
     """Every planned trial ran to an end (completed, diverged or failed)."""
+    interrupted: bool = False  # by Ctrl-C (`sweep.interrupt`): --resume goes on
 
 
 @dataclass
@@ -324,10 +326,10 @@ def _row(run: tracking.TrialRecord, planned: PlannedTrial | None) -> dict[str, A
 
 
 def _rows(
-    experiment: Experiment, plan: Plan, session: _Session, errors: set[str]
+    experiment: Experiment, plan: Plan, session: _Session, errors: set[str], interrupted: bool
 ) -> list[dict[str, Any]]:
     """One row per trial of this sweep, from its child run; trials that Tune saw fail without a
-    status in MLflow count as failed."""
+    status in MLflow count as failed, and those a Ctrl-C stopped, interrupted."""
     runs = tracking.with_retries(
         lambda: tracking.trial_records(
             session.client, experiment.config.name, session.parent_run_id
@@ -341,6 +343,8 @@ def _rows(
         if run.status == m.RUNNING and run.name in errors:  # Tune saw it fail, unmarked
             tracking.mark_failed(session.client, run.run_id)
             run = replace(run, status=m.FAILED, run_status="FAILED")
+        elif interrupted and tracking.mark_interrupted(session.client, run, INTERRUPTED_HOW):
+            run = replace(run, status=m.INTERRUPTED, run_status="KILLED")
         else:  # ended, but its process died before marking the run
             tracking.close_orphaned_run(session.client, run)
         rows.append(_row(run, cells.get(trial_name(run.cell or {}))))
@@ -363,9 +367,9 @@ def run_sweep(
     tracking_uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
     tracking.check_local_store(tracking_uri)
     storage, state = _check_storage(experiment, plan, resume=resume, restart=restart)
+    tracking.check_reachable(tracking_uri)  # before Ray: a down server costs no cluster start
     # Starts or joins Ray; checks the cluster can reach the store and storage, and the resources.
     preflight(experiment, tracking_uri, storage.parent, address=address)
-    tracking.check_reachable(tracking_uri)
     session = _open_session(experiment, plan, storage, state, tracking_uri)
     # Tune's own output: its new engine prints a configuration box even when silenced.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -374,15 +378,16 @@ def run_sweep(
     progress = SweepProgress(
         plan, already_done=already_done, metric=experiment.config.search.metric
     )
-    errors: set[str] = set()
+    errors, interrupt = set[str](), Interrupt()
     if already_done < plan.n_trials:
         try:
-            grid = _tuner(experiment, plan, session, history, progress).fit()
+            with catch_interrupt() as interrupt:
+                grid = _tuner(experiment, plan, session, history, progress).fit()
         finally:
             progress.close()
         errors = {trial_name(assignment_of(r.config or {})) for r in grid if r.error is not None}
     session.replay_spools(experiment.config.tracking.outage_timeout_s)
-    rows = _rows(experiment, plan, session, errors)
+    rows = _rows(experiment, plan, session, errors, interrupt.happened)
     finished = len(rows) == plan.n_runs and all(r[m.STATUS] in m.ENDED_STATUSES for r in rows)
     tracking.with_retries(
         lambda: tracking.finish_parent(session.client, session.parent_run_id, finished=finished),
@@ -390,4 +395,6 @@ def run_sweep(
         timeout_s=experiment.config.tracking.outage_timeout_s,
     )
     session.save(finished=finished)
-    return SweepOutcome(session.parent_run_id, session.tracking_uri, rows, storage, finished)
+    return SweepOutcome(
+        session.parent_run_id, session.tracking_uri, rows, storage, finished, interrupt.happened
+    )

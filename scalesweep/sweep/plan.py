@@ -125,6 +125,38 @@ def _vocab_size(config: ExperimentConfig) -> int:
     return model_vocab(config.model.vocab_size, data_vocab, config.data.path)
 
 
+def _check_windows(trials: list[PlannedTrial]) -> None:
+    """Every trial's window (seq_len + 1 tokens) must fit in both splits of its data: else every
+    attempt of the trial would fail inside Ray, after its start."""
+    from scalesweep.data_path import load_shards
+
+    longest: dict[str, PlannedTrial] = {}
+    for trial in trials:
+        path = trial.config.data.path
+        if path not in longest or trial.config.model.seq_len > longest[path].config.model.seq_len:
+            longest[path] = trial
+    for path, trial in longest.items():
+        shards, seq_len = load_shards(path), trial.config.model.seq_len
+        for split, tokens in (("validation", shards.val), ("training", shards.train)):
+            if seq_len + 1 > len(tokens):
+                raise UserError(
+                    f"model.seq_len: got {seq_len} (trial {trial.name}), but a window needs "
+                    f"seq_len + 1 tokens and the {split} split of data.path={path!r} holds "
+                    f"{len(tokens):,}"
+                )
+
+
+def _check_count(count: int, config: ExperimentConfig) -> None:
+    """The grid × budget cells × samples, against `search.max_trials` (the grid alone was
+    checked when the file was read)."""
+    if count > config.search.max_trials:
+        raise UserError(
+            f"search.max_trials: the sweep holds {count:,} trials (grid × budget cells × "
+            f"samples), more than the limit of {config.search.max_trials:,}; shrink it, or "
+            "raise search.max_trials if you mean it"
+        )
+
+
 def _check_batch_splits(config: ExperimentConfig) -> None:
     """The batch must split into the trial's ranks × micro-batches (else every rank would find
     out, and fail, only once the trial started)."""
@@ -246,10 +278,10 @@ def plan(experiment: Experiment) -> Plan:
         grid_points = [{**p, "train.seed": s} for p in grid_points for s in seeds]
         samples = 1
     probe = {key: space.probe_values()[0] for key, space in sampled.items()}
+    budget_cells = _budget_cells(experiment, vocab, notes)
+    _check_count(len(grid_points) * len(budget_cells) * samples, config)
     trials = []
-    for point, budget_cell in itertools.product(
-        grid_points, _budget_cells(experiment, vocab, notes)
-    ):
+    for point, budget_cell in itertools.product(grid_points, budget_cells):
         budget = budget_cell.pop("_budget", None) if budget_cell else None
         cell = {**point, **budget_cell}
         resolved = experiment.resolve({**probe, **cell})
@@ -274,6 +306,7 @@ def plan(experiment: Experiment) -> Plan:
                 f"{trials[-1].name}: whole steps give {per_token * tokens:.3g} FLOPs "
                 f"for C={budget:.3g}"
             )
+    _check_windows(trials)
     if config.branches is not None:
         trials = with_branches(trials, config.branches)
     return Plan(trials=trials, sampled_keys=list(sampled), samples_per_cell=samples, notes=notes)

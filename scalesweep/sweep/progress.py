@@ -17,7 +17,7 @@ from ray.tune import Callback
 from scalesweep import metrics as m
 from scalesweep.sweep.plan import Plan, trial_name
 from scalesweep.sweep.search import CELL_KEY
-from scalesweep.sweep.trial import CHECKPOINT_STEP
+from scalesweep.sweep.trial import CHECKPOINT_STEP, UNREACHABLE_S
 
 
 @dataclass
@@ -33,6 +33,8 @@ class Tally:
     flops_done: float = 0.0
     running: dict[str, float] = field(default_factory=dict)
     """Trial -> FLOPs it has trained so far."""
+    unreachable: dict[str, float] = field(default_factory=dict)
+    """Running trial -> seconds its tracking server has not answered, while that lasts."""
     started: float = field(default_factory=time.monotonic)
 
     def eta_s(self) -> float | None:
@@ -47,9 +49,14 @@ class Tally:
         when = "?" if eta is None else f"{eta / 60:.1f} min" if eta >= 60 else f"{eta:.0f} s"
         best = "-" if self.best is None else f"{self.best:.4g}"
         counts = f"{self.done}/{self.total_trials} done · {len(self.running)} running"
-        return (
-            f"{counts} · {self.diverged} diverged · {self.failed} failed · best {best} · ETA {when}"
-        )
+        line = f"{counts} · {self.diverged} diverged · {self.failed} failed · best {best}"
+        down = [s for s in self.unreachable.values() if s > 0]
+        if down:  # training goes on; the points wait in memory or the spool
+            line += (
+                f" · tracking server unreachable for {max(down):.0f} s ({len(down)} trial(s) "
+                "queueing their points)"
+            )
+        return f"{line} · ETA {when}"
 
 
 class SweepProgress(Callback):
@@ -92,10 +99,12 @@ class SweepProgress(Callback):
         step = result.get(CHECKPOINT_STEP)
         if step is not None and cell in self.steps:
             self.tally.running[trial.trial_id] = self.flops[cell] * step / max(1, self.steps[cell])
-        self._show()
+        self.tally.unreachable[trial.trial_id] = float(result.get(UNREACHABLE_S) or 0.0)
+        self._show(ended=self.tally.unreachable[trial.trial_id] > 0)
 
     def _end(self, trial: Any, status: str, value: float | None) -> None:
         self.tally.running.pop(trial.trial_id, None)
+        self.tally.unreachable.pop(trial.trial_id, None)
         self.tally.done += 1
         self.tally.flops_done += self.flops.get(self._cell_name(trial), 0.0)
         self.tally.diverged += status == m.DIVERGED

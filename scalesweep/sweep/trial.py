@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 CHECKPOINT_STEP = "step"
 """Reported with every evaluation; Tune orders results by it."""
+UNREACHABLE_S = "tracking_unreachable_s"
+"""Reported with every evaluation: how long the trial's tracking server has not answered (the
+sweep's progress line says so while it lasts)."""
 
 
 @dataclass(frozen=True)
@@ -164,9 +167,12 @@ class Trial:
         return open_branch
 
 
-def progress_report(metric: str, step: int, metrics: dict[str, float]) -> dict[str, Any]:
-    """What a trial tells Tune at an evaluation (both paths)."""
-    return {metric: metrics[m.VAL_LOSS], CHECKPOINT_STEP: step, m.STATUS: m.RUNNING}
+def progress_report(
+    metric: str, step: int, metrics: dict[str, float], log: tracking.MetricLog | None
+) -> dict[str, Any]:
+    """What a trial tells Tune at an evaluation (both paths); `log` is rank 0's metric log."""
+    report = {metric: metrics[m.VAL_LOSS], CHECKPOINT_STEP: step, m.STATUS: m.RUNNING}
+    return {**report, UNREACHABLE_S: log.unreachable_s() if log is not None else 0.0}
 
 
 # --- the in-process path -------------------------------------------------------------------------
@@ -176,13 +182,13 @@ class TuneReporter(Callback):
     """train.Callback: evaluations to Tune, from the trial's own process. Checkpoints stay in
     the trial's own folder (`TrialSettings.checkpoints`), where a restart finds them."""
 
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
+    def __init__(self, metric: str, log: tracking.MetricLog | None = None) -> None:
+        self.metric, self.log = metric, log
 
     def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         from ray import tune
 
-        tune.report(progress_report(self.metric, step, metrics))
+        tune.report(progress_report(self.metric, step, metrics, self.log))
 
 
 def _train(trainer: Trainer, trial: Trial, settings: TrialSettings, rank0: bool) -> dict[str, Any]:
@@ -200,7 +206,7 @@ def _train(trainer: Trainer, trial: Trial, settings: TrialSettings, rank0: bool)
 def _train_here(trial: Trial, run: tracking.ChildRun, settings: TrialSettings) -> dict[str, Any]:
     import torch
 
-    from scalesweep.checkpoint import STATE_FILE
+    from scalesweep.checkpoint import PREVIOUS
     from scalesweep.train import Trainer
 
     config = trial.config
@@ -209,11 +215,11 @@ def _train_here(trial: Trial, run: tracking.ChildRun, settings: TrialSettings) -
     checkpoints = settings.checkpoints(trial.name)
     trainer = Trainer(
         config,
-        callbacks=[TuneReporter(config.search.metric), log],
+        callbacks=[TuneReporter(config.search.metric, log), log],
         checkpoint_dir=checkpoints,
     )
-    if (checkpoints / "latest" / STATE_FILE).is_file():  # restarted, by Tune or by --resume
-        trainer.resume(checkpoints / "latest")
+    # restarted (by Tune or by --resume): from the newest checkpoint that loads
+    run.note_set_aside(trainer.resume_newest([checkpoints / "latest", checkpoints / PREVIOUS]))
     summary = _train(trainer, trial, settings, rank0=True)
     run.finish(log, summary)
     return summary
@@ -225,14 +231,15 @@ def _train_here(trial: Trial, run: tracking.ChildRun, settings: TrialSettings) -
 class TrainReporter(Callback):
     """train.Callback: evaluations (and checkpoints) to Ray Train, which passes them to Tune."""
 
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
+    def __init__(self, metric: str, log: tracking.MetricLog | None = None) -> None:
+        self.metric, self.log = metric, log
 
     def on_report(self, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         import ray.train
 
         saved = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
-        ray.train.report(progress_report(self.metric, step, metrics), checkpoint=saved)
+        report = progress_report(self.metric, step, metrics, self.log)
+        ray.train.report(report, checkpoint=saved)
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,16 @@ LOOP_CONFIG_KEY = "trial"
 """The key of the `DistributedTrial` in Ray Train's `train_loop_config` (a dict)."""
 
 
+def train_checkpoints(latest: Path) -> list[Path]:
+    """Ray Train's latest checkpoint of a trial, then its older ones (`checkpoint_<time>`
+    folders beside it), newest first."""
+    from scalesweep.checkpoint import SET_ASIDE
+
+    siblings = latest.parent.glob("checkpoint_*")
+    older = [p for p in siblings if p.name < latest.name and not p.name.endswith(SET_ASIDE)]
+    return [latest, *sorted(older, reverse=True)]
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: the same Trainer as the in-process path, on every rank; rank 0 logs to
     MLflow (the child run `run_trial` opened, and the branches' runs) and marks the child runs
@@ -262,10 +279,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     work: DistributedTrial = loop_config[LOOP_CONFIG_KEY]
     trial, settings = work.trial, work.settings
     tracking.bound_mlflow_retries()
-    callbacks: list[Callback] = [TrainReporter(trial.config.search.metric)]
     rank0 = ray.train.get_context().get_world_rank() == 0
     run = trial.attach_child_run(settings, work.run_id) if rank0 else None
     log = run.metric_log() if run is not None else None
+    callbacks: list[Callback] = [TrainReporter(trial.config.search.metric, log)]
     callbacks += [log] if log is not None else []
     with tempfile.TemporaryDirectory() as scratch:
         try:
@@ -282,9 +299,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                 run.fail(error)
             return
         resume = ray.train.get_checkpoint()
-        if resume is not None:
-            with resume.as_directory() as directory:
-                trainer.resume(Path(directory))
+        if resume is not None:  # Train's latest, else an older one that loads (shared storage)
+            notes = trainer.resume_newest(train_checkpoints(Path(resume.path)))
+            if run is not None:
+                run.note_set_aside(notes)
         summary = _train(trainer, trial, settings, rank0)
     if run is not None and log is not None:
         run.finish(log, summary)

@@ -26,7 +26,13 @@ Modules, each importing only those above it:
 from scalesweep.tracking.child_run import ChildRun
 from scalesweep.tracking.metric_log import MetricLog, logged_through, replay_spool
 from scalesweep.tracking.read import curves, latest_parent_run_id, runs_table
-from scalesweep.tracking.records import TrialRecord, child_runs, trial_records, trial_tags
+from scalesweep.tracking.records import (
+    TrialRecord,
+    child_runs,
+    outage_line,
+    trial_records,
+    trial_tags,
+)
 from scalesweep.tracking.retry import bound_mlflow_retries, with_retries
 from scalesweep.tracking.runs import (
     close_orphaned_run,
@@ -34,6 +40,7 @@ from scalesweep.tracking.runs import (
     get_or_create_child_run,
     log_fit_outputs,
     mark_failed,
+    mark_interrupted,
     reopen_parent,
     start_parent_run,
     summary_metrics,
@@ -48,6 +55,7 @@ from scalesweep.tracking.store import (
     connect,
     is_local_uri,
     resolve_tracking_uri,
+    wait_for_server,
 )
 from scalesweep.tracking.ui import report_url, runs_url, set_up_experiment
 
@@ -73,6 +81,8 @@ __all__ = [
     "log_fit_outputs",
     "logged_through",
     "mark_failed",
+    "mark_interrupted",
+    "outage_line",
     "reopen_parent",
     "replay_spool",
     "report_url",
@@ -84,5 +94,6 @@ __all__ = [
     "summary_metrics",
     "trial_records",
     "trial_tags",
+    "wait_for_server",
     "with_retries",
 ]

@@ -24,6 +24,7 @@ from scalesweep.tracking.runs import (
     end_trial_run,
     get_or_create_child_run,
     mark_failed,
+    note_checkpoints_set_aside,
     summary_metrics,
 )
 from scalesweep.tracking.store import REASON_TAG, STATUS_TAG, connect
@@ -144,6 +145,16 @@ class ChildRun:
         status = summary[m.STATUS]
         self._retry(lambda: end_trial_run(self.client, self.run_id, status), "marking it")
         return True
+
+    def note_set_aside(self, notes: list[str]) -> None:
+        """Say which checkpoints a restart found unreadable and set aside: on the trial's log
+        and in the run's `scalesweep.checkpoint_set_aside` tag (added to an earlier one)."""
+        for note in notes:
+            print(f"{self.name}: {note}", flush=True)
+        if notes:
+            self._retry(
+                lambda: note_checkpoints_set_aside(self.client, self.run_id, notes), "tagging it"
+            )
 
     def fail(self, error: BaseException) -> None:
         """Tag the run failed with `error` and mark it FAILED."""

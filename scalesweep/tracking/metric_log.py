@@ -25,7 +25,7 @@ from typing import Any
 from mlflow.entities import Metric, RunTag
 
 from scalesweep.callbacks import Callback
-from scalesweep.tracking.store import MAX_BATCH, RETRIES_TAG, SPOOLED_TAG, Client
+from scalesweep.tracking.store import MAX_BATCH, OUTAGE_TAG, RETRIES_TAG, SPOOLED_TAG, Client
 
 RETRY_CAP_S = 30.0
 CHECKPOINT_WAIT_S = 5.0
@@ -75,6 +75,12 @@ class MetricLog(Callback):
         self.healthy = True
         """Whether the last send went through."""
         self.spilled = False
+        self.ever_spilled = False
+        """Points went to the spool at some time (tagged `SPOOLED_TAG` even once replayed)."""
+        self.down_since: float | None = None
+        """When the server stopped answering (monotonic), while it does not."""
+        self.down_s = 0.0
+        """Seconds the server did not answer, over the outages that ended."""
         self._pending: list[Metric] = []
         self._in_flight: list[Metric] = []
         self._in_flight_spooled = False
@@ -121,7 +127,7 @@ class MetricLog(Callback):
             self._in_flight_spooled = bool(self._in_flight)
             if points:
                 _append(self.spool, [_metric_record(self.run_id, p) for p in points])
-                self.spilled = True
+                self.spilled = self.ever_spilled = True
 
     def _send_one_batch(self) -> bool:
         """Send the oldest batch; False when the server did not take it (the batch is kept,
@@ -144,8 +150,34 @@ class MetricLog(Callback):
                 self._pending[:0] = batch
             self._in_flight = []
             self.failures += not ok
-            self.healthy = ok
+            self._outage(ok)
         return ok
+
+    def _outage(self, ok: bool) -> None:
+        """Time the outage a send's result starts, continues or ends (under the lock)."""
+        now = time.monotonic()
+        if not ok and self.down_since is None:
+            self.down_since = now
+        elif ok and self.down_since is not None:
+            self.down_s += now - self.down_since
+            self.down_since = None
+        self.healthy = ok
+
+    def unreachable_s(self) -> float:
+        """How long the server has not answered now (0 while it answers): the progress line."""
+        since = self.down_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def outage_tags(self) -> dict[str, str]:
+        """What the run says about the outages it lived through: failed sends, their length,
+        and whether points waited in the spool."""
+        if not self.failures:
+            return {}
+        tags = {
+            RETRIES_TAG: str(self.failures),
+            OUTAGE_TAG: f"{self.down_s + self.unreachable_s():.0f}",
+        }
+        return {**tags, SPOOLED_TAG: "true"} if self.ever_spilled else tags
 
     def _send_loop(self) -> None:
         wait = self.every_s
@@ -176,7 +208,9 @@ class MetricLog(Callback):
         except Exception:
             self.failures += 1
             return False
-        self.spilled = False
+        with self._lock:
+            self.spilled = False
+            self._outage(True)
         return True
 
     def close(
@@ -194,16 +228,15 @@ class MetricLog(Callback):
         final_tags = dict(tags)
         try:
             if self._drain(deadline):
-                if self.failures:
-                    final_tags[RETRIES_TAG] = str(self.failures)
+                final_tags.update(self.outage_tags())
                 self.client.log_batch(
                     self.run_id, tags=[RunTag(k, v) for k, v in final_tags.items()]
                 )
                 return True
         except Exception:
             self.failures += 1
-        final_tags[RETRIES_TAG] = str(self.failures)
         self.spill()
+        final_tags.update(self.outage_tags())
         _append(self.spool, [{"run_id": self.run_id, "tags": final_tags}])
         return False
 

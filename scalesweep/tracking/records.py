@@ -12,9 +12,12 @@ from scalesweep import metrics as m
 from scalesweep.tracking.store import (
     BRANCH_TAG,
     CELL_TAG,
+    OUTAGE_TAG,
     PARENT_TAG,
+    RETRIES_TAG,
     ROLE_TAG,
     SAMPLED_TAG,
+    SPOOLED_TAG,
     STATUS_TAG,
     TRIAL_ROLE,
     TRIAL_TAG,
@@ -111,3 +114,20 @@ def trial_records(client: Client, experiment: str, parent_id: str) -> list[Trial
 def read_record(client: Client, run_id: str) -> TrialRecord:
     """One child run, read again by its id."""
     return TrialRecord.of(client.get_run(run_id))
+
+
+def outage_line(client: Client, experiment: str, parent_id: str) -> str | None:
+    """One line on the tracking outages the sweep's trials lived through (their tags), or None:
+    for the sweep's closing summary."""
+    tags = [run.data.tags for run in child_runs(client, experiment, parent_id)]
+    hit = [t for t in tags if RETRIES_TAG in t]
+    if not hit:
+        return None
+    longest = max(float(t.get(OUTAGE_TAG, 0)) for t in hit)
+    spooled = sum(t.get(SPOOLED_TAG) == "true" for t in hit)
+    return (
+        f"tracking: the server did not answer for up to {longest:.0f} s during {len(hit)} "
+        f"trial(s) ({sum(int(t[RETRIES_TAG]) for t in hit)} failed sends); training went on, "
+        f"{spooled} trial(s) kept points in the spool until it answered (tags {RETRIES_TAG}, "
+        f"{OUTAGE_TAG}, {SPOOLED_TAG})"
+    )

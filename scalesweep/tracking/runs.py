@@ -19,7 +19,9 @@ from scalesweep.tracking.store import (
     ERROR_TAG,
     MAX_PARAMS,
     PARENT_TAG,
+    REASON_TAG,
     ROLE_TAG,
+    SET_ASIDE_TAG,
     STATUS_TAG,
     SWEEP_ROLE,
     SWEEP_TAG,
@@ -87,6 +89,9 @@ def get_or_create_child_run(
     never has two runs. Returns (run_id, existing run or None)."""
     existing = find_child_run(client, experiment, parent_id, trial)
     if existing is not None:
+        if existing.data.tags.get(STATUS_TAG) == m.INTERRUPTED:  # --resume after Ctrl-C
+            client.set_tag(existing.info.run_id, STATUS_TAG, m.RUNNING)
+            client.update_run(existing.info.run_id, status="RUNNING")
         return str(existing.info.run_id), existing
     run = client.create_run(
         experiment_id(client, experiment),
@@ -122,6 +127,25 @@ def mark_failed(client: Client, run_id: str, error: BaseException | None = None)
     if error is not None:
         client.set_tag(run_id, ERROR_TAG, str(error)[:5000])
     client.set_terminated(run_id, "FAILED")
+
+
+def mark_interrupted(client: Client, record: TrialRecord, how: str) -> bool:
+    """Tag a trial's run that a stopped sweep left running `interrupted` (with `how` to go on)
+    and mark it KILLED; True if it was such a run. --resume reopens it (`get_or_create...`)."""
+    if record.status != m.RUNNING or record.run_status != "RUNNING":
+        return False
+    client.set_tag(record.run_id, STATUS_TAG, m.INTERRUPTED)
+    client.set_tag(record.run_id, REASON_TAG, how)
+    client.set_terminated(record.run_id, "KILLED")
+    return True
+
+
+def note_checkpoints_set_aside(client: Client, run_id: str, notes: list[str]) -> None:
+    """Add `notes` (checkpoints a restart set aside) to the run's tag that lists them."""
+    before = client.get_run(run_id).data.tags.get(SET_ASIDE_TAG)
+    client.set_tag(
+        run_id, SET_ASIDE_TAG, "\n".join([*([before] if before else []), *notes])[-5000:]
+    )
 
 
 def close_orphaned_run(client: Client, record: TrialRecord) -> None:

@@ -9,6 +9,8 @@ instead of created empty).
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ REASON_TAG = "scalesweep.reason"
 ERROR_TAG = "scalesweep.error"
 RETRIES_TAG = "scalesweep.tracking_retries"
 SPOOLED_TAG = "scalesweep.spooled"
+OUTAGE_TAG = "scalesweep.tracking_outage_s"
+"""Seconds a trial's tracking server did not answer (with RETRIES_TAG, its failed sends)."""
+SET_ASIDE_TAG = "scalesweep.checkpoint_set_aside"
+"""Checkpoints a restarted trial found unreadable and set aside, one line each."""
 SWEEP_ROLE, TRIAL_ROLE = "sweep", "trial"
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 MAX_PARAMS = 100  # ... and at most 100 params
@@ -80,6 +86,40 @@ def check_reachable(uri: str) -> None:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:
         raise UserError(f"tracking.uri: cannot open the MLflow store at {uri} ({error})") from None
+
+
+def wait_for_server(tracking_uri: str | None, timeout_s: float) -> None:
+    """For a reader (`fit`, `export`) of an http(s) store: wait at most `timeout_s` for the
+    server to answer its health check, saying so while it waits; then a `UserError` naming
+    the URI. Each MLflow request after it gives up after `timeout_s` too (MLflow's own
+    default would retry a stopped server for minutes and wait on a silent one forever)."""
+    import requests
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if not uri.startswith(("http://", "https://")):
+        return
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout_s))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    deadline, wait = time.monotonic() + timeout_s, 1.0
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            per_try = max(0.5, min(10, timeout_s / 3, left))
+            answer = requests.get(f"{uri.rstrip('/')}/health", timeout=per_try)
+            answer.raise_for_status()
+            return
+        except requests.RequestException as error:
+            reason = type(error).__name__
+            if time.monotonic() + wait >= deadline:
+                raise UserError(
+                    f"--tracking-uri: no MLflow server answered at {uri} within {timeout_s:g} s "
+                    f"({reason}); start it, or check the address (--tracking-timeout waits "
+                    "longer)"
+                ) from None
+            waiting = f"waiting for the MLflow server at {uri} ({reason})"
+            print(f"tracking: {waiting}; retrying in {wait:.0f} s", file=sys.stderr)
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 def connect(uri: str) -> Client:

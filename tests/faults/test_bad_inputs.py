@@ -7,10 +7,12 @@ reports whether Ray was ever started in it.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -126,26 +128,80 @@ def cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
         ),
         ("fit of a binary CSV", ["fit", str(tmp_path / "bad.csv")], "cannot read"),
         ("export suffix", ["export", "s", "--out", str(tmp_path / "runs.txt")], "--out"),
+        *quick_cases(tmp_path, s),
+    ]
+
+
+def _bomb(tmp_path: Path, name: str, key: str) -> list[str]:
+    """A ~400-byte "billion laughs" file: 9 levels of 9 aliases under one value."""
+    levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, 9):
+        levels.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    section, leaf = key.split(".")
+    text = "\n".join(["name: bomb", "x:", *(f"  {line}" for line in levels)])
+    return ["sweep", _yaml(tmp_path, name, f"{text}\n{section}:\n  {leaf}: {{grid: *a8}}\n")]
+
+
+def quick_cases(tmp_path: Path, s: Any) -> list[tuple[str, list[str], str]]:
+    """Inputs that used to start Ray or eat memory (issue 22): each must be refused in well
+    under a second (`test_every_bad_input...` checks the time and the process's memory)."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    return [
+        ("seq_len over the split", s("seq", model={"seq_len": 200000}), "validation split"),
+        ("alias bomb in model.width", _bomb(tmp_path, "bomb1", "model.width"), "aliases"),
+        ("alias bomb in optim.lr", _bomb(tmp_path, "bomb2", "optim.lr"), "aliases"),
+        (
+            "100,000-point logspace",
+            s("huge1", optim={"lr": {"logspace": [1e-5, 1e-1, 100000]}}),
+            "search.max_trials",
+        ),
+        (
+            "1000 × 100 grid",
+            s(
+                "huge2",
+                optim={"lr": {"logspace": [1e-5, 1e-1, 1000]}},
+                train={"seed": {"grid": list(range(100))}},
+            ),
+            "100,000 trials",
+        ),
+        ("tracking server down", s("down", tracking={"uri": down}), "tracking.uri: no MLflow"),
+        # the first hour's typos: named, with the closest right spelling
+        ("misspelt space", s("gird", optim={"lr": {"gird": [0.1]}}), "did you mean grid?"),
+        (
+            "unknown section with a space",
+            s("optimizer", optimizer={"lr": {"grid": [0.1]}}),
+            "optimizer: unknown section (did you mean optim?)",
+        ),
+        ("typo", s("qknorm", model={"qknorm": True}), "did you mean model.qk_norm?"),
+        (
+            "--set with a space",
+            [*s("spaced"), "--set", "optim.lr", "0.01"],
+            "--set optim.lr=0.01",
+        ),
     ]
 
 
 HARNESS = textwrap.dedent(
     """
-    import contextlib, io, json, sys
+    import contextlib, io, json, resource, sys, time
     from scalesweep.cli import main
     results = []
     for name, argv, needle in json.loads(sys.argv[1]):
         err = io.StringIO()
+        started = time.monotonic()
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 code = main(argv)
             crash = None
         except BaseException as error:  # a traceback would escape main
             code, crash = None, repr(error)
-        results.append([name, code, err.getvalue(), needle, crash])
+        results.append([name, code, err.getvalue(), needle, crash, time.monotonic() - started])
     ray = sys.modules.get("ray")
     started = bool(ray is not None and ray.is_initialized())
-    print(json.dumps({"results": results, "ray_started": started}))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"results": results, "ray_started": started, "peak_mb": peak_mb}))
     """
 )
 
@@ -166,10 +222,16 @@ def test_every_bad_input_exits_2_naming_the_culprit_before_ray_starts(tmp_path, 
     report = json.loads(out.stdout.strip().splitlines()[-1])
     wrong = [
         f"{name}: exit {code}, crash {crash}, stderr {err[:200]!r}"
-        for name, code, err, needle, crash in report["results"]
+        for name, code, err, needle, crash, _ in report["results"]
         if code != 2 or crash or needle not in err or not err.startswith("error:")
     ]
     assert not wrong, "\n".join(wrong)
     assert not report["ray_started"]
+    # The bombs and huge grids are refused from the file's size, not after expanding it: in
+    # seconds (they took minutes and gigabytes), the whole process under 1 GB.
+    quick = {name for name, *_ in quick_cases(tmp_path, lambda name, **kw: [])}
+    slow = [(name, round(t, 1)) for name, *_, t in report["results"] if name in quick and t > 3]
+    assert not slow, slow
+    assert report["peak_mb"] < 1024, report["peak_mb"]
     assert not (tmp_path / "x.db").exists()  # reading a missing store does not create it
     assert len(report["results"]) >= 35

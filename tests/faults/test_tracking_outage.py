@@ -63,3 +63,6 @@ def test_tracking_outage_loses_and_doubles_nothing(ray_address, tmp_path, mlflow
         assert_every_point_once(mlflow_server.url, run, STEPS, log_every=10, eval_every=100)
     touched = runs[first.info.run_id].data.tags
     assert tracking.RETRIES_TAG in touched or tracking.SPOOLED_TAG in touched
+    if tracking.RETRIES_TAG in touched:  # said in the closing summary, not only counted
+        assert "scalesweep.tracking_outage_s" in touched
+        assert "tracking: the server did not answer for up to" in sweep.output()

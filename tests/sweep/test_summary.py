@@ -38,3 +38,21 @@ def test_a_width_with_no_completed_trial_shows_no_best_lr():
     # Rule: with nothing completed there is no best LR or loss to show, only the counts.
     table = cells_by_width([row(128, 0.3, "diverged"), row(128, 1.0, "diverged")])
     assert table == {"128": ["-", "-", "2", "0", "2", "0"]}
+
+
+def test_every_swept_key_but_the_lr_is_its_own_group():
+    # Rule: qk-layernorm off and on are separate rows, each with its own best LR (pooled, the
+    # best LR of "off" was hidden by "on"'s).
+    rows = [
+        {**row(64, lr, "completed", loss), "model.qk_norm": qk}
+        for qk, lr, loss in [(False, 0.003, 2.5), (False, 0.03, 2.9), (True, 0.03, 2.3),
+                             (True, 0.003, 2.6)]
+    ]  # fmt: skip
+    console = Console(width=200, record=True)
+    console.print(summary_table("s", rows, ["model.qk_norm"]))
+    text = console.export_text()
+    assert "best learning rate per width, qk_norm" in text
+    lines = [line for line in text.splitlines() if line.startswith("│")]
+    cells = {tuple(c.strip() for c in line.split("│")[1:3]): line.split("│")[3].strip()
+             for line in lines}  # fmt: skip
+    assert cells == {("64", "False"): "0.003", ("64", "True"): "0.03"}

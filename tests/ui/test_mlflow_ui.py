@@ -4,7 +4,7 @@ backend, a free port on 127.0.0.1), a tiny real sweep logged to it, and headless
 
 Screenshots of every step go to $SCALESWEEP_TEST_ARTIFACTS/ui (default: test-artifacts/ui).
 The browser tests skip, saying why, where Chromium, its driver or Selenium is missing;
-`.ci/run` installs them. The sweep-side checks run everywhere.
+`./scripts/test.sh` installs them (as root). The sweep-side checks run everywhere.
 """
 
 from __future__ import annotations

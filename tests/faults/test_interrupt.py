@@ -1,0 +1,61 @@
+"""Ctrl-C (SIGINT to the driver's process group) mid-sweep, on both trial paths.
+
+The sweep must say it was interrupted and how to go on, exit 130 (not 0, as if it had
+finished), and mark the trial it stopped `interrupted` (MLflow status KILLED), not leave it
+RUNNING. `--resume` then finishes it with every point once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from scalesweep.cli import main
+from tests.faults.conftest import (
+    DISTRIBUTED,
+    assert_every_point_once,
+    children,
+    driver,
+    last_step,
+    sweep_file,
+    tracking_uri,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
+
+PATHS = {"in_place": ({}, 400), "distributed": (DISTRIBUTED, 200)}
+TRAIN = {"micro_batch_size": 2, "log_every": 10, "eval_every": 50, "checkpoint_every": 50}
+
+
+@pytest.mark.parametrize("trial_path", list(PATHS))
+def test_ctrl_c_exits_130_says_how_to_resume_and_marks_the_trial(ray_address, tmp_path, trial_path):
+    # Rule: SIGINT mid-trial -> exit 130, "interrupted: 0 of 1 trials finished; continue with
+    # `scalesweep sweep FILE --resume`", the child run tagged interrupted and KILLED; in place,
+    # --resume then completes it with every point once (the distributed resume is
+    # test_kill_driver's).
+    resources, steps = PATHS[trial_path]
+    name = f"ctrl-c-{trial_path}"
+    path = sweep_file(tmp_path, name, train={**TRAIN, "steps": steps}, resources=resources)
+    uri = tracking_uri(path)
+    with driver(path, address=ray_address) as sweep:
+        wait_until(
+            lambda: any(0 < last_step(uri, r.info.run_id) < steps for r in children(uri, name)),
+            timeout=240,
+            what="the trial half way",
+            driver=sweep,
+        )
+        os.killpg(sweep.proc.pid, signal.SIGINT)
+        assert sweep.wait(timeout=90) == 130, sweep.output()
+        output = sweep.output()
+    hint = f"interrupted: 0 of 1 trials finished; continue with `scalesweep sweep {path} --resume`"
+    assert hint in output, output
+    (run,) = children(uri, name)
+    assert run.data.tags["status"] == "interrupted" and run.info.status == "KILLED"
+    if trial_path == "in_place":
+        assert main(["sweep", str(path), "--resume", "--address", ray_address]) == 0
+        (run,) = children(uri, name)
+        assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
+        assert_every_point_once(uri, run, steps, log_every=10, eval_every=50)
