@@ -39,6 +39,7 @@ def add_parser(subparsers: Any) -> None:
         help="print a sweep's trials and total FLOPs without starting Ray",
     )
     add_config_args(plan, what="sweep YAML", example="train.steps=50")
+    _add_design_args(plan)
     plan.set_defaults(func=run_plan_command)
 
     export = subparsers.add_parser(
@@ -53,6 +54,65 @@ def add_parser(subparsers: Any) -> None:
     )
     export.add_argument("--out", type=Path, required=True, help="runs.parquet or runs.csv")
     export.set_defaults(func=run_export_command)
+
+
+def _add_design_args(plan: Any) -> None:
+    plan.add_argument(
+        "--next",
+        type=int,
+        default=None,
+        metavar="K",
+        help="propose the K runs of the isoFLOP ladder that narrow the forecast at "
+        "--target-flops most per FLOP, from the sweep's finished runs in MLflow (default: "
+        "print the whole plan)",
+    )
+    plan.add_argument(
+        "--target-flops",
+        type=float,
+        default=None,
+        metavar="C",
+        help="the budget of the forecast, above the ladder's (required with --next)",
+    )
+    plan.add_argument(
+        "--objective",
+        choices=("n_opt", "loss"),
+        default="n_opt",
+        help="narrow the interval of N_opt(C) or of L_opt(C) (default: n_opt)",
+    )
+
+
+def run_next_command(args: argparse.Namespace) -> int:
+    """`scalesweep plan FILE --next K --target-flops C`: the runs to do next."""
+    from rich.console import Console
+
+    from scalesweep import tracking
+    from scalesweep.errors import UserError
+    from scalesweep.experiment import load_experiment
+    from scalesweep.sources import read_table
+    from scalesweep.sweep.design import propose
+    from scalesweep.sweep.next_runs import low_table, proposal_table, summary_lines
+
+    if args.target_flops is None:
+        raise UserError("--next: pass --target-flops C, the budget whose forecast to narrow")
+    experiment = load_experiment(args.config, args.overrides)
+    name, uri = experiment.config.name, experiment.config.tracking.uri
+    try:
+        table = read_table(name, tracking_uri=tracking.resolve_tracking_uri(uri))
+    except UserError:  # no store or no experiment yet: a first round
+        import pandas as pd
+
+        table = pd.DataFrame()
+    proposal = propose(
+        experiment, table, k=args.next, target_flops=args.target_flops, objective=args.objective
+    )
+    console = Console()
+    console.print(proposal_table(proposal))
+    low = low_table(proposal)
+    if low is not None:
+        console.print(low)
+    for line in summary_lines(proposal):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    return 0
 
 
 def _plan_table(plan: Any, experiment: Any) -> Any:
@@ -89,6 +149,8 @@ def run_plan_command(args: argparse.Namespace) -> int:
     from scalesweep.experiment import load_experiment
     from scalesweep.sweep.plan import plan
 
+    if args.next is not None:
+        return run_next_command(args)
     experiment = load_experiment(args.config, args.overrides)
     result = plan(experiment)
     console = Console()

@@ -91,13 +91,14 @@ def first_round(
     chosen: list[Candidate] = []
     for budget in budgets[:n_budgets]:
         here = [c for c in pool if c.budget == budget]
-        guess = math.sqrt(budget / (6.0 * GUESS_TOKENS_PER_PARAM))
         taken: list[Candidate] = []
         for factor in _spread(n_sizes):
             left = [c for c in here if c not in taken]
             if not left:
                 break
-            taken.append(min(left, key=lambda c: abs(math.log(c.params / (guess * factor)))))
+            # N a factor f from the guess trains on ~1/f² as many tokens per parameter
+            ratio = GUESS_TOKENS_PER_PARAM / factor**2
+            taken.append(min(left, key=lambda c: abs(math.log(c.tokens_per_param / ratio))))
         chosen += taken
     return chosen
 

@@ -116,7 +116,7 @@ def recommend(
             "(Hoffmann et al.'s guess) and 2.5× either side"
         )
         dummy = Forecast(math.nan, math.nan, math.nan)
-        rows = [Ranked(c, dummy, math.nan, math.nan, "space-filling first round") for c in start]
+        rows = [Ranked(c, dummy, math.nan, math.nan, "first round") for c in start]
         return Recommendation(objective, target_flops, rows, [], None, True, [note])
     n, d, loss = (fit.points[c].to_numpy(float) for c in ("params", "tokens", "loss"))
     state = uncertainty(fit.theta, n, d, loss)
@@ -167,16 +167,16 @@ def _with_reason(
     from dataclasses import replace
 
     c, ratio = ranked.candidate, ranked.off_optimum
-    where = f"N = {ratio:.2g}× C's fitted N_opt"
+    where = f"N = {ratio:.2g}× its C's N_opt"
     if abs(math.log(ratio)) > math.log(window):
-        reason = f"far from its budget's optimum ({where}, outside {window:g}×)"
+        reason = f"far from optimum ({where}, outside {window:g}×)"
     else:
         rule = fit.flop_rule  # type: ignore[attr-defined]
         own = gradient(state.theta, c.budget, "n_opt", rule)
         half = interval(1.0, state.variance(own), level)[1] - 1.0
-        known = f"C={c.budget:.3g}'s N_opt known to ±{half:.0%}"
+        known = f"that C's N_opt known ±{half:.0%}"
         if proposed:
-            reason = f"most narrowing per FLOP ({where}; {known})"
+            reason = f"most narrowing/FLOP; {where}; {known}"
         else:
-            reason = f"less narrowing per FLOP ({known}; {where})"
+            reason = f"less narrowing/FLOP; {known}; {where}"
     return replace(ranked, reason=reason)
