@@ -32,6 +32,7 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
     )
+    _add_adaptive_args(sweep)
     sweep.set_defaults(func=run_sweep_command)
 
     plan = subparsers.add_parser(
@@ -81,37 +82,94 @@ def _add_design_args(plan: Any) -> None:
     )
 
 
+def _add_adaptive_args(sweep: Any) -> None:
+    group = sweep.add_argument_group(
+        "adaptive rounds", "recommend K runs, run them, refit; see docs/fits.md 'Which runs next'"
+    )
+    group.add_argument(
+        "--adaptive", type=int, default=None, metavar="ROUNDS", help="run up to ROUNDS rounds"
+    )
+    group.add_argument("--next", type=int, default=3, metavar="K", help="runs per round (3)")
+    group.add_argument(
+        "--target-flops", type=float, default=None, metavar="C", help="the forecast's budget"
+    )
+    group.add_argument(
+        "--objective", choices=("n_opt", "loss"), default="n_opt", help="default: n_opt"
+    )
+    group.add_argument(
+        "--target-width",
+        type=float,
+        default=None,
+        metavar="W",
+        help="stop once the interval's (high - low) / point is at most W, e.g. 0.2",
+    )
+    group.add_argument(
+        "--max-flops",
+        type=float,
+        default=None,
+        metavar="F",
+        help="stop once the rounds have spent F training FLOPs",
+    )
+
+
+def run_adaptive_command(args: argparse.Namespace) -> int:
+    """`scalesweep sweep FILE --adaptive ROUNDS ...`: rounds of recommend, run, refit."""
+    from rich.console import Console
+
+    from scalesweep.errors import UserError
+    from scalesweep.experiment import load_experiment
+    from scalesweep.sweep.driver import run_sweep
+    from scalesweep.sweep.next_runs import show
+    from scalesweep.sweep.rounds import Settings, mlflow_hooks, run_rounds
+
+    if args.target_flops is None:
+        raise UserError("--adaptive: pass --target-flops C, the budget whose forecast to narrow")
+    experiment = load_experiment(args.config, args.overrides)
+    console = Console()
+    settings = Settings(
+        args.adaptive,
+        args.next,
+        args.target_flops,
+        objective=args.objective,
+        target_width=args.target_width,
+        max_flops=args.max_flops,
+    )
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    outcome, lines = run_rounds(
+        experiment,
+        settings,
+        mlflow_hooks(experiment, run_sweep, lambda p, n: show(console, p, f"round {n}")),
+        resume=args.resume,
+        restart=args.restart,
+        address=address,
+    )
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    if outcome is None:
+        return 0
+    console.print(summary_table(experiment.config.name, outcome.rows))
+    from scalesweep import metrics as m
+
+    return 1 if any(r[m.STATUS] == m.FAILED for r in outcome.rows) else 0
+
+
 def run_next_command(args: argparse.Namespace) -> int:
     """`scalesweep plan FILE --next K --target-flops C`: the runs to do next."""
     from rich.console import Console
 
-    from scalesweep import tracking
     from scalesweep.errors import UserError
     from scalesweep.experiment import load_experiment
-    from scalesweep.sources import read_table
-    from scalesweep.sweep.design import propose
-    from scalesweep.sweep.next_runs import low_table, proposal_table, summary_lines
+    from scalesweep.sweep.design import propose, read_runs
+    from scalesweep.sweep.next_runs import show
 
     if args.target_flops is None:
         raise UserError("--next: pass --target-flops C, the budget whose forecast to narrow")
     experiment = load_experiment(args.config, args.overrides)
-    name, uri = experiment.config.name, experiment.config.tracking.uri
-    try:
-        table = read_table(name, tracking_uri=tracking.resolve_tracking_uri(uri))
-    except UserError:  # no store or no experiment yet: a first round
-        import pandas as pd
-
-        table = pd.DataFrame()
+    table = read_runs(experiment)
     proposal = propose(
         experiment, table, k=args.next, target_flops=args.target_flops, objective=args.objective
     )
-    console = Console()
-    console.print(proposal_table(proposal))
-    low = low_table(proposal)
-    if low is not None:
-        console.print(low)
-    for line in summary_lines(proposal):
-        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    show(Console(), proposal)
     return 0
 
 
@@ -242,6 +300,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         from scalesweep.errors import UserError
 
         raise UserError("--resume and --restart contradict each other; pass one")
+    if args.adaptive is not None:
+        return run_adaptive_command(args)
     experiment = load_experiment(args.config, args.overrides)
     result = plan(experiment)  # every trial's config is validated here, before Ray starts
     console = Console()

@@ -124,6 +124,19 @@ def finished_points(
     return chosen[columns].astype(float).reset_index(drop=True), frozenset(done)
 
 
+def read_runs(experiment: Experiment) -> pd.DataFrame:
+    """The sweep's runs table from its MLflow store (every invocation of it); empty when the
+    store or the experiment does not exist yet (a first round)."""
+    from scalesweep import tracking
+    from scalesweep.sources import read_table
+
+    uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
+    try:
+        return read_table(experiment.config.name, tracking_uri=uri)
+    except UserError:
+        return pd.DataFrame()
+
+
 @dataclass(frozen=True)
 class Proposal:
     recommendation: Recommendation

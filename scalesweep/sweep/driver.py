@@ -161,7 +161,7 @@ class _Session:
 
 
 def _check_storage(
-    experiment: Experiment, plan: Plan, *, resume: bool, restart: bool
+    experiment: Experiment, plan: Plan, *, resume: bool, restart: bool, extend: bool = False
 ) -> tuple[Path, dict[str, Any]]:
     """The sweep's storage folder and its state file, checked against --resume/--restart and
     the plan; nothing is started or written yet. An empty state means a fresh sweep."""
@@ -171,7 +171,10 @@ def _check_storage(
     if resume and not state:
         raise UserError(f"--resume: no sweep named {config.name!r} to resume under {storage}")
     if resume:
-        check_unchanged(state.get("plan", {}), plan_digests(experiment, plan), config.name)
+        before, now = state.get("plan", {}), plan_digests(experiment, plan)
+        kept = {k: v for k, v in now.items() if k in before} if extend else now
+        check_unchanged(before, kept, config.name)
+        state["plan"] = now  # with `extend`, an adaptive round's trials join the sweep
         return storage, state
     if state and not state.get("finished") and not restart:
         raise UserError(
@@ -354,15 +357,17 @@ def run_sweep(
     resume: bool = False,
     restart: bool = False,
     address: str | None = None,
+    extend: bool = False,
 ) -> SweepOutcome:
-    """Run (or resume) the sweep on Ray and return one row per trial."""
+    """Run (or resume) the sweep on Ray and return one row per trial; with `extend`, a resumed
+    sweep takes the plan's added trials (an adaptive round, `sweep/rounds.py`)."""
     from scalesweep.sweep.preflight import preflight
     from scalesweep.sweep.progress import SweepProgress
 
     # Checks first, cheapest first; no MLflow run exists until they pass.
     tracking_uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
     tracking.check_local_store(tracking_uri)
-    storage, state = _check_storage(experiment, plan, resume=resume, restart=restart)
+    storage, state = _check_storage(experiment, plan, resume=resume, restart=restart, extend=extend)
     # Starts or joins Ray; checks the cluster can reach the store and storage, and the resources.
     preflight(experiment, tracking_uri, storage.parent, address=address)
     tracking.check_reachable(tracking_uri)

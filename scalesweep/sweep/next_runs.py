@@ -85,3 +85,15 @@ def summary_lines(proposal: Proposal) -> list[str]:
     lines.append(f"proposed: {len(proposal.trials)} runs, {flops:.4g} training FLOPs")
     lines += [f"  {t.name}" for t in proposal.trials]
     return lines
+
+
+def show(console: Any, proposal: Proposal, title: str | None = None) -> None:
+    """Print the proposal: its title rule, the tables and the summary lines."""
+    if title:
+        console.rule(title)
+    console.print(proposal_table(proposal))
+    low = low_table(proposal)
+    if low is not None:
+        console.print(low)
+    for line in summary_lines(proposal):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,30 +100,23 @@ def recommend(
             "((shape, budget) pairs inside the tokens-per-parameter bounds not run yet); "
             f"ask for at most {len(pool)}"
         )
-    from scalesweep.fit.laws.parametric.approach3 import fit_parametric
-
     try:
-        fit = fit_parametric(points) if len(points) else None
+        fitted = _fitted(points, target_flops, objective, level)
     except UserError as error:
-        fit, why = None, str(error)
+        fitted, why = None, str(error)
     else:
         why = "no finished runs yet"
-    if fit is None:
+    if fitted is None:
         start = first_round(pool)
         note = (
-            f"first round: {why}; a space-filling start of {len(start)} runs, "
-            f"the {len({c.budget for c in start})} smallest budgets × up to 3 sizes about 20 "
-            "tokens/param "
-            "(Hoffmann et al.'s guess) and 2.5× either side"
+            f"first round: {why}; a space-filling start of {len(start)} runs, the "
+            f"{len({c.budget for c in start})} smallest budgets × up to 3 sizes about 20 "
+            "tokens/param (Hoffmann et al.'s guess) and 2.5× either side"
         )
         dummy = Forecast(math.nan, math.nan, math.nan)
         rows = [Ranked(c, dummy, math.nan, math.nan, "first round") for c in start]
         return Recommendation(objective, target_flops, rows, [], None, True, [note])
-    n, d, loss = (fit.points[c].to_numpy(float) for c in ("params", "tokens", "loss"))
-    state = uncertainty(fit.theta, n, d, loss)
-    g = gradient(fit.theta, target_flops, objective, fit.flop_rule)
-    point = math.exp(target(fit.theta, target_flops, objective, fit.flop_rule))
-    now = Forecast(point, *interval(point, state.variance(g), level))
+    fit, state, g, now = fitted
     optimum = {b: optimal_arrays(fit.theta, b, fit.flop_rule)["n_opt"][0] for b in _budgets(pool)}
     left = list(pool)
     proposals: list[Ranked] = []
@@ -135,6 +129,34 @@ def recommend(
     rest = _score(left, state, g, now, optimum, level, window)
     low = [_with_reason(r, window, state, fit, level, proposed=False) for r in rest]
     return Recommendation(objective, target_flops, proposals, low, now, False, list(fit.notes))
+
+
+def forecast(
+    points: pd.DataFrame,
+    *,
+    target_flops: float,
+    objective: Objective = "n_opt",
+    level: float = 0.95,
+) -> Forecast | None:
+    """q(C)'s interval from the runs `points` (None when there are none)."""
+    fitted = _fitted(points, target_flops, objective, level)
+    return None if fitted is None else fitted[3]
+
+
+def _fitted(
+    points: pd.DataFrame, target_flops: float, objective: Objective, level: float
+) -> tuple[Any, Uncertainty, np.ndarray, Forecast] | None:
+    """(the parametric fit, θ's covariance, ∂q/∂θ, q's interval); None without runs."""
+    from scalesweep.fit.laws.parametric.approach3 import fit_parametric
+
+    if not len(points):
+        return None
+    fit = fit_parametric(points)
+    n, d, loss = (fit.points[c].to_numpy(float) for c in ("params", "tokens", "loss"))
+    state = uncertainty(fit.theta, n, d, loss)
+    g = gradient(fit.theta, target_flops, objective, fit.flop_rule)
+    point = math.exp(target(fit.theta, target_flops, objective, fit.flop_rule))
+    return fit, state, g, Forecast(point, *interval(point, state.variance(g), level))
 
 
 def _budgets(pool: Sequence[Candidate]) -> list[float]:
