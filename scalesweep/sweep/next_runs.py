@@ -18,7 +18,8 @@ def _quantity(objective: str) -> str:
 def _interval(forecast: Any) -> str:
     if forecast is None or not math.isfinite(forecast.point):
         return "-"
-    return f"[{forecast.low:.3g}, {forecast.high:.3g}] ({forecast.width:.0%})"
+    width = f"{forecast.width:.0%}" if forecast.width < 10 else "> 1000%"
+    return f"[{forecast.low:.3g}, {forecast.high:.3g}] ({width})"
 
 
 def proposal_table(proposal: Proposal) -> Any:
