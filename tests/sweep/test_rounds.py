@@ -90,3 +90,25 @@ def test_resume_finishes_the_round_that_was_cut_off_then_goes_on(experiment):
     assert ledger.calls[2]["names"] == cut and ledger.calls[2]["resume"]
     assert len(ledger.calls) == 4 and "cut off" in lines[0]
     assert len(ledger.tags) == 13
+
+
+def test_the_driver_takes_a_rounds_added_trials_and_still_refuses_removed_ones(experiment):
+    # Rule: with extend (an adaptive round), a resumed sweep may add trials; a trial removed
+    # is refused as before, and without extend an added one is too.
+    from scalesweep.errors import UserError
+    from scalesweep.sweep import driver
+    from scalesweep.sweep.plan import Plan, plan
+
+    trials = plan(experiment).trials
+    first, grown, shrunk = (Plan(t, [], 1) for t in (trials[:3], trials[:5], trials[1:3]))
+    storage = driver._storage_root(experiment.config) / experiment.config.name
+    driver._write_state(
+        storage / driver.STATE_FILE,
+        {"parent_run_id": "p", "plan": driver.plan_digests(experiment, first)},
+    )
+    _, state = driver._check_storage(experiment, grown, resume=True, restart=False, extend=True)
+    assert set(state["plan"]) == set(driver.plan_digests(experiment, grown))
+    with pytest.raises(UserError, match="added"):
+        driver._check_storage(experiment, grown, resume=True, restart=False)
+    with pytest.raises(UserError, match="removed"):
+        driver._check_storage(experiment, shrunk, resume=True, restart=False, extend=True)
