@@ -58,7 +58,7 @@ def low_table(proposal: Proposal) -> Any | None:
     shown = low if len(low) <= LOW_SHOWN else [*low[: LOW_SHOWN // 2], *low[-LOW_SHOWN // 2 :]]
     q = _quantity(proposal.recommendation.objective)
     table = Table(title=f"ranked lower ({len(low)} candidates; the best and the worst shown)")
-    for column in ("shape", "C", "tok/N", f"{q} interval if run next", "why not"):
+    for column in ("shape", "C", "tok/N", f"{q} interval if added too", "why not"):
         table.add_column(column, justify="left" if column in ("shape", "why not") else "right")
     for ranked in shown:
         c = ranked.candidate
