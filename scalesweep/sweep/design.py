@@ -109,7 +109,10 @@ def finished_points(
         return pd.DataFrame(columns=columns), frozenset()
     runs = apply_column_map(table, {})
     budgets = np.array(space.budgets)
-    planned = pd.to_numeric(runs.get(m.PLANNED_FLOPS, runs.get("flops")), errors="coerce")
+    source = next((c for c in (m.PLANNED_FLOPS, m.TRAINED_FLOPS) if c in runs.columns), None)
+    planned = (
+        pd.to_numeric(runs[source], errors="coerce") if source else pd.Series(np.nan, runs.index)
+    )
     done = set()
     for (width, depth), c in zip(
         runs[list(SHAPE_KEYS)].itertuples(index=False), planned, strict=True
