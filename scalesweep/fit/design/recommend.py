@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from scalesweep.fit.design.information import (
     target,
     uncertainty,
 )
-from scalesweep.fit.laws.parametric.allocation import optimal_arrays
+from scalesweep.fit.laws.parametric.allocation import FlopsPerToken, optimal_arrays
 
 WINDOW = 4.0
 """A candidate within this factor of its budget's fitted N_opt is "near" its optimum."""
@@ -123,11 +123,11 @@ def recommend(
     for _ in range(k):
         scored = _score(left, state, g, now, optimum, level, window)
         best = scored[0]
-        proposals.append(_with_reason(best, window, state, fit, level, proposed=True))
+        proposals.append(_with_reason(best, window, state, fit.flop_rule, level, proposed=True))
         state = state.with_run(best.candidate.params, best.candidate.tokens)
         left.remove(best.candidate)
     rest = _score(left, state, g, now, optimum, level, window)
-    low = [_with_reason(r, window, state, fit, level, proposed=False) for r in rest]
+    low = [_with_reason(r, window, state, fit.flop_rule, level, proposed=False) for r in rest]
     return Recommendation(objective, target_flops, proposals, low, now, False, list(fit.notes))
 
 
@@ -184,16 +184,21 @@ def _score(
 
 
 def _with_reason(
-    ranked: Ranked, window: float, state: Uncertainty, fit: object, level: float, *, proposed: bool
+    ranked: Ranked,
+    window: float,
+    state: Uncertainty,
+    rule: FlopsPerToken,
+    level: float,
+    *,
+    proposed: bool,
 ) -> Ranked:
-    from dataclasses import replace
-
+    """The ranked candidate with its reason: off its budget's optimum, or how well its budget's
+    own N_opt is known already (with the proposals above it run)."""
     c, ratio = ranked.candidate, ranked.off_optimum
     where = f"N = {ratio:.2g}× its C's N_opt"
     if abs(math.log(ratio)) > math.log(window):
         reason = f"far from optimum ({where}, outside {window:g}×)"
     else:
-        rule = fit.flop_rule  # type: ignore[attr-defined]
         own = gradient(state.theta, c.budget, "n_opt", rule)
         half = interval(1.0, state.variance(own), level)[1] - 1.0
         known = f"that C's N_opt known ±{half:.0%}"
