@@ -135,6 +135,7 @@ FIT_LAYERS = (
     ("fit.numerics",),
     ("fit.laws",),
     ("fit.forecast",),
+    ("fit.design",),
     ("fit.plots",),
     ("fit.kinds",),
     ("fit.report",),

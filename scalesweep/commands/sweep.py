@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import shutil
 import sys
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scalesweep.commands import add_config_args
+from scalesweep.sweep.tables import branch_table, grouped_keys, plan_table, summary_table
 
 
 def add_parser(subparsers: Any) -> None:
@@ -36,6 +34,7 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
     )
+    _add_adaptive_args(sweep)
     sweep.set_defaults(func=run_sweep_command)
 
     plan = subparsers.add_parser(
@@ -46,6 +45,7 @@ def add_parser(subparsers: Any) -> None:
         "values; every trial's config is checked. Nothing is started or written.",
     )
     add_config_args(plan, what="sweep YAML", example="train.steps=50")
+    _add_design_args(plan)
     plan.set_defaults(func=run_plan_command)
 
     _add_export_parser(subparsers)
@@ -75,61 +75,120 @@ def _add_export_parser(subparsers: Any) -> None:
     export.set_defaults(func=run_export_command)
 
 
-def _si(count: int) -> str:
-    """3 significant digits with k/M/G/T: 4852992 -> 4.85M."""
-    for power, suffix in ((12, "T"), (9, "G"), (6, "M"), (3, "k")):
-        if count >= 10**power:
-            return f"{count / 10**power:.3g}{suffix}"
-    return str(count)
-
-
-def _plan_value(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _plan_table(plan: Any, experiment: Any) -> Any:
-    """One row per trial: its name, every key the sweep varies (sampled keys say so), size,
-    tokens, FLOPs and steps. Numbers fold onto a second line in a narrow terminal rather than
-    being cut ("3.908e+…")."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(
-        title=f"{experiment.config.name}: {len(plan.trials)} cells × "
-        f"{plan.samples_per_cell} sample(s) = {plan.n_trials} trials",
-        box=box.SIMPLE_HEAD,  # no rules between columns: room for the numbers at 80 columns
-        collapse_padding=True,
+def _add_design_args(plan: Any) -> None:
+    plan.add_argument(
+        "--next",
+        type=int,
+        default=None,
+        metavar="K",
+        help="propose the K runs of the isoFLOP ladder that narrow the forecast at "
+        "--target-flops most per FLOP, from the sweep's finished runs in MLflow (default: "
+        "print the whole plan)",
     )
-    # tokens and steps have their own columns (an isoFLOP budget sets them)
-    swept = [k for k in grouped_keys(plan) if k not in ("train.tokens", "train.steps")]
-    swept = [*(k for k in ("model.width", "optim.lr") if k not in swept), *swept]
-    swept += [k for k in plan.sampled_keys if k not in swept]
-    sampled = set(plan.sampled_keys)
-    rows = []
-    for trial in plan.trials:
-        tree = trial.config.model_dump()
-        values = [
-            "sampled" if key in sampled else _plan_value(tree[key.split(".")[0]][key.split(".")[1]])
-            for key in swept
-        ]
-        sizes = [
-            _si(trial.params),
-            _si(trial.tokens),
-            f"{trial.flops:.3g}".replace("e+", "e"),
-            str(trial.steps),
-        ]
-        rows.append([trial.name, *values, *sizes])
-    names = ["trial", *(k.split(".")[-1] for k in swept), "params", "tokens", "FLOPs", "steps"]
-    for i, name in enumerate(names):
-        if i == 0:  # the name may fold; the numbers are never cut
-            table.add_column(name, overflow="fold", min_width=6)
-        else:  # a long key breaks at its underscores: cooldown_ / fraction
-            header = name.replace("_", "_\n") if len(name) > 8 else name
-            width = max(*(len(part) for part in header.split("\n")), *(len(r[i]) for r in rows))
-            table.add_column(header, justify="right", no_wrap=True, min_width=width)
-    for row in rows:
-        table.add_row(*row)
-    return table
+    plan.add_argument(
+        "--target-flops",
+        type=float,
+        default=None,
+        metavar="C",
+        help="the budget of the forecast, above the ladder's (required with --next)",
+    )
+    plan.add_argument(
+        "--objective",
+        choices=("n_opt", "loss"),
+        default="n_opt",
+        help="narrow the interval of N_opt(C) or of L_opt(C) (default: n_opt)",
+    )
+
+
+def _add_adaptive_args(sweep: Any) -> None:
+    group = sweep.add_argument_group(
+        "adaptive rounds", "recommend K runs, run them, refit; see docs/fits.md 'Which runs next'"
+    )
+    group.add_argument(
+        "--adaptive", type=int, default=None, metavar="ROUNDS", help="run up to ROUNDS rounds"
+    )
+    group.add_argument("--next", type=int, default=3, metavar="K", help="runs per round (3)")
+    group.add_argument(
+        "--target-flops", type=float, default=None, metavar="C", help="the forecast's budget"
+    )
+    group.add_argument(
+        "--objective", choices=("n_opt", "loss"), default="n_opt", help="default: n_opt"
+    )
+    group.add_argument(
+        "--target-width",
+        type=float,
+        default=None,
+        metavar="W",
+        help="stop once the interval's (high - low) / point is at most W, e.g. 0.2",
+    )
+    group.add_argument(
+        "--max-flops",
+        type=float,
+        default=None,
+        metavar="F",
+        help="stop once the rounds have spent F training FLOPs",
+    )
+
+
+def run_adaptive_command(args: argparse.Namespace) -> int:
+    """`scalesweep sweep FILE --adaptive ROUNDS ...`: rounds of recommend, run, refit."""
+    from rich.console import Console
+
+    from scalesweep.errors import UserError
+    from scalesweep.experiment import load_experiment
+    from scalesweep.sweep.driver import run_sweep
+    from scalesweep.sweep.next_runs import show
+    from scalesweep.sweep.rounds import Settings, mlflow_hooks, run_rounds
+
+    if args.target_flops is None:
+        raise UserError("--adaptive: pass --target-flops C, the budget whose forecast to narrow")
+    experiment = load_experiment(args.config, args.overrides)
+    console = Console()
+    settings = Settings(
+        args.adaptive,
+        args.next,
+        args.target_flops,
+        objective=args.objective,
+        target_width=args.target_width,
+        max_flops=args.max_flops,
+    )
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    outcome, lines = run_rounds(
+        experiment,
+        settings,
+        mlflow_hooks(experiment, run_sweep, lambda p, n: show(console, p, f"round {n}")),
+        resume=args.resume,
+        restart=args.restart,
+        address=address,
+    )
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    if outcome is None:
+        return 0
+    console.print(summary_table(experiment.config.name, outcome.rows))
+    from scalesweep import metrics as m
+
+    return 1 if any(r[m.STATUS] == m.FAILED for r in outcome.rows) else 0
+
+
+def run_next_command(args: argparse.Namespace) -> int:
+    """`scalesweep plan FILE --next K --target-flops C`: the runs to do next."""
+    from rich.console import Console
+
+    from scalesweep.errors import UserError
+    from scalesweep.experiment import load_experiment
+    from scalesweep.sweep.design import propose, read_runs
+    from scalesweep.sweep.next_runs import show
+
+    if args.target_flops is None:
+        raise UserError("--next: pass --target-flops C, the budget whose forecast to narrow")
+    experiment = load_experiment(args.config, args.overrides)
+    table = read_runs(experiment)
+    proposal = propose(
+        experiment, table, k=args.next, target_flops=args.target_flops, objective=args.objective
+    )
+    show(Console(), proposal)
+    return 0
 
 
 def run_plan_command(args: argparse.Namespace) -> int:
@@ -138,17 +197,19 @@ def run_plan_command(args: argparse.Namespace) -> int:
     from scalesweep.experiment import load_experiment
     from scalesweep.sweep.plan import plan
 
+    if args.next is not None:
+        return run_next_command(args)
     experiment = load_experiment(args.config, args.overrides)
     result = plan(experiment)
     console = Console()
-    console.print(_plan_table(result, experiment))
+    console.print(plan_table(result, experiment))
     if result.sampled_keys:
         console.print(
             f"sampled per cell by {experiment.config.search.algorithm}: "
             f"{', '.join(result.sampled_keys)}"
         )
     if any(t.branches for t in result.trials):
-        console.print(_branch_table(result))
+        console.print(branch_table(result))
     for note in result.notes:
         console.print(f"note: {note}")
     console.print(
@@ -164,73 +225,6 @@ def run_plan_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _branch_table(plan: Any) -> Any:
-    from rich.table import Table
-
-    from scalesweep.branches import cooldown_flops
-
-    table = Table(title="cooldown branches (forked from their trunk at the fork step)")
-    for column in ("trunk", "branch", "tokens", "fork step", "steps", "cooldown FLOPs"):
-        table.add_column(column, justify="left" if column in ("trunk", "branch") else "right")
-    for trial in plan.trials:
-        per_step = trial.flops / trial.steps
-        for branch in trial.branches:
-            cooldown = cooldown_flops(branch, per_step)
-            table.add_row(
-                trial.name,
-                branch.name,
-                f"{branch.tokens:,}",
-                str(branch.fork_step),
-                str(branch.steps),
-                f"{cooldown:.3e}",
-            )
-    return table
-
-
-def summary_table(name: str, rows: list[dict[str, Any]], keys: Sequence[str] = ()) -> Any:
-    """Best LR per group and the count of trials by status. A group is one value of the width
-    and of each of `keys` (the other swept keys but the LR and the seed): pooling what was swept
-    would hide it (qk-layernorm off and on, each with its own best LR)."""
-    from rich.table import Table
-
-    from scalesweep import metrics as m
-
-    columns = ["model.width", *(k for k in keys if k != "model.width")]
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[tuple(row.get(k, "-") for k in columns)].append(row)
-    shown = [k.split(".")[-1] for k in columns]
-    table = Table(title=f"{name}: best learning rate per {', '.join(shown)}")
-    for column in (*shown, "best lr", m.FINAL_VAL_LOSS, "trials", *m.ENDED_STATUSES):
-        table.add_column(column, justify="right")
-    for group in sorted(groups, key=lambda g: [(isinstance(v, str), str(v)) for v in g]):
-        members = groups[group]
-        done = [
-            r
-            for r in members
-            if r[m.STATUS] == m.COMPLETED
-            and r[m.FINAL_VAL_LOSS] is not None
-            and math.isfinite(r[m.FINAL_VAL_LOSS])
-        ]
-        best = min(done, key=lambda r: r[m.FINAL_VAL_LOSS]) if done else None
-        table.add_row(
-            *(str(v) for v in group),
-            f"{best['optim.lr']:.3g}" if best and "optim.lr" in best else "-",
-            f"{best[m.FINAL_VAL_LOSS]:.4f}" if best else "-",
-            str(len(members)),
-            *(str(sum(r[m.STATUS] == s for r in members)) for s in m.ENDED_STATUSES),
-        )
-    return table
-
-
-def grouped_keys(plan: Any) -> list[str]:
-    """The swept grid keys the closing table groups by: all but the LR and the seed."""
-    keys: list[str] = []
-    for trial in plan.trials:
-        keys += [k for k in trial.cell if k not in keys and k not in ("optim.lr", "train.seed")]
-    return keys
-
-
 def run_sweep_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -241,6 +235,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         from scalesweep.errors import UserError
 
         raise UserError("--resume and --restart contradict each other; pass one")
+    if args.adaptive is not None:
+        return run_adaptive_command(args)
     experiment = load_experiment(args.config, args.overrides)
     result = plan(experiment)  # every trial's config is validated here, before Ray starts
     console = Console()

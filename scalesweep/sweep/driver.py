@@ -15,7 +15,6 @@ start again (from their own checkpoint) with their exact sampled values, and the
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from scalesweep.experiment import Experiment
 from scalesweep.sweep.interrupt import INTERRUPTED_HOW, Interrupt, catch_interrupt
 from scalesweep.sweep.plan import Plan, PlannedTrial, trial_name
 from scalesweep.sweep.preflight import trial_bundles
+from scalesweep.sweep.resume import check_unchanged, plan_digests
 from scalesweep.sweep.search import Done
 from scalesweep.sweep.trial import TrialSettings, assignment_of, objective, run_trial
 
@@ -75,39 +75,6 @@ def _environment_tags() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass
     return tags
-
-
-def plan_digests(experiment: Experiment, plan: Plan) -> dict[str, str]:
-    """A digest per trial cell (its resolved config) and one for the search: what --resume
-    compares, so an edited file is refused instead of mixed into the sweep."""
-
-    def digest(value: Any) -> str:
-        return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-    digests = {t.name: digest(t.config.model_dump(mode="json")) for t in plan.trials}
-    sampled = {k: s.to_yaml() for k, s in experiment.sampled_spaces().items()}
-    digests["<search>"] = digest([sampled, experiment.config.search.model_dump(mode="json")])
-    return digests
-
-
-def check_unchanged(before: dict[str, str], now: dict[str, str], name: str) -> None:
-    """Refuse to resume a sweep whose file changed: say which trials were added, removed or
-    changed, and what to do."""
-    if before == now:
-        return
-    added = sorted(set(now) - set(before))
-    removed = sorted(set(before) - set(now))
-    changed = sorted(k for k in set(before) & set(now) if before[k] != now[k])
-    parts = [
-        f"{what}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
-        for what, keys in (("added", added), ("removed", removed), ("changed", changed))
-        if keys
-    ]
-    raise UserError(
-        f"--resume: the sweep file of {name!r} changed since the sweep started "
-        f"({'; '.join(parts)}); resume it with the file it started with, or pass --restart "
-        "to start it over (its MLflow runs are kept)"
-    )
 
 
 def default_concurrency(cluster: dict[str, float], resources: ResourcesConfig) -> int:
@@ -163,7 +130,7 @@ class _Session:
 
 
 def _check_storage(
-    experiment: Experiment, plan: Plan, *, resume: bool, restart: bool
+    experiment: Experiment, plan: Plan, *, resume: bool, restart: bool, extend: bool = False
 ) -> tuple[Path, dict[str, Any]]:
     """The sweep's storage folder and its state file, checked against --resume/--restart and
     the plan; nothing is started or written yet. An empty state means a fresh sweep."""
@@ -173,7 +140,10 @@ def _check_storage(
     if resume and not state:
         raise UserError(f"--resume: no sweep named {config.name!r} to resume under {storage}")
     if resume:
-        check_unchanged(state.get("plan", {}), plan_digests(experiment, plan), config.name)
+        before, now = state.get("plan", {}), plan_digests(experiment, plan)
+        kept = {k: v for k, v in now.items() if k in before} if extend else now
+        check_unchanged(before, kept, config.name)
+        state["plan"] = now  # with `extend`, an adaptive round's trials join the sweep
         return storage, state
     if state and not state.get("finished") and not restart:
         raise UserError(
@@ -358,15 +328,17 @@ def run_sweep(
     resume: bool = False,
     restart: bool = False,
     address: str | None = None,
+    extend: bool = False,
 ) -> SweepOutcome:
-    """Run (or resume) the sweep on Ray and return one row per trial."""
+    """Run (or resume) the sweep on Ray and return one row per trial; with `extend`, a resumed
+    sweep takes the plan's added trials (an adaptive round, `sweep/rounds.py`)."""
     from scalesweep.sweep.preflight import preflight
     from scalesweep.sweep.progress import SweepProgress
 
     # Checks first, cheapest first; no MLflow run exists until they pass.
     tracking_uri = tracking.resolve_tracking_uri(experiment.config.tracking.uri)
     tracking.check_local_store(tracking_uri)
-    storage, state = _check_storage(experiment, plan, resume=resume, restart=restart)
+    storage, state = _check_storage(experiment, plan, resume=resume, restart=restart, extend=extend)
     tracking.check_reachable(tracking_uri)  # before Ray: a down server costs no cluster start
     # Starts or joins Ray; checks the cluster can reach the store and storage, and the resources.
     preflight(experiment, tracking_uri, storage.parent, address=address)

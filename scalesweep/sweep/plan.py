@@ -117,7 +117,7 @@ def trial_name(assignment: dict[str, Any]) -> str:
     return "-".join([*parts, digest])
 
 
-def _vocab_size(config: ExperimentConfig) -> int:
+def vocab_size(config: ExperimentConfig) -> int:
     from scalesweep.data import model_vocab
     from scalesweep.data_path import load_shards
 
@@ -254,11 +254,43 @@ def with_branches(trials: list[PlannedTrial], branches: BranchesConfig) -> list[
     return trunks
 
 
+def planned_trial(
+    experiment: Experiment,
+    cell: dict[str, Any],
+    budget: float | None,
+    vocab: int,
+    notes: list[str],
+) -> PlannedTrial:
+    """One cell resolved (sampled keys at their first value) and counted; a note when whole
+    steps miss its isoFLOP budget by more than 1 %."""
+    probe = {key: space.probe_values()[0] for key, space in experiment.sampled_spaces().items()}
+    resolved = experiment.resolve({**probe, **cell})
+    _check_batch_splits(resolved)
+    steps = total_steps(resolved)
+    tokens = steps * resolved.train.batch_size * resolved.model.seq_len
+    per_token = flops_per_token(resolved.model, resolved.train.flop_counting, vocab)
+    trial = PlannedTrial(
+        name=trial_name(cell),
+        cell=cell,
+        config=resolved,
+        params=count_params(resolved.model, vocab).total,
+        tokens=tokens,
+        flops=per_token * tokens,
+        steps=steps,
+        budget=budget,
+    )
+    if budget is not None and not math.isclose(per_token * tokens, budget, rel_tol=0.01):
+        notes.append(
+            f"{trial.name}: whole steps give {per_token * tokens:.3g} FLOPs for C={budget:.3g}"
+        )
+    return trial
+
+
 def plan(experiment: Experiment) -> Plan:
     """Every grid cell of the sweep, with its size, tokens, FLOPs and steps."""
     config = experiment.config
     notes: list[str] = []
-    vocab = _vocab_size(config)
+    vocab = vocab_size(config)
     grid = experiment.grid_spaces()
     grid_points = [
         dict(zip(grid, values, strict=True))
@@ -277,35 +309,12 @@ def plan(experiment: Experiment) -> Plan:
         seeds = [config.train.seed + i for i in range(samples)]
         grid_points = [{**p, "train.seed": s} for p in grid_points for s in seeds]
         samples = 1
-    probe = {key: space.probe_values()[0] for key, space in sampled.items()}
     budget_cells = _budget_cells(experiment, vocab, notes)
     _check_count(len(grid_points) * len(budget_cells) * samples, config)
     trials = []
     for point, budget_cell in itertools.product(grid_points, budget_cells):
         budget = budget_cell.pop("_budget", None) if budget_cell else None
-        cell = {**point, **budget_cell}
-        resolved = experiment.resolve({**probe, **cell})
-        _check_batch_splits(resolved)
-        steps = total_steps(resolved)
-        tokens = steps * resolved.train.batch_size * resolved.model.seq_len
-        per_token = flops_per_token(resolved.model, resolved.train.flop_counting, vocab)
-        trials.append(
-            PlannedTrial(
-                name=trial_name(cell),
-                cell=cell,
-                config=resolved,
-                params=count_params(resolved.model, vocab).total,
-                tokens=tokens,
-                flops=per_token * tokens,
-                steps=steps,
-                budget=budget,
-            )
-        )
-        if budget is not None and not math.isclose(per_token * tokens, budget, rel_tol=0.01):
-            notes.append(
-                f"{trials[-1].name}: whole steps give {per_token * tokens:.3g} FLOPs "
-                f"for C={budget:.3g}"
-            )
+        trials.append(planned_trial(experiment, {**point, **budget_cell}, budget, vocab, notes))
     _check_windows(trials)
     if config.branches is not None:
         trials = with_branches(trials, config.branches)

@@ -44,9 +44,11 @@ from scalesweep.tracking.runs import (
     reopen_parent,
     start_parent_run,
     summary_metrics,
+    tag_round,
 )
 from scalesweep.tracking.store import (
     RETRIES_TAG,
+    ROUND_TAG,
     SPOOLED_TAG,
     STATUS_TAG,
     Client,
@@ -61,6 +63,7 @@ from scalesweep.tracking.ui import report_url, runs_url, set_up_experiment
 
 __all__ = [
     "RETRIES_TAG",
+    "ROUND_TAG",
     "SPOOLED_TAG",
     "STATUS_TAG",
     "ChildRun",
@@ -92,6 +95,7 @@ __all__ = [
     "set_up_experiment",
     "start_parent_run",
     "summary_metrics",
+    "tag_round",
     "trial_records",
     "trial_tags",
     "wait_for_server",

@@ -21,6 +21,7 @@ from scalesweep.tracking.store import (
     PARENT_TAG,
     REASON_TAG,
     ROLE_TAG,
+    ROUND_TAG,
     SET_ASIDE_TAG,
     STATUS_TAG,
     SWEEP_ROLE,
@@ -66,6 +67,20 @@ def start_parent_run(
 def reopen_parent(client: Client, parent_run_id: str) -> None:
     """A resumed sweep's parent run, marked running again."""
     client.update_run(parent_run_id, status="RUNNING")
+
+
+def tag_round(
+    client: Client, experiment: str, parent_run_id: str, trials: list[str], round_: int
+) -> int:
+    """Tag the child runs of `trials` with the adaptive round that proposed them; returns how
+    many were found."""
+    found = 0
+    for trial in trials:
+        run = find_child_run(client, experiment, parent_run_id, trial)
+        if run is not None:
+            client.set_tag(run.info.run_id, ROUND_TAG, str(round_))
+            found += 1
+    return found
 
 
 def finish_parent(client: Client, parent_run_id: str, *, finished: bool) -> None:

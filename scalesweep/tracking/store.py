@@ -43,6 +43,8 @@ CELL_TAG = "scalesweep.cell"
 BRANCH_TAG = "scalesweep.branch_of"
 """On a cooldown branch's run: its trunk's trial id (a branch is not a Tune trial)."""
 SAMPLED_TAG = "scalesweep.sampled"
+ROUND_TAG = "scalesweep.round"
+"""The adaptive round (`scalesweep sweep --adaptive`) that proposed a trial."""
 """The searcher's sampled values as JSON (exact values, for resume)."""
 
 
