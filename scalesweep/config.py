@@ -205,9 +205,11 @@ class TrainConfig(_Section):
     """Convention for `train/flops`, the summary `flops` and isoFLOP budgets (see flops.py)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
-    """torch.compile the model (CUDA only; ignored on CPU)."""
-    precision: Literal["bf16", "fp32"] = "bf16"
-    """Autocast dtype on CUDA. CPU always runs fp32."""
+    """torch.compile the model, on any device (inductor: Triton on CUDA, C++ on CPU). The first
+    steps compile (tens of seconds for a small model on 2 CPU cores), once per process."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Autocast dtype of the forward pass. `auto`: bf16 on CUDA, fp32 on CPU (where bf16 is
+    slower on most CPUs); `bf16` autocasts on any device; `fp32` never autocasts."""
 
     @model_validator(mode="before")
     @classmethod

@@ -78,9 +78,9 @@ def split_batch(batch_size: int, micro_batch_size: int | None, world: World) -> 
 
 
 def wrap(model: torch.nn.Module, world: World, *, compile: bool) -> torch.nn.Module:
-    """The module a step runs: compiled on CUDA when asked, inside DDP on several ranks."""
+    """The module a step runs: compiled when asked (any device), inside DDP on several ranks."""
     runner = model
-    if compile and world.device.type == "cuda":
+    if compile:
         runner = torch.compile(model)  # type: ignore[assignment]
     if world.size > 1:
         device_ids = [world.device.index] if world.device.type == "cuda" else None

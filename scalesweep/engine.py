@@ -119,8 +119,11 @@ class Engine:
     # --- evaluation ----------------------------------------------------------------------------
 
     def autocast(self) -> Any:
-        if self.world.device.type == "cuda" and self.config.train.precision == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast per `train.precision` (`auto`: on CUDA only), else nothing."""
+        precision = self.config.train.precision
+        device = self.world.device.type
+        if precision == "bf16" or (precision == "auto" and device == "cuda"):
+            return torch.autocast(device, dtype=torch.bfloat16)
         return nullcontext()
 
     def evaluate(self) -> float:

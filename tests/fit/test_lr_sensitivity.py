@@ -353,3 +353,26 @@ def test_two_widths_on_a_coarse_grid_give_the_interval_the_grid_allows(tmp_path)
     (k_fine,) = fine_fit.transfer  # ±ln 2/2 per width over ln 16: k in [−1.25, −0.75]
     assert k_fine.k == pytest.approx(-1.0) and k_fine.ci == pytest.approx((-1.25, -0.75))
     assert k_fine.resolved and "not resolved" not in transfer_title(fine_fit)
+
+
+def test_many_groups_print_one_line_with_the_extremes():
+    # Rule: `scalesweep fit --kind all` stays readable at sweep scale: up to MAX_GROUP_LINES
+    # groups print a line each; more print one line naming the least and the most sensitive
+    # group and the best LRs' range (a sweep of 80 groups printed 80 lines before).
+    from scalesweep.fit.kinds import KINDS
+    from scalesweep.fit.kinds.lr import MAX_GROUP_LINES
+
+    def summary(n_groups):
+        rows = [(seed, lr, 3.0 + abs(np.log10(lr / 0.03)) * (1 + seed / 100), 5.0)
+                for seed in range(n_groups) for lr in (3e-3, 3e-2, 0.3)]  # fmt: skip
+        runs = pd.DataFrame(rows, columns=["train.seed", "lr", "loss", "init_loss"])
+        fit = fit_lr_sensitivity(runs, group_by=["train.seed"])
+        return [x for x in KINDS["lr-sensitivity"].summary(fit.to_dict()) if "sensitivity" in x]
+
+    few = summary(MAX_GROUP_LINES)
+    assert sum(x.startswith("lr-sensitivity {") for x in few) == MAX_GROUP_LINES
+    many = [x for x in summary(80) if x.startswith("lr-sensitivity")]
+    assert len(many) == 1
+    assert many[0].startswith("lr-sensitivity: 80 groups by ['train.seed']: sensitivity ")
+    assert "{'train.seed': 0} to " in many[0] and "{'train.seed': 79}" in many[0]
+    assert "best_lr 0.03 to 0.03" in many[0]

@@ -40,7 +40,37 @@ def _scored(fit: Mapping[str, Any]) -> str:
     return f"LRs in [{scored[0]:g}, {scored[1]:g}] (the part of [{lo:g}, {hi:g}] the LRs span)"
 
 
+# More groups than this print one line for all of them (the range and the extremes); the table
+# of every group is in report.md. A sweep of 80 groups printed 80 lines before.
+MAX_GROUP_LINES = 6
+
+
 def _summary(f: Mapping[str, Any]) -> Lines:
+    groups, transfers = f["groups"], f["transfer_exponent"]
+    lines = _group_lines(f) if len(groups) <= MAX_GROUP_LINES else _groups_collapsed(f)
+    if len(transfers) <= MAX_GROUP_LINES:
+        for t in transfers:
+            key = {k: t[k] for k in f["group_by"] if k in t}
+            lines.append(
+                f"lr transfer {key or 'all'}: k={_exponent(t['k'])} CI {_k_interval(t['ci'])} "
+                f"({t['n_widths']} widths{_unresolved(t)})"
+            )
+    else:
+        ks = [t["k"] for t in transfers if t["k"] is not None]
+        resolved = sum(bool(t.get("resolved")) for t in transfers)
+        span = f"k from {num(min(ks))} to {num(max(ks))}, " if ks else ""
+        lines.append(
+            f"lr transfer: {len(transfers)} groups, {span}{resolved} resolved "
+            "(every group in report.md)"
+        )
+    return [
+        *lines,
+        f"  sensitivity over {_scored(f)}",
+        f"  groups by {f['group_by']}: {f['group_by_source']}",
+    ]
+
+
+def _group_lines(f: Mapping[str, Any]) -> list[str]:
     lines = []
     for g in f["groups"]:
         key = {k: g[k] for k in f["group_by"]}
@@ -49,17 +79,27 @@ def _summary(f: Mapping[str, Any]) -> Lines:
             f"best_lr={num(g['best_lr'])} best_loss={num(g['best_loss'])} "
             f"({g['n_lr']} LRs, {g['n_diverged']} diverged)"
         )
-    for t in f["transfer_exponent"]:
-        key = {k: t[k] for k in f["group_by"] if k in t}
-        lines.append(
-            f"lr transfer {key or 'all'}: k={_exponent(t['k'])} CI {_k_interval(t['ci'])} "
-            f"({t['n_widths']} widths{_unresolved(t)})"
+    return lines
+
+
+def _groups_collapsed(f: Mapping[str, Any]) -> list[str]:
+    """One line for many groups: the sensitivities' range with the groups at its ends."""
+    groups = f["groups"]
+    scored = [g for g in groups if g["sensitivity"] is not None and math.isfinite(g["sensitivity"])]
+    lrs = [g["best_lr"] for g in groups if g["best_lr"] is not None]
+    line = f"lr-sensitivity: {len(groups)} groups by {f['group_by']}"
+    if scored:
+        low = min(scored, key=lambda g: g["sensitivity"])
+        high = max(scored, key=lambda g: g["sensitivity"])
+        keys = [{k: g[k] for k in f["group_by"]} for g in (low, high)]
+        line += (
+            f": sensitivity {num(low['sensitivity'])} {keys[0]} to "
+            f"{num(high['sensitivity'])} {keys[1]}"
         )
-    return [
-        *lines,
-        f"  sensitivity over {_scored(f)}",
-        f"  groups by {f['group_by']}: {f['group_by_source']}",
-    ]
+    if lrs:
+        line += f"; best_lr {num(min(lrs))} to {num(max(lrs))}"
+    diverged = sum(g["n_diverged"] for g in groups)
+    return [f"{line}; {diverged} diverged (every group in report.md)"]
 
 
 def _section(fit: Mapping[str, Any]) -> Lines:
