@@ -106,6 +106,7 @@ def trials_view(params: Iterable[str]) -> dict[str, object]:
         ],
         "compareRunSections": [section],
         "compareRunCharts": [chart],
+        "isAccordionReordered": True,  # the UI appends the other sections after it, unsorted
         "runsHiddenMode": "SHOW_ALL",  # charts show every run, not the first 10
     }
 
