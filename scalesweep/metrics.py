@@ -59,6 +59,10 @@ TRAINED_FLOPS: Final = "flops"
 STEPS: Final = "steps"
 SUMMARY_TOKENS_PER_S: Final = "tokens_per_s"
 WALL_S: Final = "wall_s"
+MAX_ATTN_LOGIT: Final = "max_attn_logit"
+"""The largest `train/attn_logit_max` the run logged: a column of the MLflow trials view."""
+FINAL_OUTPUT_LOGZ: Final = "final_output_logz"
+"""The last finite `train/output_logz` the run logged (a diverged run's, before it stopped)."""
 
 SUMMARY_METRICS: Final = (
     INIT_LOSS,
@@ -72,6 +76,8 @@ SUMMARY_METRICS: Final = (
     STEPS,
     SUMMARY_TOKENS_PER_S,
     WALL_S,
+    MAX_ATTN_LOGIT,
+    FINAL_OUTPUT_LOGZ,
 )
 """Every numeric summary field, in the order the runs table shows them."""
 

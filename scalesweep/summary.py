@@ -38,6 +38,10 @@ class TrainSummary:
     reason: str | None = None
     final_val_loss_avg: float | None = None
     """Validation loss of the averaged weights after the last step (with `averaging`)."""
+    max_attn_logit: float | None = None
+    """The largest attention logit logged (Wortsman et al. 2023's attention-logit growth)."""
+    final_output_logz: float | None = None
+    """The last finite output log Z logged (output-logit divergence drifts it)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,8 +61,24 @@ class RunState:
     status: m.Status = m.COMPLETED
     reason: str | None = None
     diverged_step: int | None = None
+    max_attn_logit: float | None = None
+    """The largest finite `train/attn_logit_max` logged so far."""
+    final_output_logz: float | None = None
+    """The last finite `train/output_logz` logged so far."""
     branches_done: list[str] = field(default_factory=list)
     """Cooldown branches that have run from this trunk (see scalesweep/branches.py)."""
+
+
+def track_diagnostics(state: RunState, metrics: dict[str, float]) -> None:
+    """Carry a log step's diagnostics into the run-level summary: the largest attention logit
+    and the last log Z, finite values only (a diverging run's last step may log inf or nan)."""
+    logit = metrics.get(m.ATTN_LOGIT_MAX)
+    if logit is not None and math.isfinite(logit):
+        known = state.max_attn_logit
+        state.max_attn_logit = logit if known is None else max(known, logit)
+    logz = metrics.get(m.OUTPUT_LOGZ)
+    if logz is not None and math.isfinite(logz):
+        state.final_output_logz = logz
 
 
 def divergence_reason(loss: float, init_loss: float, margin: float) -> str | None:

@@ -36,7 +36,7 @@ from scalesweep.engine import Engine
 from scalesweep.errors import UserError
 from scalesweep.optim import set_lr
 from scalesweep.schedules import lr_multiplier
-from scalesweep.summary import RunState, TrainSummary, divergence_reason
+from scalesweep.summary import RunState, TrainSummary, divergence_reason, track_diagnostics
 
 
 @dataclass
@@ -173,6 +173,7 @@ class Trainer:
         reason = divergence_reason(loss, self.state.init_loss, self.config.train.divergence_margin)
         if math.isfinite(loss):  # also when it is already above the margin
             self.state.last_finite_loss = loss
+        track_diagnostics(self.state, metrics)
         self.log(self.state.step, metrics)
         if reason is not None:
             self._stop(reason)
@@ -276,6 +277,8 @@ class Trainer:
             diverged_step=self.state.diverged_step,
             reason=self.state.reason,
             final_val_loss_avg=self.state.final_val_loss_avg if completed else None,
+            max_attn_logit=self.state.max_attn_logit,
+            final_output_logz=self.state.final_output_logz,
         )
 
 

@@ -63,6 +63,11 @@ def test_pulse_loss_falls_and_metrics_use_design_names():
         "perf/tokens_per_s",
     } <= names
     assert summary.tokens == 60 * 8 * 32
+    # the run-level diagnostics the MLflow trials view shows: the largest attention logit
+    # logged and the last log Z
+    logits = [m["train/attn_logit_max"] for _, m in recorder.logs if "train/attn_logit_max" in m]
+    logz = [m["train/output_logz"] for _, m in recorder.logs if "train/output_logz" in m]
+    assert summary.max_attn_logit == max(logits) and summary.final_output_logz == logz[-1]
     assert summary.flops == pytest.approx(6 * summary.params * summary.tokens)
     # reports at step 0 (giving ℓ0) and at each evaluation
     assert [step for step, _, _ in recorder.reports] == [0, 30, 60]

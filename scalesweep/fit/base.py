@@ -79,6 +79,9 @@ class FitKind:
     requires: tuple[str, ...] = ()
     """Kinds whose results `fit` receives (fitted first, once per command, also when they were
     not asked for)."""
+    needs: str = ""
+    """What `requires` asks of the runs, in the user's terms, for the message when it cannot be
+    fitted (`needs a batch-size sweep ...`); empty: `needs <kind>`."""
     headline: Callable[[Any], dict[str, float]] = _no_headline
     """Fit result -> numbers logged as metrics of the sweep's parent run."""
     answer: Callable[[Mapping[str, Any]], Lines] | None = None

@@ -51,6 +51,18 @@ def short(column: str) -> str:
     return column.split(".")[-1]
 
 
+def group_label(key: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> str:
+    """A group's key as notes and legends say it: `width=64, qk_norm=False`; `all runs` for
+    the empty key (never a raw dict: `{'model.qk_norm': False}`).
+
+    Example:
+        >>> group_label({"model.width": 64, "model.qk_norm": False}), group_label({})
+        ('width=64, qk_norm=False', 'all runs')
+    """
+    items = key.items() if isinstance(key, Mapping) else key
+    return ", ".join(f"{short(k)}={num(v)}" for k, v in items) or "all runs"
+
+
 def constant_columns(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
     """The `columns` with one value in every row (`z_loss` in a sweep that never turned it on):
     a table names them once instead of in every row.

@@ -54,7 +54,11 @@ def _fit_one(
         try:
             inputs = {need: _fit_one(need, data, options, done, failed) for need in kind.requires}
         except UserError as error:
-            failed[name] = f"needs {', '.join(kind.requires)}, which could not be fitted: {error}"
+            failed[name] = (
+                f"{kind.needs}; here {error}"
+                if kind.needs
+                else f"needs {', '.join(kind.requires)}, which could not be fitted: {error}"
+            )
             raise UserError(failed[name]) from None
         try:
             done[name] = kind.fit(data, options, inputs)

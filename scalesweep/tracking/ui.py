@@ -7,8 +7,9 @@ in a real browser by tests/ui/:
   (the experiment tag `mlflow.experimentKind=custom_model_development` is also set: the UI reads
   it when its GenAI / model-training switch is turned off);
 - a saved view, the UI's own experiment tag `mlflow.sharedViewState.<key>`: the child runs only,
-  flat, with the swept params, final_val_loss and the status as columns, best first. It is
-  listed under "Views" and opened by `viewStateShareKey=<key>`;
+  flat, with the swept params, final_val_loss, the largest attention logit, the last log Z and
+  the status as columns, best first, its first chart `val/loss`. It is listed under "Views"
+  and opened by `viewStateShareKey=<key>`;
 - the sweep prints that URL in its closing lines.
 MLflow has no way to make a view the default, or to save which parent runs are expanded.
 """
@@ -40,9 +41,56 @@ REPORT_ARTIFACT = "report/report.html"
 """The sweep's own report on its parent run (written when the sweep ends)."""
 
 
+FIRST_CHART = m.VAL_LOSS
+"""The chart the trials view opens on; the UI adds the other metrics' charts after it."""
+VIEW_COLUMNS = (m.FINAL_VAL_LOSS, m.MAX_ATTN_LOGIT, m.FINAL_OUTPUT_LOGZ)
+"""The summary metrics the trials view shows as columns: the loss, and the two diagnostics of
+Wortsman et al. 2023 (is the attention logit growing, is log Z drifting)."""
+
+
+def _first_chart() -> tuple[dict[str, object], dict[str, object]]:
+    """(section, chart): a line chart of `FIRST_CHART` against step in a section of its own.
+    The UI's own layout sorts sections by name (`perf`, `train`, `val`), so without this the
+    validation loss comes last; with a chart set given, it only appends the missing ones."""
+    section_name = FIRST_CHART.split("/")[0]
+    section = {
+        "uuid": f"scalesweep-{section_name}",
+        "name": section_name,
+        "display": True,
+        "isReordered": True,
+        "deleted": False,
+        "isGenerated": True,
+    }
+    chart = {  # the fields of the UI's line chart card (RunsChartsLineCardConfig)
+        "type": "LINE",
+        "uuid": "scalesweep-first-chart",
+        "metricSectionId": section["uuid"],
+        "isGenerated": True,
+        "deleted": False,
+        "metricKey": FIRST_CHART,
+        "displayName": FIRST_CHART,
+        "selectedMetricKeys": [FIRST_CHART],
+        "lineSmoothness": 0,
+        "xAxisScaleType": "linear",
+        "scaleType": "linear",
+        "range": {},
+        "xAxisKey": "step",
+        "selectedXAxisMetricKey": "",
+        "yAxisKey": "metric",
+        "yAxisExpressions": [],
+        "ignoreOutliers": False,
+        "useGlobalXaxisKey": True,
+        "useGlobalLineSmoothing": True,
+        "runsCountToCompare": 100,
+    }
+    return section, chart
+
+
 def trials_view(params: Iterable[str]) -> dict[str, object]:
-    """The UI state of the trials view: what the runs table filters, sorts and shows."""
+    """The UI state of the trials view: what the runs table filters, sorts and shows, and its
+    first chart (`FIRST_CHART`)."""
     loss = f"metrics.`{m.FINAL_VAL_LOSS}`"
+    section, chart = _first_chart()
     return {
         "searchFilter": f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}'",
         "orderByKey": loss,
@@ -53,9 +101,12 @@ def trials_view(params: Iterable[str]) -> dict[str, object]:
         "datasetsFilter": [],
         "selectedColumns": [
             *(f"params.`{p}`" for p in params),
-            loss,
+            *(f"metrics.`{key}`" for key in VIEW_COLUMNS),
             f"tags.`{STATUS_TAG}`",
         ],
+        "compareRunSections": [section],
+        "compareRunCharts": [chart],
+        "isAccordionReordered": True,  # the UI appends the other sections after it, unsorted
         "runsHiddenMode": "SHOW_ALL",  # charts show every run, not the first 10
     }
 

@@ -257,7 +257,7 @@ def test_groups_scored_over_different_ranges_are_named():
     assert ranges == {64: (1e-3, 1e-1), 128: (1e-2, 1e-1), 256: None}
     assert fit.groups[2].sensitivity is None and fit.scored_range is None
     assert any("not comparable" in n and "[0.001, 0.1], [0.01, 0.1]" in n for n in fit.notes)
-    assert any("group {'width': 256}: a single LR inside" in n for n in fit.notes)
+    assert any("group width=256: a single LR inside" in n for n in fit.notes)
     from scalesweep.fit.kinds import KINDS
 
     lines = KINDS["lr-sensitivity"].summary(fit.to_dict())
@@ -312,7 +312,7 @@ def test_one_best_lr_at_every_width_is_k_zero_known_to_the_grid_spacing():
     assert any("is not resolved" in note for note in fit.notes)
     lines = [x for x in KINDS["lr-sensitivity"].summary(fit.to_dict()) if "transfer" in x]
     assert lines[0] == (
-        "lr transfer {'model.qk_norm': False}: k=0 CI [-1.661, 1.661] (3 widths; not resolved: "
+        "lr transfer qk_norm=False: k=0 CI [-1.661, 1.661] (3 widths; not resolved: "
         "the interval the LR grid allows holds both k = 0 and k = -1)"
     )
 
@@ -370,9 +370,9 @@ def test_many_groups_print_one_line_with_the_extremes():
         return [x for x in KINDS["lr-sensitivity"].summary(fit.to_dict()) if "sensitivity" in x]
 
     few = summary(MAX_GROUP_LINES)
-    assert sum(x.startswith("lr-sensitivity {") for x in few) == MAX_GROUP_LINES
+    assert sum(x.startswith("lr-sensitivity seed=") for x in few) == MAX_GROUP_LINES
     many = [x for x in summary(80) if x.startswith("lr-sensitivity")]
     assert len(many) == 1
     assert many[0].startswith("lr-sensitivity: 80 groups by ['train.seed']: sensitivity ")
-    assert "{'train.seed': 0} to " in many[0] and "{'train.seed': 79}" in many[0]
+    assert "(seed=0) to " in many[0] and "(seed=79)" in many[0]
     assert "best_lr 0.03 to 0.03" in many[0]

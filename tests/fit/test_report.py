@@ -320,7 +320,8 @@ def test_experiment_is_marked_model_training_with_a_trials_view(lr_sweep):
     saved = json.loads(tags["mlflow.sharedViewState.scalesweep-trials"])
     state = json.loads(saved["state"])
     assert state["selectedColumns"] == ["params.`model.width`", "params.`optim.lr`",
-                                        "metrics.`final_val_loss`", "tags.`status`"]  # fmt: skip
+                                        "metrics.`final_val_loss`", "metrics.`max_attn_logit`",
+                                        "metrics.`final_output_logz`", "tags.`status`"]  # fmt: skip
     assert state["searchFilter"] == "tags.`scalesweep.role` = 'trial'"
     assert tracking_ui.set_up_experiment(uri, "s", []) == experiment_id  # idempotent
 

@@ -67,6 +67,12 @@ def test_grid_sweep_gives_one_parent_four_children_and_a_four_row_export(
             assert key in child.data.metrics
         history = MlflowClient(uri).get_metric_history(child.info.run_id, "train/loss")
         assert [m.step for m in history] == [5, 10, 15, 20]
+        # the run-level diagnostics of the MLflow trials view, from the per-step curves
+        client, run_id = MlflowClient(uri), child.info.run_id
+        logits = client.get_metric_history(run_id, "train/attn_logit_max")
+        logz = sorted(client.get_metric_history(run_id, "train/output_logz"), key=lambda m: m.step)
+        assert child.data.metrics["max_attn_logit"] == max(m.value for m in logits)
+        assert child.data.metrics["final_output_logz"] == logz[-1].value
     out = tmp_path / "runs.csv"
     assert main(["export", "grid2x2", "--tracking-uri", uri, "--out", str(out)]) == 0
     import pandas as pd

@@ -157,6 +157,9 @@ KINDS = (
         title="Kaplan et al. 2020 L(N, S_min)",
         fit=_ns_fit,
         requires=("critical-batch",),
+        needs="needs a batch-size sweep (runs at several batch sizes per model size, as "
+        "search_spaces/batch_size.yaml sweeps) to fit the critical batch size B_crit(L) that "
+        "turns its steps into S_min",
         headline=_kaplan_headline("fit.kaplan_ns"),
         summary=_kaplan_summary("kaplan-ns"),
         section=_kaplan_section(

@@ -53,7 +53,9 @@ def _section(fit: Mapping[str, Any]) -> Lines:
         f"logit) and `{m.OUTPUT_LOGZ}` (the mean log Z of the output softmax) of "
         f"{len(fit['runs'])} runs. Without qk-layernorm the attention logits grow by orders of "
         "magnitude with the learning rate and attention collapses (Wortsman et al. 2023, "
-        "§3.1.1); a log Z far from 0 is the output-logit divergence that z-loss prevents "
+        "§3.1.1). log Z itself is not 0 in a healthy run (it sits near a few nats and settles); "
+        "output-logit divergence is log Z drifting ever further from its early value, growing "
+        "without bound until the loss follows, which z-loss prevents by pulling log Z towards 0 "
         "(§3.1.2). The largest |log Z| during training:",
         "",
         *markdown_table(fit, "output_logz_absmax"),
@@ -94,7 +96,9 @@ KINDS = (
         plots=_plots,
         captions={
             "diagnostics_curves.png": "Largest attention logit and output log Z against step, "
-            "per LR.",
+            "per LR, at the widest width swept only (named in each panel's title); every width's "
+            "largest values are in the tables. A red x clipped to the log Z axis's edge is a "
+            "diverged run's last value, written beside it.",
             "attention_logits.png": "Largest attention logit during training against LR.",
         },
     ),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from scalesweep.fit.base import FitData, FitKind, Lines, finite
-from scalesweep.fit.format import constant_columns, num, short
+from scalesweep.fit.format import constant_columns, group_label, num, short
 from scalesweep.fit.options import FitOptions
 
 
@@ -52,7 +52,7 @@ def _summary(f: Mapping[str, Any]) -> Lines:
         for t in transfers:
             key = {k: t[k] for k in f["group_by"] if k in t}
             lines.append(
-                f"lr transfer {key or 'all'}: k={_exponent(t['k'])} CI {_k_interval(t['ci'])} "
+                f"lr transfer {group_label(key)}: k={_exponent(t['k'])} CI {_k_interval(t['ci'])} "
                 f"({t['n_widths']} widths{_unresolved(t)})"
             )
     else:
@@ -75,7 +75,7 @@ def _group_lines(f: Mapping[str, Any]) -> list[str]:
     for g in f["groups"]:
         key = {k: g[k] for k in f["group_by"]}
         lines.append(
-            f"lr-sensitivity {key or 'all'}: {num(g['sensitivity'])} "
+            f"lr-sensitivity {group_label(key)}: {num(g['sensitivity'])} "
             f"best_lr={num(g['best_lr'])} best_loss={num(g['best_loss'])} "
             f"({g['n_lr']} LRs, {g['n_diverged']} diverged)"
         )
@@ -93,8 +93,8 @@ def _groups_collapsed(f: Mapping[str, Any]) -> list[str]:
         high = max(scored, key=lambda g: g["sensitivity"])
         keys = [{k: g[k] for k in f["group_by"]} for g in (low, high)]
         line += (
-            f": sensitivity {num(low['sensitivity'])} {keys[0]} to "
-            f"{num(high['sensitivity'])} {keys[1]}"
+            f": sensitivity {num(low['sensitivity'])} ({group_label(keys[0])}) to "
+            f"{num(high['sensitivity'])} ({group_label(keys[1])})"
         )
     if lrs:
         line += f"; best_lr {num(min(lrs))} to {num(max(lrs))}"
@@ -103,26 +103,12 @@ def _groups_collapsed(f: Mapping[str, Any]) -> list[str]:
 
 
 def _section(fit: Mapping[str, Any]) -> Lines:
-    cols = list(fit["group_by"])
-    header = [*cols, "sensitivity", "best LR", "best loss", "LRs", "diverged runs"]
-    lines = [
-        f"Wortsman et al. 2023 LR sensitivity over {_scored(fit)} (diverged = ℓ0).",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+    """A lead for the plots: every group's numbers are in the answer's table (one table, so
+    that no second one counts its runs differently)."""
+    return [
+        f"Wortsman et al. 2023 LR sensitivity over {_scored(fit)} (a diverged run scores ℓ0); "
+        "every group's numbers are in the answer's table above."
     ]
-    for g in fit["groups"]:
-        values = [num(g[c]) for c in cols]
-        values += [num(g["sensitivity"]), num(g["best_lr"]), num(g["best_loss"])]
-        values += [str(g["n_lr"]), str(g["n_diverged"])]
-        lines.append("| " + " | ".join(values) + " |")
-    for t in fit["transfer_exponent"]:
-        key = ", ".join(f"{k}={num(t[k])}" for k in cols if k in t) or "all runs"
-        lines.append(
-            f"\nLR_opt ∝ width^k ({key}): k = {_exponent(t['k'])}, CI {_k_interval(t['ci'])}, "
-            f"over {t['n_widths']} widths{_unresolved(t)}."
-        )
-    return lines
 
 
 def _varying(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
@@ -161,7 +147,8 @@ def _exponent(k: float | None) -> str:
 
 def _answer(fit: Mapping[str, Any]) -> Lines:
     cols = _varying(fit["groups"], fit["group_by"])
-    header = [*map(short, cols), "best LR", "loss at best LR", "LR sensitivity", "diverged / runs"]
+    header = [*map(short, cols), "best LR", "loss at best LR", "LR sensitivity", "LRs scored"]
+    header += ["diverged / runs (every LR)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in fit["groups"]:
         values = [num(g[c]) for c in cols]
@@ -169,6 +156,7 @@ def _answer(fit: Mapping[str, Any]) -> Lines:
             num(g["best_lr"]),
             num(g["best_loss"]),
             num(g["sensitivity"]),
+            str(g["n_lr"]),
             f"{g['n_diverged']} / {g['n_runs']}",
         ]
         lines.append("| " + " | ".join(values) + " |")
@@ -177,7 +165,8 @@ def _answer(fit: Mapping[str, Any]) -> Lines:
         "",
         f"LR sensitivity (Wortsman et al. 2023): the mean excess of min(ℓ, ℓ0) over "
         f"the group's best loss, over {_scored(fit)}; a diverged run scores ℓ0. "
-        "Lower is more stable.",
+        "Lower is more stable. `LRs scored` counts the LRs inside that range; `diverged / runs` "
+        "counts the group's runs at every LR, those outside the range included.",
     ]
     for t in fit["transfer_exponent"]:
         key = ", ".join(f"{short(c)}={num(t[c])}" for c in cols if c in t) or "all runs"

@@ -4,7 +4,8 @@ large-scale Transformer training instabilities", Sections 3.1 and 3.2).
 Two instabilities show up at small scale before the loss says anything:
 - attention-logit growth: without qk-layernorm the largest pre-softmax attention logit grows
   with the learning rate by orders of magnitude, and attention collapses to one-hot;
-- output-logit divergence: log Z of the output softmax drifts far from 0 (z-loss holds it).
+- output-logit divergence: log Z of the output softmax drifts ever further from its early
+  value, without bound (healthy runs sit at a few nats); z-loss pulls it towards 0.
 
 Per run this reads the per-step curves `train/attn_logit_max` and `train/output_logz` (logged
 by the trainer every `train.log_every` steps) and keeps the largest attention logit over

@@ -48,12 +48,20 @@ def _diagnosticpanels(fit: DiagnosticsFit) -> tuple[Any, Any, list[str], list[tu
 
 def diagnostics_curves(fit: DiagnosticsFit, out: Path) -> Path:
     """The Wortsman figure: the largest attention logit and output log Z against step, one line
-    per LR, for the widest width; one column per intervention (qk-layernorm off / on). A
-    diverged run is dashed and ends in a red x; the log Z axis is scaled to the runs that
-    completed, so a diverged run's blow-up does not flatten them (the table has its value)."""
+    per LR, for the widest width (named in each panel's title and the caption); one column per
+    intervention (qk-layernorm off / on). A diverged run is dashed and ends in a red x; the log
+    Z axis is scaled to the runs that completed, so a diverged run's blow-up does not flatten
+    them: its x stays on the axis, clipped to the edge and labelled with its value. The legend
+    names only what is drawn: every LR in any panel, and the diverged style when a run
+    diverged."""
+    from matplotlib.lines import Line2D
+
     curves, width, others, panels = _diagnosticpanels(fit)
     colors = _lrwidth_colors(curves["lr"].tolist())
     fig, axes = figure(len(panels), 2, sharex=True, sharey="row", squeeze=False)
+    drawn: set[float] = set()  # LRs with a line in some panel
+    diverged_lrs: set[float] = set()
+    ends: list[tuple[Any, float, float]] = []  # (log Z axis, step, value) of each diverged run
     for col, panel in enumerate(panels):
         rows = curves
         for column, value in zip(others, panel, strict=True):
@@ -61,11 +69,17 @@ def diagnostics_curves(fit: DiagnosticsFit, out: Path) -> Path:
         for _, run in rows.sort_values(["lr", "step"]).groupby("trial_id", sort=False):
             lr, diverged = float(run["lr"].iloc[0]), run[m.STATUS].iloc[0] == m.DIVERGED
             style = {"color": colors[lr], "ls": "--" if diverged else "-", "lw": 1.3}
-            tag = f"{lr:g}" + (" (diverged)" if diverged else "")
+            if len(run) > 1:  # a run that diverged at its first log step is only its x
+                drawn.add(lr)
+            if diverged:
+                diverged_lrs.add(lr)
             for ax, key in ((axes[0, col], m.ATTN_LOGIT_MAX), (axes[1, col], m.OUTPUT_LOGZ)):
-                ax.plot(run["step"], run[key], marker=".", ms=4, label=tag, **style)
-                if diverged:
-                    ax.plot(run["step"].iloc[-1:], run[key].iloc[-1:], **DIVERGED_STYLE)
+                finite = run[np.isfinite(run[key].astype(float))]
+                ax.plot(finite["step"], finite[key], marker=".", ms=4, **style)
+                if diverged and len(finite) and key == m.ATTN_LOGIT_MAX:
+                    ax.plot(finite["step"].iloc[-1:], finite[key].iloc[-1:], **DIVERGED_STYLE)
+                elif diverged and len(finite):
+                    ends.append((ax, float(finite["step"].iloc[-1]), float(finite[key].iloc[-1])))
         title = label(dict(zip(others, panel, strict=True))) if panel else "all runs"
         axes[0, col].set_title(title if width is None else f"width={width}, {title}")
         axes[0, col].set_yscale("log")
@@ -75,17 +89,48 @@ def diagnostics_curves(fit: DiagnosticsFit, out: Path) -> Path:
         lo, hi = float(completed.min()), float(completed.max())
         pad = max(0.5 * (hi - lo), 0.5)
         axes[1, 0].set_ylim(lo - pad, hi + pad)
-    if axes[0, -1].get_legend_handles_labels()[0]:  # the last panel may have no run
-        axes[0, -1].legend(fontsize=7, title="learning rate", loc="upper left")
+    _diverged_ends(ends)
+    handles = [Line2D([], [], color=colors[lr], lw=1.3, label=f"{lr:g}") for lr in sorted(drawn)]
+    if diverged_lrs:
+        at = ", ".join(f"{lr:g}" for lr in sorted(diverged_lrs))
+        style = {**DIVERGED_STYLE, "ls": "--", "color": "gray", "mec": "red"}
+        handles.append(Line2D([], [], **style, label=f"diverged (LR {at}): dashed, ends in x"))
+    if handles:
+        axes[0, -1].legend(handles=handles, fontsize=7, title="learning rate", loc="upper left")
     axes[0, 0].set_ylabel("largest attention logit")
     axes[1, 0].set_ylabel("output log Z (mean over tokens)")
     fig.suptitle("Training diagnostics against step (Wortsman et al. 2023, §3.1)")
     return save(fig, out, "diagnostics_curves.png")
 
 
+def _diverged_ends(ends: list[tuple[Any, float, float]]) -> None:
+    """Each diverged run's last log Z as a red x on its axis: where it is, or clipped to the
+    edge it left through, with its value beside it (the axis is scaled to the completed runs)."""
+    for ax, step, value in ends:
+        lo, hi = ax.get_ylim()
+        shown = min(max(value, lo), hi)
+        ax.plot([step], [shown], clip_on=False, zorder=5, **DIVERGED_STYLE)
+        if shown != value:
+            ax.annotate(
+                f"{value:.3g} {'↑' if value > hi else '↓'}",
+                (step, shown),
+                xytext=(8, -12 if value > hi else 6),
+                textcoords="offset points",
+                ha="left",
+                fontsize=8,
+                color="red",
+            )
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P")
+"""One marker per width in the attention-logit plot (colour is the intervention)."""
+
+
 def attention_logit_growth(fit: DiagnosticsFit, out: Path) -> Path:
-    """The largest attention logit over training against LR, one line per group: colour =
-    width, line style = intervention; diverged runs as red x."""
+    """The largest attention logit over training against LR, one line per group. With an
+    intervention swept (qk-layernorm off / on), colour and line style are the intervention and
+    the marker is the width, so the groups Wortsman et al. compare differ at a glance;
+    otherwise colour is the width. Diverged runs as red x."""
     fig, ax = figure()
     shown = varying([r.key for r in fit.runs])
     groups: dict[tuple[Any, ...], list[Any]] = {}
@@ -93,18 +138,20 @@ def attention_logit_growth(fit: DiagnosticsFit, out: Path) -> Path:
         if run.attn_logit_max is not None:
             groups.setdefault(tuple(key.items()), []).append(run)
     panels = intervention_panels([dict(items) for items in groups])
-    colors = width_colors([split_width(dict(items))[0] for items in groups])
+    widths = sorted({split_width(dict(items))[0] for items in groups}, key=lambda w: sort_key([w]))
+    by_width = width_colors(widths)
+    by_panel = dict(zip(panels, _intervention_colors(len(panels)), strict=True))
     styles = ("-", "--", ":", "-.")
     for items, runs in sorted(groups.items(), key=lambda kv: sort_key([v for _, v in kv[0]])):
         runs.sort(key=lambda r: r.lr)
         width, others = split_width(dict(items))
-        style = styles[panels.index(tuple(others.items())) % len(styles)]
+        panel = tuple(others.items())
         ax.plot(
             [r.lr for r in runs],
             [r.attn_logit_max for r in runs],
-            marker="o",
-            ls=style,
-            color=colors[width],
+            marker=MARKERS[widths.index(width) % len(MARKERS)],
+            ls=styles[panels.index(panel) % len(styles)],
+            color=by_panel[panel] if len(panels) > 1 else by_width[width],
             label=label(dict(items)),
         )
         bad = [r for r in runs if r.status == m.DIVERGED]
@@ -115,3 +162,12 @@ def attention_logit_growth(fit: DiagnosticsFit, out: Path) -> Path:
     ax.set_title("Attention-logit growth against learning rate (x: diverged)")
     ax.legend(fontsize=8)
     return save(fig, out, "attention_logits.png")
+
+
+def _intervention_colors(n: int) -> list[Any]:
+    """Colours far apart for the intervention panels (off / on first: orange, blue)."""
+    from matplotlib import colormaps
+
+    tab10 = colormaps["tab10"]
+    order = (1, 0, 2, 4, 3, 5, 6, 8, 9, 7)
+    return [tab10(order[i % len(order)]) for i in range(n)]

@@ -97,9 +97,12 @@ def notes(result: Mapping[str, Any]) -> Lines:
 
 
 def _title(result: Mapping[str, Any]) -> str:
+    """`quickstart: sweep report` (the one a sweep writes when it ends) or `quickstart: fit
+    report` (`scalesweep fit`, a CSV's file name in place of the sweep's), so that the two
+    reports of one sweep, both logged to its parent run, are told apart by their title."""
     source = str(result["source"])
-    is_file = source.lower().endswith((".csv", ".parquet"))
-    return f"Fit of {Path(source).name}" if is_file else f"Sweep report: {source}"
+    name = Path(source).name if source.lower().endswith((".csv", ".parquet")) else source
+    return f"{name}: {'sweep' if result.get('kind') == 'sweep' else 'fit'} report"
 
 
 def _counts(result: Mapping[str, Any]) -> dict[str, int]:

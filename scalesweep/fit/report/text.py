@@ -13,7 +13,8 @@ from scalesweep.fit.report.forecast import approaches_lines, backtest_lines
 
 
 def summary(result: Mapping[str, Any]) -> str:
-    lines = [f"{result['source']}: {result['n_runs']} runs {result['status']}"]
+    counts = ", ".join(f"{n} {status}" for status, n in result["status"].items())
+    lines = [f"{result['source']}: {result['n_runs']} runs ({counts})"]
     for name, fit in result["fits"].items():
         lines += KINDS[name].summary(fit)
     if result.get("prediction"):

@@ -51,6 +51,7 @@ import pandas as pd
 
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
+from scalesweep.fit.format import group_label
 from scalesweep.fit.laws.lr.groups import (
     UNFINISHED,
     coverage,
@@ -238,15 +239,17 @@ def _group(
     scored = state.isin((m.COMPLETED, m.DIVERGED))
     if not scored.any():
         notes.append(
-            f"group {key}: no finished run ({rows[m.STATUS].value_counts().to_dict()}"
+            f"group {group_label(key)}: no finished run ("
+            + ", ".join(f"{n} {status}" for status, n in rows[m.STATUS].value_counts().items())
+            + ")"
             if m.STATUS in rows.columns
-            else f"group {key}: no finished run"
+            else f"group {group_label(key)}: no finished run"
         )
         return None
     finite0 = ell0[scored][np.isfinite(ell0[scored])]
     if finite0.empty:
         raise UserError(
-            f"lr-sensitivity: column `init_loss` has no finite value in group {key}; "
+            f"lr-sensitivity: column `init_loss` has no finite value in group {group_label(key)}; "
             f"pass --init-loss VALUE"
         )
     l0 = float(finite0.median())  # ℓ0 does not depend on the LR: one value per group
@@ -257,7 +260,8 @@ def _group(
     sensitivity, ell_star, per_lr, cover = _score(lrs, capped, lr_range)
     if sensitivity is None:
         inside = "no LR" if ell_star is None else "a single LR"
-        notes.append(f"group {key}: {inside} inside [{lr_range[0]:g}, {lr_range[1]:g}]; no score")
+        span = f"[{lr_range[0]:g}, {lr_range[1]:g}]"
+        notes.append(f"group {group_label(key)}: {inside} inside {span}; no score")
     completed = per_lr[per_lr.index.isin(lrs[~diverged])]
     return GroupSensitivity(
         key=key,
@@ -374,8 +378,8 @@ def _coverage_notes(results: list[GroupSensitivity], lr_range: tuple[float, floa
     worst = max(poor, key=lambda g: g.max_gap or 0)
     return [
         f"lr-sensitivity: {len(poor)} group(s) have sampled LRs with gaps wider than ×10 "
-        f"(e.g. {worst.key}: largest gap ×{worst.max_gap:.3g}); their scores interpolate "
-        f"linearly in log η across the gaps: sweep a grid for Wortsman's score"
+        f"(e.g. {group_label(worst.key)}: largest gap ×{worst.max_gap:.3g}); their scores "
+        f"interpolate linearly in log η across the gaps: sweep a grid for Wortsman's score"
     ]
 
 

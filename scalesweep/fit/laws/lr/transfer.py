@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from scalesweep.fit.format import group_label
 from scalesweep.fit.numerics.regression import loglog_ols
 from scalesweep.fit.runs import finite_or_none
 
@@ -99,7 +100,7 @@ def transfer_fits(
         widths = np.array([float(g.key[width]) for g in usable])
         if np.unique(widths).size < 2:
             notes.append(
-                f"{dict(other) or 'all runs'}: fewer than 2 widths with a best LR; no transfer fit"
+                f"{group_label(other)}: fewer than 2 widths with a best LR; no transfer fit"
             )
             continue
         best = np.array([g.best_lr for g in usable])
@@ -112,7 +113,7 @@ def transfer_fits(
         resolved = _resolved(ci)
         if not resolved:
             notes.append(
-                f"{dict(other) or 'all runs'}: LR transfer exponent k = {k:.3g} over "
+                f"{group_label(other)}: LR transfer exponent k = {k:.3g} over "
                 f"{len(usable)} widths is not resolved: k in [{_end(ci[0], '-')}, "
                 f"{_end(ci[1], '')}] (each best LR known to half a grid step; one at the edge "
                 "of its LR grid leaves its side open) cannot tell k = 0 (the LR transfers) "

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from scalesweep.errors import UserError
+from scalesweep.fit.format import group_label
 from scalesweep.fit.laws.schedule import runs as rc
 from scalesweep.fit.laws.schedule.fitting import LawFit, fit_law
 from scalesweep.fit.laws.schedule.laws import LAWS, Curve
@@ -160,19 +161,19 @@ def fit_schedule_law(
     columns = rc.group_columns(runs, group_by)
     fitted = []
     for group in rc.grouped(used, runs, columns):
-        names = ", ".join(r.name for r in group)
+        names, label = ", ".join(r.name for r in group), group_label(group[0].key)
         chosen = rc.select(group, runs, fit_on)
         if len(group) < 2:
-            notes.append(f"group {group[0].key or 'all'} has one run ({names}): nothing to fit")
+            notes.append(f"group {label} has one run ({names}): nothing to fit")
         elif not fit_on and rc.schedule_distance(*chosen) == 0:
-            notes.append(f"group {group[0].key or 'all'}: one LR schedule ({names}): not fitted")
+            notes.append(f"group {label}: one LR schedule ({names}): not fitted")
         elif not chosen:
-            notes.append(f"group {group[0].key or 'all'}: no run matches --fit-on ({names})")
+            notes.append(f"group {label}: no run matches --fit-on ({names})")
         else:
             try:
                 fitted.append(_fit_group(group, chosen))
             except UserError as error:
-                notes.append(f"group {group[0].key or 'all'}: {error}")
+                notes.append(f"group {label}: {error}")
     if not fitted:
         more = f"; … ({len(notes)} notes in all)" if len(notes) > 5 else ""
         raise UserError("schedule-law: no group could be fitted: " + "; ".join(notes[-5:]) + more)
