@@ -166,9 +166,10 @@ REPORT = (
 )
 
 
-def timed(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds and peak RSS (MiB) of one child process (its own rusage, by `os.wait4`);
-    its standard output."""
+def timed(command: list[str]) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MiB) of one child process (its
+    own rusage, by `os.wait4`: on a loaded machine the CPU time is the steadier figure); its
+    standard output."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(command, stdout=out, stderr=err, text=True)
@@ -180,7 +181,8 @@ def timed(command: list[str]) -> tuple[float, float, str]:
         text = out.read()
         if child.returncode != 0:
             sys.exit(f"{' '.join(command)} failed:\n{text}\n{err.read()}")
-    return wall, usage.ru_maxrss / 1024, text  # ru_maxrss: KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1024, text  # ru_maxrss: KiB on Linux
 
 
 def main() -> None:
@@ -198,17 +200,18 @@ def main() -> None:
     py = sys.executable
     rows = []
     fit = [py, "-m", "scalesweep", "fit", NAME, "--tracking-uri", uri, "--kind", "all"]
-    wall, peak, text = timed([*fit, "--out", str(out / "fit")])
-    rows.append(("fit --kind all", wall, peak, len(text.splitlines())))
+    wall, cpu, peak, text = timed([*fit, "--out", str(out / "fit")])
+    rows.append(("fit --kind all", wall, cpu, peak, len(text.splitlines())))
     if args.show:
         print(text)
-    wall, peak, text = timed([py, "-c", REPORT, NAME, uri, parent, str(out / "report")])
-    rows.append(("sweep report", wall, peak, len(text.splitlines())))
+    wall, cpu, peak, text = timed([py, "-c", REPORT, NAME, uri, parent, str(out / "report")])
+    rows.append(("sweep report", wall, cpu, peak, len(text.splitlines())))
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPU cores, load {load:.1f} (1 min) at the end\n")
-    print(f"{'command':<18} {'wall s':>8} {'peak RSS MiB':>13} {'output lines':>13}")
-    for name, wall, peak, lines in rows:
-        print(f"{name:<18} {wall:>8.1f} {peak:>13.0f} {lines:>13}")
+    print(f"outputs in {out}")
+    print(f"{'command':<18} {'wall s':>8} {'CPU s':>8} {'peak RSS MiB':>13} {'output lines':>13}")
+    for name, wall, cpu, peak, lines in rows:
+        print(f"{name:<18} {wall:>8.1f} {cpu:>8.1f} {peak:>13.0f} {lines:>13}")
 
 
 if __name__ == "__main__":

@@ -114,21 +114,20 @@ def curves(
         _fetch_histories(
             client, [r.run_id for r in chosen if (r.run_id, key) not in cache], key, cache
         )
-    parts: list[pd.DataFrame] = []
+    # Columns built as lists and framed once: a DataFrame per run was 40 s of 60 on 6,830 runs.
+    columns: dict[str, list[Any]] = {c: [] for c in ("run_id", "trial_id", m.STATUS, "step", *keys)}
     for row in chosen:
-        status = getattr(row, m.STATUS)
         histories = [cache[row.run_id, key] for key in keys]
         steps = sorted(set.intersection(*(set(h) for h in histories)))
-        if steps:
-            frame = pd.DataFrame(
-                {"run_id": row.run_id, "trial_id": row.trial_id, m.STATUS: status, "step": steps}
-            )
-            for key, history in zip(keys, histories, strict=True):
-                frame[key] = [history[s] for s in steps]
-            parts.append(frame)
-    if not parts:
+        columns["run_id"] += [row.run_id] * len(steps)
+        columns["trial_id"] += [row.trial_id] * len(steps)
+        columns[m.STATUS] += [getattr(row, m.STATUS)] * len(steps)
+        columns["step"] += steps
+        for key, history in zip(keys, histories, strict=True):
+            columns[key] += [history[s] for s in steps]
+    if not columns["step"]:
         return pd.DataFrame(columns=["run_id", "trial_id", m.STATUS, "step", *keys])
-    return pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(columns)
 
 
 BULK_CHUNK = 500

@@ -395,3 +395,25 @@ def test_sensitivity_curves_draw_at_most_max_panels_and_say_so(tmp_path):
     path = plots.lr_sensitivity_curves(fit, tmp_path)
     assert imread(path).shape[1] == plots.MAX_PANELS * 500
     assert plots.MAX_PANELS == 8
+
+
+def test_combinations_without_two_widths_are_one_note():
+    # Rule: on an isoFLOP grid each width has its own token count, so no (tokens, bs)
+    # combination holds 2 widths: one note counts the 8 combinations, not 8 notes.
+    rows = [
+        {
+            "lr": lr,
+            "loss": 3.0 + (np.log10(lr) + 2.5) ** 2,
+            "init_loss": 9.0,
+            "bs": bs,
+            "width": w,
+            "tokens": budget * 1e6 / w,
+        }
+        for budget in (1, 3)
+        for bs in (16, 32)
+        for w in (64, 128)
+        for lr in (1e-3, 3e-3, 1e-2)
+    ]
+    fit = fit_lr_sensitivity(pd.DataFrame(rows), group_by=("bs", "tokens", "width"))
+    narrow = [n for n in fit.notes if "fewer than 2 widths" in n]
+    assert len(narrow) == 1 and narrow[0].startswith("8 combinations (")
