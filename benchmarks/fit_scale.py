@@ -9,7 +9,9 @@ a per-step curve of `--points` evaluations (val/loss, train/flops, train/loss an
 logit diagnostics). Then, each in its own process (wall time and the peak RSS of the child by
 `os.wait4`):
   1. `scalesweep fit NAME --tracking-uri URI --kind all --out DIR`;
-  2. the sweep report (`scalesweep.sweep.report.sweep_report`) on the parent run.
+  2. the sweep report (`scalesweep.sweep.report.sweep_report`) on the parent run;
+  3. with `--reads`, in this process: the val/loss and train/flops curves of every run read in
+     bulk (what fit does) and with one `get_metric_history` per run and key (what it did).
 
     python benchmarks/fit_scale.py [--runs 10000] [--cache /tmp/fit_scale] [--writers 4]
 """
@@ -185,6 +187,24 @@ def timed(command: list[str]) -> tuple[float, float, float, str]:
     return wall, cpu, usage.ru_maxrss / 1024, text  # ru_maxrss: KiB on Linux
 
 
+def compare_reads(uri: str) -> None:
+    """CPU seconds of `tracking.read.curves` for two keys: bulk reads against per-run reads."""
+    from scalesweep.tracking import read
+
+    def per_run(client: Any, run_ids: list[str], key: str, cache: dict) -> None:
+        for run_id in run_ids:
+            cache[run_id, key] = {x.step: x.value for x in client.get_metric_history(run_id, key)}
+
+    table = read.runs_table(NAME, uri)
+    bulk = read._fetch_histories
+    for name, fetch in (("bulk (500 runs a query)", bulk), ("one query per run and key", per_run)):
+        read._fetch_histories = fetch  # type: ignore[assignment]
+        start = time.process_time()
+        rows = len(read.curves(NAME, uri, keys=(m.VAL_LOSS, m.FLOPS), table=table))
+        print(f"curves, {name}: {rows} rows, {time.process_time() - start:.1f} s CPU")
+    read._fetch_histories = bulk
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -192,6 +212,7 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "fit_scale")
     parser.add_argument("--show", action="store_true", help="print fit's terminal output")
+    parser.add_argument("--reads", action="store_true", help="also time bulk vs per-run reads")
     args = parser.parse_args()
     uri, parent, wrote = ensure_store(args.cache, args.runs, args.writers, args.points)
     print(f"store {uri}: {args.runs} runs × {args.points} curve points", end="")
@@ -212,6 +233,8 @@ def main() -> None:
     print(f"{'command':<18} {'wall s':>8} {'CPU s':>8} {'peak RSS MiB':>13} {'output lines':>13}")
     for name, wall, cpu, peak, lines in rows:
         print(f"{name:<18} {wall:>8.1f} {cpu:>8.1f} {peak:>13.0f} {lines:>13}")
+    if args.reads:
+        compare_reads(uri)
 
 
 if __name__ == "__main__":
