@@ -14,6 +14,13 @@ Steps, each printed with the time since submission:
   5. MLflow: one child run, its status, and every train/loss step logged exactly once.
 
     python benchmarks/cluster_two_nodes.py [--steps 200] [--wait-s 60]
+
+Status (2026-12-06, 2-core development machine, load 7-15): both nodes start and join (Ray's
+node list shows the head and node2); `scalesweep sweep` refuses a SQLite store and a loopback
+tracking server on 2 nodes, as docs/cluster.md says, so the server runs on the machine's own
+address. The submitted job's driver then died twice, before any rank started, with "Intel oneMKL
+FATAL ERROR: Cannot load .../torch/lib/libtorch_cpu.so" (`import torch` after `ray.init` in a
+plain process works); not yet diagnosed, so steps 1-5 have not been observed.
 """
 
 from __future__ import annotations
