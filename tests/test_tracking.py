@@ -1,5 +1,6 @@
 """MLflow tracking: URI resolution, child-run reuse, background batches, surviving a dead server."""
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -148,3 +149,36 @@ def test_summary_metrics_leave_out_missing_values():
         "tokens": 3.0,
         "flops": 1.0,
     }
+
+
+def test_curves_read_in_bulk_equal_the_per_run_histories(tmp_path, monkeypatch):
+    # Rule: a SQL store's curves are read a chunk of runs per query; the result must equal one
+    # get_metric_history per (run, key), including a step logged twice (the later value wins),
+    # a run without the key, and runs across a chunk boundary (chunk of 2 over 5 runs).
+    from mlflow.entities import Metric
+
+    from scalesweep.tracking import read
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent = tracking.start_parent_run(client, "s", params={}, tags={}, artifacts={})
+    for i in range(5):
+        run, _ = tracking.get_or_create_child_run(client, "s", parent, f"t{i}", {"i": i})
+        points = [Metric("val/loss", 10.0 - s - i, 1000 + s, s) for s in (1, 2, 3)]
+        points += [Metric("train/flops", 1e9 * s, 1000 + s, s) for s in (1, 2, 3) if i != 4]
+        points.append(Metric("val/loss", -1.0, 2000, 2))  # step 2 again, later
+        client.log_batch(run, metrics=points)
+        client.set_tag(run, tracking.STATUS_TAG, "completed")
+    keys = ("val/loss", "train/flops")
+    monkeypatch.setattr(read, "BULK_CHUNK", 2)
+    bulk = read.curves("s", uri, keys=keys)
+    monkeypatch.setattr(read, "_fetch_histories", per_run_histories)
+    looped = read.curves("s", uri, keys=keys)
+    assert len(bulk) == 4 * 3 and set(bulk["trial_id"]) == {"t0", "t1", "t2", "t3"}
+    pd.testing.assert_frame_equal(bulk, looped)
+    assert (bulk.loc[bulk["step"] == 2, "val/loss"] == -1.0).all()
+
+
+def per_run_histories(client, run_ids, key, cache) -> None:
+    for run_id in run_ids:
+        cache[run_id, key] = {x.step: x.value for x in client.get_metric_history(run_id, key)}

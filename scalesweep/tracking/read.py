@@ -107,24 +107,52 @@ def curves(
     if table is None:
         table = runs_table(experiment, tracking_uri, parent_run_id=parent_run_id)
     cache = {} if cache is None else cache
-    parts: list[pd.DataFrame] = []
-    for row in table.itertuples(index=False):
-        status = getattr(row, m.STATUS, None)
-        if status not in statuses:
-            continue
-        for key in keys:
-            if (row.run_id, key) not in cache:
-                found = client.get_metric_history(row.run_id, key)
-                cache[row.run_id, key] = {x.step: x.value for x in found}
+    chosen = [
+        row for row in table.itertuples(index=False) if getattr(row, m.STATUS, None) in statuses
+    ]
+    for key in keys:
+        _fetch_histories(
+            client, [r.run_id for r in chosen if (r.run_id, key) not in cache], key, cache
+        )
+    # Columns built as lists and framed once: a DataFrame per run was 40 s of 60 on 6,830 runs.
+    columns: dict[str, list[Any]] = {c: [] for c in ("run_id", "trial_id", m.STATUS, "step", *keys)}
+    for row in chosen:
         histories = [cache[row.run_id, key] for key in keys]
         steps = sorted(set.intersection(*(set(h) for h in histories)))
-        if steps:
-            frame = pd.DataFrame(
-                {"run_id": row.run_id, "trial_id": row.trial_id, m.STATUS: status, "step": steps}
-            )
-            for key, history in zip(keys, histories, strict=True):
-                frame[key] = [history[s] for s in steps]
-            parts.append(frame)
-    if not parts:
+        columns["run_id"] += [row.run_id] * len(steps)
+        columns["trial_id"] += [row.trial_id] * len(steps)
+        columns[m.STATUS] += [getattr(row, m.STATUS)] * len(steps)
+        columns["step"] += steps
+        for key, history in zip(keys, histories, strict=True):
+            columns[key] += [history[s] for s in steps]
+    if not columns["step"]:
         return pd.DataFrame(columns=["run_id", "trial_id", m.STATUS, "step", *keys])
-    return pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(columns)
+
+
+BULK_CHUNK = 500
+"""Run ids per bulk query (SQLite's older builds allow 999 bound variables)."""
+
+
+def _fetch_histories(
+    client: Any, run_ids: list[str], key: str, cache: dict[tuple[str, str], dict[int, float]]
+) -> None:
+    """`key`'s history of each of `run_ids` into `cache` as {step: value} (a step logged twice
+    keeps its latest value). A SQL store answers one query per 500 runs; any other store (an
+    MLflow server) one request per run. One query per run made reading 10,000 runs' curves
+    take minutes (benchmarks/fit_scale.py)."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    bulk = getattr(store, "get_metric_history_bulk", None)
+    if bulk is None:
+        for run_id in run_ids:
+            found = client.get_metric_history(run_id, key)
+            cache[run_id, key] = {x.step: x.value for x in found}
+        return
+    for start in range(0, len(run_ids), BULK_CHUNK):
+        chunk = run_ids[start : start + BULK_CHUNK]
+        histories: dict[str, dict[int, float]] = {run_id: {} for run_id in chunk}
+        # Ordered by run, then timestamp: a later point at the same step replaces an earlier.
+        for point in bulk(chunk, key, max_results=2**62):
+            histories[point.run_id][point.step] = point.value
+        for run_id, history in histories.items():
+            cache[run_id, key] = history

@@ -376,3 +376,44 @@ def test_many_groups_print_one_line_with_the_extremes():
     assert many[0].startswith("lr-sensitivity: 80 groups by ['train.seed']: sensitivity ")
     assert "(seed=0) to " in many[0] and "(seed=79)" in many[0]
     assert "best_lr 0.03 to 0.03" in many[0]
+
+
+def test_sensitivity_curves_draw_at_most_max_panels_and_say_so(tmp_path):
+    # Rule: one panel per intervention up to MAX_PANELS (8); 12 batch sizes draw 8 panels
+    # (8 × 500 px wide at 100 dpi, not 12 × 500: a 10,000-run sweep had 100 such panels).
+    from matplotlib.image import imread
+
+    from scalesweep.fit.plots import lr as plots
+
+    rows = [
+        {"lr": lr, "loss": 3.0 + (np.log10(lr) + 2.5) ** 2, "init_loss": 9.0, "bs": bs, "width": w}
+        for bs in 2 ** np.arange(12)
+        for w in (64, 128)
+        for lr in (1e-3, 3e-3, 1e-2)
+    ]
+    fit = fit_lr_sensitivity(pd.DataFrame(rows), group_by=("bs", "width"))
+    path = plots.lr_sensitivity_curves(fit, tmp_path)
+    assert imread(path).shape[1] == plots.MAX_PANELS * 500
+    assert plots.MAX_PANELS == 8
+
+
+def test_combinations_without_two_widths_are_one_note():
+    # Rule: on an isoFLOP grid each width has its own token count, so no (tokens, bs)
+    # combination holds 2 widths: one note counts the 8 combinations, not 8 notes.
+    rows = [
+        {
+            "lr": lr,
+            "loss": 3.0 + (np.log10(lr) + 2.5) ** 2,
+            "init_loss": 9.0,
+            "bs": bs,
+            "width": w,
+            "tokens": budget * 1e6 / w,
+        }
+        for budget in (1, 3)
+        for bs in (16, 32)
+        for w in (64, 128)
+        for lr in (1e-3, 3e-3, 1e-2)
+    ]
+    fit = fit_lr_sensitivity(pd.DataFrame(rows), group_by=("bs", "tokens", "width"))
+    narrow = [n for n in fit.notes if "fewer than 2 widths" in n]
+    assert len(narrow) == 1 and narrow[0].startswith("8 combinations (")

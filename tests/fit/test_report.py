@@ -270,18 +270,19 @@ def test_tracking_curves_include_diverged_runs_only_when_asked(lr_sweep):
 def test_tracking_curves_with_a_shared_cache_fetch_each_history_once(lr_sweep, monkeypatch):
     # Rule: `scalesweep fit --kind all` asks for val/loss from three fits; a shared cache
     # fetches each (run, key) history from MLflow once and returns the same table.
-    from mlflow.tracking import MlflowClient
+    # (A SQL store answers in bulk: the (run, key) pairs its bulk reads were asked for.)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     uri, _, _ = lr_sweep
     plain = tracking.curves("qk", uri, keys=(m.ATTN_LOGIT_MAX,))
     fetched: list[tuple[str, str]] = []
-    original = MlflowClient.get_metric_history
+    original = SqlAlchemyStore.get_metric_history_bulk
 
-    def counting(self, run_id, key):
-        fetched.append((run_id, key))
-        return original(self, run_id, key)
+    def counting(self, run_ids, key, max_results):
+        fetched.extend((run_id, key) for run_id in run_ids)
+        return original(self, run_ids, key, max_results)
 
-    monkeypatch.setattr(MlflowClient, "get_metric_history", counting)
+    monkeypatch.setattr(SqlAlchemyStore, "get_metric_history_bulk", counting)
     cache: dict = {}
     first = tracking.curves("qk", uri, keys=(m.ATTN_LOGIT_MAX,), cache=cache)
     again = tracking.curves("qk", uri, keys=(m.ATTN_LOGIT_MAX, m.OUTPUT_LOGZ), cache=cache)

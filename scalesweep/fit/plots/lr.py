@@ -48,12 +48,20 @@ def _curve(ax: Any, group: GroupSensitivity, key: dict[str, Any], color: Any) ->
         ax.plot([group.best_lr], [group.best_loss], "*", color=color, ms=14, mec="black")
 
 
+MAX_PANELS = 8
+"""Panels `lr_sensitivity_curves` draws; past it the first ones and a title that says so (a
+10,000-run sweep has 100 interventions: one row of 100 panels took most of fit's time and
+was 50,000 px wide). Every group is in the bars plot and report.md."""
+
+
 def lr_sensitivity_curves(fit: LrSensitivityFit, out: Path) -> Path:
-    """Final loss against LR, one line per width, one panel per intervention; diverged runs
-    scored ℓ0 (red x), each group's best LR starred, Wortsman's LR range shaded."""
+    """Final loss against LR, one line per width, one panel per intervention (the first
+    `MAX_PANELS`); diverged runs scored ℓ0 (red x), each group's best LR starred, Wortsman's LR
+    range shaded."""
     groups = [g for g in fit.groups if g.curve]
     keys = varying([g.key for g in groups])
-    panels = intervention_panels(keys) or [()]
+    every = intervention_panels(keys) or [()]
+    panels = every[:MAX_PANELS]
     colors = width_colors([split_width(k)[0] for k in keys])
     fig, axes = figure(len(panels), sharey=True)
     axes = np.atleast_1d(axes)
@@ -74,7 +82,12 @@ def lr_sensitivity_curves(fit: LrSensitivityFit, out: Path) -> Path:
             loc="upper left",
         )
     axes[0].set_ylabel("final validation loss, min(ℓ, ℓ0)")
-    if len(panels) > 1:
+    if len(every) > len(panels):
+        fig.suptitle(
+            f"Final loss against learning rate (Wortsman et al. 2023): the first {len(panels)} "
+            f"of {len(every)} panels (every group in lr_sensitivity_bars.png and report.md)"
+        )
+    elif len(panels) > 1:
         fig.suptitle("Final loss against learning rate (Wortsman et al. 2023)")
     return save(fig, out, "lr_sensitivity.png")
 

@@ -94,14 +94,12 @@ def transfer_fits(
     by_other: dict[tuple[Any, ...], list[ScoredGroup]] = {}
     for result in results:
         by_other.setdefault(tuple((k, result.key[k]) for k in others), []).append(result)
-    fits = []
+    fits, narrow = [], []
     for other, members in by_other.items():
         usable = [g for g in members if g.best_lr is not None and g.key[width] is not None]
         widths = np.array([float(g.key[width]) for g in usable])
         if np.unique(widths).size < 2:
-            notes.append(
-                f"{group_label(other)}: fewer than 2 widths with a best LR; no transfer fit"
-            )
+            narrow.append(group_label(other))
             continue
         best = np.array([g.best_lr for g in usable])
         law = loglog_ols(widths, best, level=level)
@@ -121,6 +119,15 @@ def transfer_fits(
             )
         fit = TransferFit(dict(other), k, law.coef, se, ci, len(usable), grid, resolved)
         fits.append(fit)
+    if narrow:
+        # One note, not one per combination: an isoFLOP grid gives each width its own token
+        # count, so a 10,000-run sweep had 100 such combinations (100 lines of fit's output).
+        which = (
+            str(narrow[0])
+            if len(narrow) == 1
+            else f"{len(narrow)} combinations ({narrow[0]} … {narrow[-1]})"
+        )
+        notes.append(f"{which}: fewer than 2 widths with a best LR; no transfer fit")
     return tuple(fits)
 
 
