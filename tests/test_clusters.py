@@ -240,7 +240,11 @@ def test_sweep_on_a_multi_node_cluster_with_sqlite_exits_2_naming_clusters_mlflo
     sweep = REPO / "search_spaces/pulse.yaml"
     assert main(["sweep", str(sweep), "--address", "10.0.0.1:6379"]) == 2
     assert "clusters/mlflow/" in capsys.readouterr().err
-    # With a server but no storage_path, the next refusal names storage_path.
+    # With a server but no storage_path, the next refusal names storage_path. The server
+    # "answers" without a request: nothing here may reach an address other than 127.0.0.1.
+    from scalesweep import tracking
+
+    monkeypatch.setattr(tracking, "check_reachable", lambda uri: None)
     args = ["sweep", str(sweep), "--address", "10.0.0.1:6379", "--set"]
     assert main([*args, "tracking.uri=http://10.0.0.5:5000"]) == 2
     assert "storage_path: not set" in capsys.readouterr().err
