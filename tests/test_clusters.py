@@ -182,7 +182,7 @@ def test_one_machine_tracking_store_is_refused_on_several_nodes(uri):
     # Rule: on a cluster of 2+ nodes, a SQLite/file store or a loopback server URL is refused
     # with an error that points at clusters/mlflow/.
     with pytest.raises(UserError, match=r"tracking\.uri: .*clusters/mlflow/"):
-        preflight.check_tracking_for_cluster(uri, n_nodes=2)
+        preflight.check_tracking_for_cluster(uri, n_machines=2)
 
 
 @pytest.mark.parametrize(
@@ -190,19 +190,30 @@ def test_one_machine_tracking_store_is_refused_on_several_nodes(uri):
 )
 def test_one_machine_tracking_store_is_fine_on_one_node(uri):
     # Rule: on one node every store works (the embedded default is SQLite).
-    preflight.check_tracking_for_cluster(uri, n_nodes=1)
+    preflight.check_tracking_for_cluster(uri, n_machines=1)
 
 
 @pytest.mark.parametrize("uri", ["http://10.0.0.5:5000", "https://mlflow.example.org"])
 def test_a_server_every_node_reaches_is_accepted_on_several_nodes(uri):
-    preflight.check_tracking_for_cluster(uri, n_nodes=3)
+    preflight.check_tracking_for_cluster(uri, n_machines=3)
+
+
+def test_nodes_count_as_machines_by_their_address():
+    # Rule: Ray nodes at one address are one machine (they share its files and loopback, as
+    # the two-node test's do); the refusals above count machines.
+    def node(name, address):
+        return {"NodeID": name, "NodeManagerAddress": address}
+
+    assert preflight.machines([node("a", "10.0.0.1"), node("b", "10.0.0.1")]) == 1
+    assert preflight.machines([node("a", "10.0.0.1"), node("b", "10.0.0.2")]) == 2
+    assert preflight.machines([]) == 0
 
 
 def test_unset_storage_path_is_refused_on_several_nodes(tmp_path):
     # Rule: without an explicit storage_path, trials would write to ./runs on each node.
     with pytest.raises(UserError, match=r"storage_path: not set.*shared storage"):
-        preflight.check_storage_for_cluster(tmp_path / "runs", explicit=False, n_nodes=2)
-    preflight.check_storage_for_cluster(tmp_path / "runs", explicit=False, n_nodes=1)
+        preflight.check_storage_for_cluster(tmp_path / "runs", explicit=False, n_machines=2)
+    preflight.check_storage_for_cluster(tmp_path / "runs", explicit=False, n_machines=1)
 
 
 def test_storage_path_a_node_cannot_see_is_refused(tmp_path, monkeypatch):
@@ -223,7 +234,7 @@ def test_storage_path_a_node_cannot_see_is_refused(tmp_path, monkeypatch):
     nodes = ["a" * 56, "b" * 56]  # Ray node IDs are 28 bytes of hex
     monkeypatch.setattr(preflight, "alive_nodes", lambda: [{"NodeID": n} for n in nodes])
     with pytest.raises(UserError, match=f"not shared storage: node\\(s\\) {nodes[0]}, {nodes[1]}"):
-        preflight.check_storage_for_cluster(tmp_path / "runs", explicit=True, n_nodes=2)
+        preflight.check_storage_for_cluster(tmp_path / "runs", explicit=True, n_machines=2)
     assert not list((tmp_path / "runs").glob(".scalesweep-probe-*")), "probe file left behind"
 
 
@@ -234,7 +245,8 @@ def test_sweep_on_a_multi_node_cluster_with_sqlite_exits_2_naming_clusters_mlflo
     # default prints "error: tracking.uri ... clusters/mlflow/" and exits 2 before any trial.
     ray = pytest.importorskip("ray")
     monkeypatch.setattr(ray, "is_initialized", lambda: True)  # "connected" to the cluster
-    monkeypatch.setattr(preflight, "alive_nodes", lambda: [{"NodeID": "a"}, {"NodeID": "b"}])
+    two = [{"NodeID": n, "NodeManagerAddress": f"10.0.0.{i}"} for i, n in enumerate("ab")]
+    monkeypatch.setattr(preflight, "alive_nodes", lambda: two)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     sweep = REPO / "search_spaces/pulse.yaml"

@@ -4,9 +4,10 @@ Resources: a trial asking for more than any node (or the whole cluster) holds is
 and Ray says nothing: Tune shows it pending forever. Refuse it, naming the key; on an
 autoscaling cluster, ask for the nodes and wait a bounded time instead.
 
-On a multi-node cluster every node must reach the same tracking store and the same trial
-storage. A SQLite file or a local directory exists on one node only, so trials elsewhere would
-write to stores nobody reads: refuse them with an error that says what to do instead.
+On a cluster of several machines every node must reach the same tracking store and the same
+trial storage. A SQLite file or a local directory exists on one machine only, so trials
+elsewhere would write to stores nobody reads: refuse them with an error that says what to do
+instead. Several Ray nodes on one machine (one address) share its files and its loopback.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def alive_nodes() -> list[dict[str, object]]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
+def machines(nodes: list[dict[str, object]]) -> int:
+    """How many machines these Ray nodes run on: their distinct addresses (pure)."""
+    return len({node.get("NodeManagerAddress", node.get("NodeID")) for node in nodes})
+
+
 def is_loopback_url(uri: str) -> bool:
     """An http(s) URL whose host is this machine only (localhost, 127.0.0.0/8, ::1)."""
     host = urlsplit(uri).hostname if uri.startswith(("http://", "https://")) else None
@@ -43,30 +49,32 @@ def is_loopback_url(uri: str) -> bool:
         return False
 
 
-def check_tracking_for_cluster(uri: str, n_nodes: int) -> None:
-    if n_nodes > 1 and is_local_uri(uri):
+def check_tracking_for_cluster(uri: str, n_machines: int) -> None:
+    if n_machines > 1 and is_local_uri(uri):
         raise UserError(
-            f"tracking.uri: got {uri!r}, a local store, on a cluster of {n_nodes} nodes; trials "
-            "on other nodes cannot write to it. Start the tracking server in clusters/mlflow/ "
-            "and set tracking.uri (or MLFLOW_TRACKING_URI) to its http:// address"
+            f"tracking.uri: got {uri!r}, a local store, on a cluster of {n_machines} machines; "
+            "trials on other machines cannot write to it. Start the tracking server in "
+            "clusters/mlflow/ and set tracking.uri (or MLFLOW_TRACKING_URI) to its http:// "
+            "address"
         )
-    if n_nodes > 1 and is_loopback_url(uri):
+    if n_machines > 1 and is_loopback_url(uri):
         raise UserError(
-            f"tracking.uri: got {uri!r}, a loopback address, on a cluster of {n_nodes} nodes; "
-            "trials on other nodes would look for the server on their own machine. Start the "
-            "server in clusters/mlflow/ on an address every node reaches (MLFLOW_HOST=<private "
-            "IP>) and set tracking.uri (or MLFLOW_TRACKING_URI) to http://<that IP>:<port>"
+            f"tracking.uri: got {uri!r}, a loopback address, on a cluster of {n_machines} "
+            "machines; trials on other machines would look for the server on their own "
+            "machine. Start the server in clusters/mlflow/ on an address every node reaches "
+            "(MLFLOW_HOST=<private IP>) and set tracking.uri (or MLFLOW_TRACKING_URI) to "
+            "http://<that IP>:<port>"
         )
 
 
-def check_storage_for_cluster(storage: Path, explicit: bool, n_nodes: int) -> None:
+def check_storage_for_cluster(storage: Path, explicit: bool, n_machines: int) -> None:
     """The storage path must be set explicitly and be visible from every node."""
-    if n_nodes <= 1:
+    if n_machines <= 1:
         return
     if not explicit:
         raise UserError(
             f"storage_path: not set, so trials would write under {storage}, a local directory, "
-            f"on a cluster of {n_nodes} nodes; set storage_path to shared storage (NFS, or a "
+            f"on a cluster of {n_machines} machines; set storage_path to shared storage (NFS, or a "
             "bucket mounted at the same path on every node)"
         )
     import ray
@@ -201,7 +209,7 @@ def preflight(
     resolved tracking URI and storage root the driver gives."""
     connect(address)
     config = experiment.config
-    n_nodes = len(alive_nodes())
-    check_tracking_for_cluster(tracking_uri, n_nodes)
-    check_storage_for_cluster(storage, config.storage_path is not None, n_nodes)
+    n_machines = machines(alive_nodes())
+    check_tracking_for_cluster(tracking_uri, n_machines)
+    check_storage_for_cluster(storage, config.storage_path is not None, n_machines)
     check_resources(config.resources)

@@ -10,6 +10,7 @@ loads, or from step 0, with every point once.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -86,29 +87,37 @@ PATHS = {
 }
 
 
+def _registered(storage: Path) -> str | None:
+    """The checkpoint Ray Train restores (its latest registered one), from the snapshot its
+    controller writes on every registration; None until there is one."""
+    for snapshot in storage.glob("train/*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except json.JSONDecodeError:  # read while being written
+            return None
+        return latest["checkpoint_dir_name"] if latest else None
+    return None
+
+
 def _to_truncate(storage: Path, trial_path: str) -> list[Path]:
     """The state files to cut short, once the trial has older checkpoints to go back to: in
-    place `latest` (`previous` exists); through Ray Train every checkpoint but the oldest of 3
-    or more (the one Train restores, its latest registered, is among them even when the newest
-    folder on disk was not registered yet)."""
+    place `latest` (`previous` exists); through Ray Train the one it restores and every newer
+    one (a report still queued may be registered after the pause), once an older one exists.
+    Going by the folders alone missed: a checkpoint is written before its report is taken, so
+    the newest folders on disk may all be newer than the one Train restores."""
     if trial_path == "in_place":
         found = list(storage.glob("checkpoints/*/previous/state.pt"))
         return [found[0].parent.with_name("latest") / checkpoint.STATE_FILE] if found else []
+    registered = _registered(storage)
     found = sorted(storage.glob("train/*/checkpoint_*/state.pt"), key=lambda p: p.parent.name)
-    return found[1:] if len(found) >= 3 else []
-
-
-# The Ray Train path passed in one full run and, in the next, completed without setting the
-# truncated file aside (its restart loaded another checkpoint): not yet explained, so it may
-# fail without failing the suite until it is.
-FLAKY = pytest.mark.xfail(strict=False, reason="Ray Train restart may load another checkpoint")
+    if registered is None or not any(p.parent.name < registered for p in found):
+        return []
+    return [p for p in found if p.parent.name >= registered]
 
 
 @pytest.mark.ray
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize(
-    "trial_path", [pytest.param(p, marks=FLAKY) if p == "distributed" else p for p in PATHS]
-)
+@pytest.mark.parametrize("trial_path", list(PATHS))
 def test_truncated_checkpoint_then_kill_resumes_from_an_older_one(
     ray_address, tmp_path, trial_path
 ):
