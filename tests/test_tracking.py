@@ -1,5 +1,7 @@
 """MLflow tracking: URI resolution, child-run reuse, background batches, surviving a dead server."""
 
+import time
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -182,3 +184,21 @@ def test_curves_read_in_bulk_equal_the_per_run_histories(tmp_path, monkeypatch):
 def per_run_histories(client, run_ids, key, cache) -> None:
     for run_id in run_ids:
         cache[run_id, key] = {x.step: x.value for x in client.get_metric_history(run_id, key)}
+
+
+def test_a_wait_to_restart_is_tagged_then_recorded_once_it_ends(client):
+    # Rule: start_waiting tags why and since when; end_waiting (the trial runs again) adds
+    # one line with the seconds waited to the waits tag and removes the waiting tags; a run
+    # that was not waiting is left as it is.
+    _, child = parent_and_child(client)
+    tracking.end_waiting(client, child, client.get_run(child).data.tags)
+    assert tracking.WAITS_TAG not in client.get_run(child).data.tags
+    since = time.time() - 42
+    tracking.start_waiting(client, child, "needs 2 workers × 0.99 CPU", since)
+    tags = client.get_run(child).data.tags
+    assert tags[tracking.WAITING_TAG].endswith(": needs 2 workers × 0.99 CPU")
+    tracking.end_waiting(client, child, tags)
+    tags = client.get_run(child).data.tags
+    assert tracking.WAITING_TAG not in tags and "scalesweep.waiting_since" not in tags
+    (line,) = tags[tracking.WAITS_TAG].splitlines()
+    assert "waited 42 s to restart (needs 2 workers × 0.99 CPU)" in line, line

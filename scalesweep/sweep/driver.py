@@ -246,7 +246,6 @@ def _tuner(
     scheduler = None
     if config.search.scheduler == "asha":
         scheduler = tune.schedulers.ASHAScheduler(grace_period=1, reduction_factor=3)
-    in_place = config.resources.workers_per_trial == 1
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -268,10 +267,9 @@ def _tuner(
         run_config=tune.RunConfig(
             name=f"tune-{session.state['attempts']}",
             storage_path=str(session.storage),
-            # In place, Tune restarts a trial whose process died; distributed, Ray Train does.
-            failure_config=tune.FailureConfig(
-                max_failures=config.resources.max_failures if in_place else 0
-            ),
+            # Tune restarts a trial whose process died (with its node, or killed); a distributed
+            # trial's workers are restarted by Ray Train, whose giving up ends the trial.
+            failure_config=tune.FailureConfig(max_failures=config.resources.max_failures),
             callbacks=[progress],
             verbose=0,
         ),
@@ -332,6 +330,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run (or resume) the sweep on Ray and return one row per trial; with `extend`, a resumed
     sweep takes the plan's added trials (an adaptive round, `sweep/rounds.py`)."""
+    from scalesweep.sweep.capacity import restart_tagger
     from scalesweep.sweep.preflight import preflight
     from scalesweep.sweep.progress import SweepProgress
 
@@ -347,8 +346,13 @@ def run_sweep(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     history = _history(experiment, session) if resume else []
     already_done = sum(d.value is not None for d in history)
+    config = experiment.config
+    outage_s = config.tracking.outage_timeout_s
+    on_restart = restart_tagger(
+        session.tracking_uri, config.name, session.parent_run_id, config.resources, outage_s
+    )
     progress = SweepProgress(
-        plan, already_done=already_done, metric=experiment.config.search.metric
+        plan, already_done=already_done, metric=config.search.metric, on_restart=on_restart
     )
     errors, interrupt = set[str](), Interrupt()
     if already_done < plan.n_trials:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune import Callback
 
 from scalesweep import metrics as m
+from scalesweep.sweep.capacity import WAITING_S
 from scalesweep.sweep.plan import Plan, trial_name
 from scalesweep.sweep.search import CELL_KEY
-from scalesweep.sweep.trial import CHECKPOINT_STEP, UNREACHABLE_S
+from scalesweep.sweep.trial import CHECKPOINT_STEP, UNREACHABLE_S, assignment_of
 
 
 @dataclass
@@ -35,6 +37,10 @@ class Tally:
     """Trial -> FLOPs it has trained so far."""
     unreachable: dict[str, float] = field(default_factory=dict)
     """Running trial -> seconds its tracking server has not answered, while that lasts."""
+    waiting: dict[str, float] = field(default_factory=dict)
+    """Running trial -> seconds it has waited for capacity to restart its workers."""
+    restarting: dict[str, float] = field(default_factory=dict)
+    """Trial whose process was lost -> time.monotonic() since when Tune restarts it."""
     started: float = field(default_factory=time.monotonic)
 
     def eta_s(self) -> float | None:
@@ -56,14 +62,28 @@ class Tally:
                 f" · tracking server unreachable for {max(down):.0f} s ({len(down)} trial(s) "
                 "queueing their points)"
             )
+        now = time.monotonic()
+        waiting = [s for s in self.waiting.values() if s > 0]
+        waiting += [now - since for since in self.restarting.values()]
+        if waiting:  # Ray restarts a trial (or its workers) once the cluster can place it
+            line += f" · {len(waiting)} waiting for capacity to restart ({max(waiting):.0f} s)"
         return f"{line} · ETA {when}"
 
 
 class SweepProgress(Callback):
     """Keeps a `Tally` from Tune's trial events and shows it."""
 
-    def __init__(self, plan: Plan, *, already_done: int = 0, metric: str) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        already_done: int = 0,
+        metric: str,
+        on_restart: Callable[[str], None] | None = None,
+    ) -> None:
         self.metric = metric
+        self.on_restart = on_restart
+        """Called with a trial's name when Tune restarts it (its process was lost)."""
         self.flops = {t.name: t.flops for t in plan.trials}
         self.steps = {t.name: t.steps for t in plan.trials}
         self.tally = Tally(plan.n_trials, plan.total_flops, done=already_done)
@@ -90,7 +110,15 @@ class SweepProgress(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.tally.running[trial.trial_id] = 0.0
+        self.tally.restarting.pop(trial.trial_id, None)
         self._show()
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.tally.running.pop(trial.trial_id, None)
+        self.tally.restarting[trial.trial_id] = time.monotonic()
+        if self.on_restart is not None:
+            self.on_restart(trial_name(assignment_of(trial.config or {})))
+        self._show(ended=True)
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -100,11 +128,15 @@ class SweepProgress(Callback):
         if step is not None and cell in self.steps:
             self.tally.running[trial.trial_id] = self.flops[cell] * step / max(1, self.steps[cell])
         self.tally.unreachable[trial.trial_id] = float(result.get(UNREACHABLE_S) or 0.0)
-        self._show(ended=self.tally.unreachable[trial.trial_id] > 0)
+        self.tally.waiting[trial.trial_id] = float(result.get(WAITING_S) or 0.0)
+        said = self.tally.unreachable[trial.trial_id] + self.tally.waiting[trial.trial_id]
+        self._show(ended=said > 0)
 
     def _end(self, trial: Any, status: str, value: float | None) -> None:
         self.tally.running.pop(trial.trial_id, None)
         self.tally.unreachable.pop(trial.trial_id, None)
+        self.tally.waiting.pop(trial.trial_id, None)
+        self.tally.restarting.pop(trial.trial_id, None)
         self.tally.done += 1
         self.tally.flops_done += self.flops.get(self._cell_name(trial), 0.0)
         self.tally.diverged += status == m.DIVERGED
@@ -115,7 +147,9 @@ class SweepProgress(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        self._end(trial, result.get(m.STATUS, m.FAILED), result.get(self.metric))
+        status = result.get(m.STATUS)  # a trial that ended without its final report failed
+        status = status if status in m.ENDED_STATUSES else m.FAILED
+        self._end(trial, status, result.get(self.metric))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._end(trial, m.FAILED, None)

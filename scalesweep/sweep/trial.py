@@ -314,7 +314,19 @@ def _train_distributed(trial: Trial, run: tracking.ChildRun, settings: TrialSett
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from scalesweep.sweep.capacity import CapacityWatch, remove_leftover_placement_group
+
     resources = trial.config.resources
+    record = Path(settings.storage) / "placement_groups" / trial.name
+    if note := remove_leftover_placement_group(record):  # Tune restarted this trial
+        print(f"{trial.name}: {note}", flush=True)
+    watch = CapacityWatch(
+        uri=settings.tracking_uri,
+        run_id=run.run_id,
+        resources=resources,
+        outage_s=trial.config.tracking.outage_timeout_s,
+        record=record,
+    )
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(resources.report_interval_s)
     trainer = TorchTrainer(
         train_fn_per_worker,
@@ -330,7 +342,7 @@ def _train_distributed(trial: Trial, run: tracking.ChildRun, settings: TrialSett
         run_config=ray.train.RunConfig(
             name=trial.name,  # the same name on resume: Train picks up its latest checkpoint
             storage_path=str(Path(settings.storage) / "train"),
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            callbacks=[TuneReportCallback(), watch],  # type: ignore[list-item]
             failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
         ),
     )
@@ -344,6 +356,7 @@ def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
     """One trial: resolve it, find or create its MLflow child run, then train it on the path its
     `resources.workers_per_trial` asks for, unless the child run says it already finished."""
     from ray import tune
+    from ray.train import TrainingFailedError
 
     tracking.bound_mlflow_retries()
     trial = Trial.of(tune_config, settings)
@@ -358,6 +371,10 @@ def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
             tune.report(final_report(_train_here(trial, run, settings), metric))
         else:
             _train_distributed(trial, run, settings)
+    except TrainingFailedError as error:
+        # Ray Train gave up restarting the workers (resources.max_failures): the trial ends
+        # failed here, not raised, so Tune restarts only a trial whose own process was lost.
+        run.fail(error)
     except UserError as error:
         # Bad input that only training could find: retrying cannot fix it, so the trial ends
         # here, recorded as failed (the driver reads the status from its child run).

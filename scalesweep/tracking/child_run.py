@@ -22,6 +22,7 @@ from scalesweep.tracking.records import read_record
 from scalesweep.tracking.retry import with_retries
 from scalesweep.tracking.runs import (
     end_trial_run,
+    end_waiting,
     get_or_create_child_run,
     mark_failed,
     note_checkpoints_set_aside,
@@ -88,6 +89,8 @@ class ChildRun:
             restarted=existing is not None,
         )
         if run.restarted:
+            tags = existing.data.tags
+            run._retry(lambda: end_waiting(client, run_id, tags), "ending its wait")
             run._write_spool()
             record = run._retry(lambda: read_record(run.client, run_id), "reading its run")
             if record.finished:

@@ -28,6 +28,9 @@ from scalesweep.tracking.store import (
     SWEEP_TAG,
     TRIAL_ROLE,
     TRIAL_TAG,
+    WAITING_SINCE_TAG,
+    WAITING_TAG,
+    WAITS_TAG,
     Client,
     connect_existing,
     experiment_id,
@@ -161,6 +164,36 @@ def note_checkpoints_set_aside(client: Client, run_id: str, notes: list[str]) ->
     client.set_tag(
         run_id, SET_ASIDE_TAG, "\n".join([*([before] if before else []), *notes])[-5000:]
     )
+
+
+def _utc(unix: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(unix))
+
+
+def start_waiting(client: Client, run_id: str, why: str, since: float) -> None:
+    """The trial waits to be restarted since `since` (Unix time), for `why`."""
+    client.set_tag(run_id, WAITING_TAG, f"since {_utc(since)}: {why}")
+    client.set_tag(run_id, WAITING_SINCE_TAG, f"{since:.3f}")
+
+
+def mark_restarting(client: Client, experiment: str, parent_id: str, trial: str, why: str) -> None:
+    """The driver's side: Tune restarts trial `trial`, whose process was lost."""
+    run = find_child_run(client, experiment, parent_id, trial)
+    if run is not None:
+        start_waiting(client, run.info.run_id, why, time.time())
+
+
+def end_waiting(client: Client, run_id: str, tags: Mapping[str, str]) -> None:
+    """The trial runs again: its wait (if `tags`, the run's, show one) goes to WAITS_TAG."""
+    if WAITING_TAG not in tags:
+        return
+    since = float(tags.get(WAITING_SINCE_TAG) or time.time())
+    why = tags[WAITING_TAG].split(": ", 1)[-1]
+    line = f"{_utc(since)}: waited {time.time() - since:.0f} s to restart ({why})"
+    before = tags.get(WAITS_TAG)
+    client.set_tag(run_id, WAITS_TAG, "\n".join([*([before] if before else []), line])[-5000:])
+    client.delete_tag(run_id, WAITING_TAG)
+    client.delete_tag(run_id, WAITING_SINCE_TAG)
 
 
 def close_orphaned_run(client: Client, record: TrialRecord) -> None:

@@ -59,3 +59,29 @@ def test_the_progress_line_says_the_server_is_unreachable():
     assert "unreachable" not in tally.line()
     tally.unreachable = {"a": 42.0, "b": 0.0}
     assert "tracking server unreachable for 42 s (1 trial(s)" in tally.line()
+
+
+def test_the_progress_line_says_a_trial_waits_for_capacity_to_restart():
+    # Rule: a distributed trial's reported wait, or a trial Tune restarts (its process lost),
+    # shows as "N waiting for capacity to restart (longest s)"; none: not shown.
+    tally = Tally(total_trials=4, total_flops=1e12)
+    tally.running = {"a": 0.0}
+    assert "waiting" not in tally.line()
+    tally.waiting = {"a": 63.0}
+    assert "1 waiting for capacity to restart (63 s)" in tally.line()
+    tally.restarting = {"b": time.monotonic() - 100}
+    assert "2 waiting for capacity to restart (100 s)" in tally.line()
+
+
+def test_a_wait_is_said_only_when_the_free_resources_cannot_hold_the_workers():
+    # Rule: short_of compares the free CPUs/GPUs with workers × per-worker; the reason names
+    # both.
+    from scalesweep.config import ResourcesConfig
+    from scalesweep.sweep.capacity import need_and_free, short_of
+
+    two = ResourcesConfig(workers_per_trial=2, cpus_per_worker=0.99)
+    assert short_of(two, {"CPU": 1.0}) and not short_of(two, {"CPU": 1.98})
+    gpus = ResourcesConfig(workers_per_trial=2, cpus_per_worker=1, gpus_per_worker=1)
+    assert short_of(gpus, {"CPU": 8.0, "GPU": 1.0})
+    why = need_and_free(two, {"CPU": 1.0}, 1)
+    assert why == "needs 2 workers × 0.99 CPU; 1 CPU free on 1 node(s)"
