@@ -294,7 +294,7 @@ def _row(run: tracking.TrialRecord, planned: PlannedTrial | None) -> dict[str, A
 
 
 def _rows(
-    experiment: Experiment, plan: Plan, session: _Session, errors: set[str], interrupted: bool
+    experiment: Experiment, plan: Plan, session: _Session, errors: set[str], interrupt: Interrupt
 ) -> list[dict[str, Any]]:
     """One row per trial of this sweep, from its child run; trials that Tune saw fail without a
     status in MLflow count as failed, and those a Ctrl-C stopped, interrupted."""
@@ -311,7 +311,9 @@ def _rows(
         if run.status == m.RUNNING and run.name in errors:  # Tune saw it fail, unmarked
             tracking.mark_failed(session.client, run.run_id)
             run = replace(run, status=m.FAILED, run_status="FAILED")
-        elif interrupted and tracking.mark_interrupted(session.client, run, INTERRUPTED_HOW):
+        elif interrupt.happened and tracking.mark_interrupted(
+            session.client, run, INTERRUPTED_HOW, since=interrupt.at
+        ):
             run = replace(run, status=m.INTERRUPTED, run_status="KILLED")
         else:  # ended, but its process died before marking the run
             tracking.close_orphaned_run(session.client, run)
@@ -363,7 +365,7 @@ def run_sweep(
             progress.close()
         errors = {trial_name(assignment_of(r.config or {})) for r in grid if r.error is not None}
     session.replay_spools(experiment.config.tracking.outage_timeout_s)
-    rows = _rows(experiment, plan, session, errors, interrupt.happened)
+    rows = _rows(experiment, plan, session, errors, interrupt)
     finished = len(rows) == plan.n_runs and all(r[m.STATUS] in m.ENDED_STATUSES for r in rows)
     tracking.with_retries(
         lambda: tracking.finish_parent(session.client, session.parent_run_id, finished=finished),

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -27,6 +28,8 @@ class Interrupt:
     """Set by the first Ctrl-C while `catch_interrupt` is active."""
 
     event: threading.Event = field(default_factory=threading.Event)
+    at: float | None = None
+    """Unix time of the Ctrl-C."""
 
     @property
     def happened(self) -> bool:
@@ -52,6 +55,7 @@ def catch_interrupt() -> Iterator[Interrupt]:
         if interrupt.happened:  # the second Ctrl-C (Tune put this handler back)
             raise KeyboardInterrupt
         print("interrupted: stopping the running trials (Ctrl-C again to stop at once)")
+        interrupt.at = interrupt.at or time.time()
         interrupt.event.set()
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop
 

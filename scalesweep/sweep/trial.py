@@ -356,7 +356,6 @@ def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
     """One trial: resolve it, find or create its MLflow child run, then train it on the path its
     `resources.workers_per_trial` asks for, unless the child run says it already finished."""
     from ray import tune
-    from ray.train import TrainingFailedError
 
     tracking.bound_mlflow_retries()
     trial = Trial.of(tune_config, settings)
@@ -371,10 +370,6 @@ def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
             tune.report(final_report(_train_here(trial, run, settings), metric))
         else:
             _train_distributed(trial, run, settings)
-    except TrainingFailedError as error:
-        # Ray Train gave up restarting the workers (resources.max_failures): the trial ends
-        # failed here, not raised, so Tune restarts only a trial whose own process was lost.
-        run.fail(error)
     except UserError as error:
         # Bad input that only training could find: retrying cannot fix it, so the trial ends
         # here, recorded as failed (the driver reads the status from its child run).

@@ -147,10 +147,15 @@ def mark_failed(client: Client, run_id: str, error: BaseException | None = None)
     client.set_terminated(run_id, "FAILED")
 
 
-def mark_interrupted(client: Client, record: TrialRecord, how: str) -> bool:
+def mark_interrupted(
+    client: Client, record: TrialRecord, how: str, since: float | None = None
+) -> bool:
     """Tag a trial's run that a stopped sweep left running `interrupted` (with `how` to go on)
-    and mark it KILLED; True if it was such a run. --resume reopens it (`get_or_create...`)."""
-    if record.status != m.RUNNING or record.run_status != "RUNNING":
+    and mark it KILLED; True if it was such a run. A run marked failed after `since` (the
+    Ctrl-C: its trial died of being stopped) counts as left running. --resume reopens it
+    (`get_or_create...`)."""
+    stopped = record.status == m.FAILED and since is not None and (record.end_time or 0) >= since
+    if not stopped and (record.status != m.RUNNING or record.run_status != "RUNNING"):
         return False
     client.set_tag(record.run_id, STATUS_TAG, m.INTERRUPTED)
     client.set_tag(record.run_id, REASON_TAG, how)
