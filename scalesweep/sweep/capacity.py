@@ -163,11 +163,7 @@ class CapacityWatch(ControllerCallback, WorkerGroupCallback, ReportCallback):
 
     def _resumed(self) -> None:
         if self.since is not None:
-            self._tracking(
-                lambda client: tracking.end_waiting(
-                    client, self.run_id, client.get_run(self.run_id).data.tags
-                )
-            )
+            self._tracking(lambda client: tracking.end_waiting(client, self.run_id))
             self.since = None
 
     def _tracking(self, call: Callable[[tracking.Client], None]) -> None:

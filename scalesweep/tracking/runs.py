@@ -188,8 +188,10 @@ def mark_restarting(client: Client, experiment: str, parent_id: str, trial: str,
         start_waiting(client, run.info.run_id, why, time.time())
 
 
-def end_waiting(client: Client, run_id: str, tags: Mapping[str, str]) -> None:
-    """The trial runs again: its wait (if `tags`, the run's, show one) goes to WAITS_TAG."""
+def end_waiting(client: Client, run_id: str, tags: Mapping[str, str] | None = None) -> None:
+    """The trial runs again: its wait (if `tags`, the run's, read when not given, show one)
+    goes to WAITS_TAG."""
+    tags = client.get_run(run_id).data.tags if tags is None else tags
     if WAITING_TAG not in tags:
         return
     since = float(tags.get(WAITING_SINCE_TAG) or time.time())
