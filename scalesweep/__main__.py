@@ -1,5 +1,3 @@
-import sys
+from scalesweep.cli import run
 
-from scalesweep.cli import main
-
-sys.exit(main())
+run()
