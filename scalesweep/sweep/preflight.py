@@ -188,11 +188,6 @@ def connect(address: str | None) -> None:
     laptop sweep needs no network, and Ray would otherwise listen on every interface)."""
     import ray
 
-    # torch before `ray.init`: a driver joining a cluster of 2+ nodes that loads torch after it
-    # aborts in torch's MKL ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so"; Ray
-    # 2.60, torch 2.13 CPU); loaded first, it works.
-    import torch  # noqa: F401
-
     if ray.is_initialized():
         return
     if address is None:
@@ -204,6 +199,11 @@ def connect(address: str | None) -> None:
             logging_level=logging.ERROR,
         )
     else:
+        # torch before `ray.init`: a driver joining a cluster of 2+ nodes that loads torch after
+        # it aborts in torch's MKL ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so";
+        # Ray 2.60, torch 2.13 CPU); loaded first, it works. A local Ray does not need it.
+        import torch  # noqa: F401
+
         ray.init(address=address, log_to_driver=False)
 
 
