@@ -60,6 +60,17 @@ def need_and_free(resources: ResourcesConfig, free: dict[str, float], nodes: int
     return f"needs {need}; {have} free on {nodes} node(s)"
 
 
+def shortfall(resources: ResourcesConfig) -> tuple[bool, str]:
+    """Whether the cluster's free resources are short of the worker group now, and what it
+    needs against what is free (`need_and_free`)."""
+    import ray
+
+    from scalesweep.sweep.preflight import alive_nodes
+
+    free = ray.available_resources()
+    return short_of(resources, free), need_and_free(resources, free, len(alive_nodes()))
+
+
 def restart_tagger(
     uri: str, experiment: str, parent_id: str, resources: ResourcesConfig, outage_s: float
 ) -> Callable[[str], None]:
@@ -68,11 +79,7 @@ def restart_tagger(
     (`ChildRun.open`)."""
 
     def tag(trial: str) -> None:
-        import ray
-
-        free = ray.available_resources()
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        why = f"its process was lost; restarts when placed: {need_and_free(resources, free, nodes)}"
+        why = f"its process was lost; restarts when placed: {shortfall(resources)[1]}"
         client = tracking.connect(uri)
         with contextlib.suppress(Exception):  # the progress line says it anyway
             tracking.with_retries(
@@ -147,13 +154,9 @@ class CapacityWatch(ControllerCallback, WorkerGroupCallback, ReportCallback):
             self._waiting()
 
     def _waiting(self) -> None:
-        import ray
-
-        free = ray.available_resources()
-        if self.since is None and not short_of(self.resources, free):
+        short, why = shortfall(self.resources)  # a dead node counts until Ray marks it dead
+        if self.since is None and not short:
             return  # a restart that can place its workers now: no wait to speak of
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        why = need_and_free(self.resources, free, nodes)  # a dead node counts until marked
         self.since = self.since or time.time()
         waited = time.time() - self.since
         print(f"waiting for capacity to restart the workers ({waited:.0f} s): {why}", flush=True)
