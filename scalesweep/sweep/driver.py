@@ -294,10 +294,15 @@ def _row(run: tracking.TrialRecord, planned: PlannedTrial | None) -> dict[str, A
 
 
 def _rows(
-    experiment: Experiment, plan: Plan, session: _Session, errors: set[str], interrupt: Interrupt
+    experiment: Experiment,
+    plan: Plan,
+    session: _Session,
+    errored: dict[str, float],
+    interrupt: Interrupt,
 ) -> list[dict[str, Any]]:
-    """One row per trial of this sweep, from its child run; trials that Tune saw fail without a
-    status in MLflow count as failed, and those a Ctrl-C stopped, interrupted."""
+    """One row per trial of this sweep, from its child run; trials that Tune gave up on
+    (`errored`: name -> when) count as failed, and those a Ctrl-C stopped (also those whose
+    failure came after it: being stopped), interrupted."""
     runs = tracking.with_retries(
         lambda: tracking.trial_records(
             session.client, experiment.config.name, session.parent_run_id
@@ -308,13 +313,14 @@ def _rows(
     cells = {t.name: t for t in plan.trials}
     rows = []
     for run in runs:
-        if run.status == m.RUNNING and run.name in errors:  # Tune saw it fail, unmarked
-            tracking.mark_failed(session.client, run.run_id)
-            run = replace(run, status=m.FAILED, run_status="FAILED")
-        elif interrupt.happened and tracking.mark_interrupted(
+        failed_at = errored.get(run.name)
+        if interrupt.stopped(failed_at) and tracking.mark_interrupted(
             session.client, run, INTERRUPTED_HOW, since=interrupt.at
         ):
             run = replace(run, status=m.INTERRUPTED, run_status="KILLED")
+        elif run.status == m.RUNNING and failed_at is not None:  # Tune gave up on it
+            tracking.mark_failed(session.client, run.run_id)
+            run = replace(run, status=m.FAILED, run_status="FAILED")
         else:  # ended, but its process died before marking the run
             tracking.close_orphaned_run(session.client, run)
         rows.append(_row(run, cells.get(trial_name(run.cell or {}))))
@@ -356,16 +362,15 @@ def run_sweep(
     progress = SweepProgress(
         plan, already_done=already_done, metric=config.search.metric, on_restart=on_restart
     )
-    errors, interrupt = set[str](), Interrupt()
+    interrupt = Interrupt()
     if already_done < plan.n_trials:
         try:
             with catch_interrupt() as interrupt:
-                grid = _tuner(experiment, plan, session, history, progress).fit()
+                _tuner(experiment, plan, session, history, progress).fit()
         finally:
             progress.close()
-        errors = {trial_name(assignment_of(r.config or {})) for r in grid if r.error is not None}
     session.replay_spools(experiment.config.tracking.outage_timeout_s)
-    rows = _rows(experiment, plan, session, errors, interrupt)
+    rows = _rows(experiment, plan, session, progress.errored, interrupt)
     finished = len(rows) == plan.n_runs and all(r[m.STATUS] in m.ENDED_STATUSES for r in rows)
     tracking.with_retries(
         lambda: tracking.finish_parent(session.client, session.parent_run_id, finished=finished),

@@ -35,6 +35,13 @@ class Interrupt:
     def happened(self) -> bool:
         return self.event.is_set()
 
+    def stopped(self, gave_up_at: float | None) -> bool:
+        """Whether a trial counts as stopped by the Ctrl-C: it happened, and Tune did not give
+        up on the trial (`gave_up_at`: when it did, None if not) before it."""
+        if not self.happened:
+            return False
+        return gave_up_at is None or gave_up_at >= (self.at or 0.0)
+
 
 def _no_tune_restore_hint(record: logging.LogRecord) -> bool:
     """Drop Tune's "Resume experiment with: Tuner.restore(...)": a sweep resumes with

@@ -87,6 +87,9 @@ class SweepProgress(Callback):
         self.flops = {t.name: t.flops for t in plan.trials}
         self.steps = {t.name: t.steps for t in plan.trials}
         self.tally = Tally(plan.n_trials, plan.total_flops, done=already_done)
+        self.errored: dict[str, float] = {}
+        """Trials Tune gave up on (no retries left), by name: when (Unix time). Tune's result
+        grid cannot say it: it gives a trial stopped while being retried its earlier error."""
         self.bar: Any = None
         self.task: Any = None
 
@@ -152,6 +155,7 @@ class SweepProgress(Callback):
         self._end(trial, status, result.get(self.metric))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.errored[trial_name(assignment_of(trial.config or {}))] = time.time()
         self._end(trial, m.FAILED, None)
 
     def close(self) -> None:

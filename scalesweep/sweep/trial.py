@@ -375,5 +375,7 @@ def run_trial(tune_config: dict[str, Any], settings: TrialSettings) -> None:
         # here, recorded as failed (the driver reads the status from its child run).
         run.fail(error)
     except Exception as error:
-        run.fail(error)
+        # Tune retries the trial (`resources.max_failures`) or gives up; the driver marks the
+        # run failed once it has (a run marked failed here would read failed while retried).
+        run.note_error(error)
         raise

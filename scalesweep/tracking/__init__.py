@@ -43,6 +43,7 @@ from scalesweep.tracking.runs import (
     mark_failed,
     mark_interrupted,
     mark_restarting,
+    note_error,
     reopen_parent,
     start_parent_run,
     start_waiting,
@@ -50,6 +51,7 @@ from scalesweep.tracking.runs import (
     tag_round,
 )
 from scalesweep.tracking.store import (
+    ERROR_TAG,
     RETRIES_TAG,
     ROUND_TAG,
     SPOOLED_TAG,
@@ -67,6 +69,7 @@ from scalesweep.tracking.store import (
 from scalesweep.tracking.ui import report_url, runs_url, set_up_experiment
 
 __all__ = [
+    "ERROR_TAG",
     "RETRIES_TAG",
     "ROUND_TAG",
     "SPOOLED_TAG",
@@ -94,6 +97,7 @@ __all__ = [
     "mark_failed",
     "mark_interrupted",
     "mark_restarting",
+    "note_error",
     "outage_line",
     "reopen_parent",
     "replay_spool",

@@ -26,6 +26,7 @@ from scalesweep.tracking.runs import (
     get_or_create_child_run,
     mark_failed,
     note_checkpoints_set_aside,
+    note_error,
     summary_metrics,
 )
 from scalesweep.tracking.store import REASON_TAG, STATUS_TAG, connect
@@ -158,6 +159,10 @@ class ChildRun:
             self._retry(
                 lambda: note_checkpoints_set_aside(self.client, self.run_id, notes), "tagging it"
             )
+
+    def note_error(self, error: BaseException) -> None:
+        """Tag the run with the error this attempt raised, leaving it running (Tune may retry)."""
+        self._retry(lambda: note_error(self.client, self.run_id, error), "tagging its error")
 
     def fail(self, error: BaseException) -> None:
         """Tag the run failed with `error` and mark it FAILED."""

@@ -107,7 +107,9 @@ def get_or_create_child_run(
     never has two runs. Returns (run_id, existing run or None)."""
     existing = find_child_run(client, experiment, parent_id, trial)
     if existing is not None:
-        if existing.data.tags.get(STATUS_TAG) == m.INTERRUPTED:  # --resume after Ctrl-C
+        # --resume after Ctrl-C, or a failed trial run again: it is running again (its
+        # `scalesweep.error` tag stays, the last error it had)
+        if existing.data.tags.get(STATUS_TAG) in (m.INTERRUPTED, m.FAILED):
             client.set_tag(existing.info.run_id, STATUS_TAG, m.RUNNING)
             client.update_run(existing.info.run_id, status="RUNNING")
         return str(existing.info.run_id), existing
@@ -143,8 +145,14 @@ def mark_failed(client: Client, run_id: str, error: BaseException | None = None)
     """Tag a trial's run failed (with the error that ended it, when known) and mark it FAILED."""
     client.set_tag(run_id, STATUS_TAG, m.FAILED)
     if error is not None:
-        client.set_tag(run_id, ERROR_TAG, str(error)[:5000])
+        note_error(client, run_id, error)
     client.set_terminated(run_id, "FAILED")
+
+
+def note_error(client: Client, run_id: str, error: BaseException) -> None:
+    """Tag a trial's run with the error an attempt raised; its status stays: Tune may retry the
+    trial, and the driver marks it failed once Tune gives up (`sweep/driver.py`)."""
+    client.set_tag(run_id, ERROR_TAG, str(error)[:5000])
 
 
 def mark_interrupted(

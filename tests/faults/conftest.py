@@ -59,7 +59,7 @@ class Driver:
     output goes to a file (a pipe nobody reads would block it once full)."""
 
     def __init__(self, path: Path, args: tuple[str, ...], address: str) -> None:
-        self.log = path.with_suffix(".driver.log")
+        self.path, self.log = path, path.with_suffix(".driver.log")
         command = [sys.executable, "-m", "scalesweep", "sweep", str(path), "--address", address]
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
@@ -74,7 +74,12 @@ class Driver:
             pytest.fail(f"the driver did not exit in {timeout:.0f} s:\n{self.output()}")
 
     def output(self) -> str:
-        return self.log.read_text()[-5000:]
+        """The driver's output, then the trials' errors as Tune recorded them (a failing test
+        shows why a trial failed or was retried)."""
+        raw = yaml.safe_load(self.path.read_text())
+        storage = Path(raw["storage_path"]) / raw["name"]
+        errors = [f"--- {f}:\n{f.read_text()[-2000:]}" for f in sorted(storage.rglob("error.txt"))]
+        return "\n".join([self.log.read_text()[-5000:], *errors])
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):

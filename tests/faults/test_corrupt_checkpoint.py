@@ -115,6 +115,16 @@ def _to_truncate(storage: Path, trial_path: str) -> list[Path]:
     return [p for p in found if p.parent.name >= registered]
 
 
+def _what_was_there(storage: Path, cut: list[Path], tags: dict[str, str], output: str) -> str:
+    """For a failure: what was cut, the checkpoints and Train's snapshot now, the run's tags
+    and the driver's output."""
+    folders = sorted(str(p.relative_to(storage)) for p in storage.glob("*/*/checkpoint_*"))
+    snapshots = [p.read_text()[-1500:] for p in storage.glob("train/*/*snapshot.json")]
+    return "\n".join(
+        [f"cut: {cut}", f"folders: {folders}", f"snapshot: {snapshots}", f"tags: {tags}", output]
+    )
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize("trial_path", list(PATHS))
@@ -140,11 +150,12 @@ def test_truncated_checkpoint_then_kill_resumes_from_an_older_one(
             _truncate(file)
         assert kill_titled(title) >= 1
         assert sweep.wait(timeout=240) == 0, sweep.output()
+        output = sweep.output()
     (run,) = children(uri, name)
     assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
-    named = run.data.tags["scalesweep.checkpoint_set_aside"]
+    named = run.data.tags.get("scalesweep.checkpoint_set_aside", "")
     set_aside = [f for f in cut if str(f) in named]
-    assert set_aside, named
+    assert set_aside, _what_was_there(storage, cut, run.data.tags, output)
     for file in set_aside:
         assert (file.parent.with_name(file.parent.name + ".unreadable") / "state.pt").is_file()
     assert_every_point_once(uri, run, steps, log_every=10, eval_every=50)

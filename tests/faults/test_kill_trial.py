@@ -84,3 +84,27 @@ def test_killed_trial_resumes_to_the_same_loss_with_every_point_once(
     assert child.data.metrics["final_val_loss"] == pytest.approx(
         uninterrupted_final_loss(path), rel=1e-5
     )
+
+
+def test_a_killed_trial_with_no_retries_left_is_recorded_failed(ray_address, tmp_path):
+    # Rule: a trial whose process dies with no retry left (max_failures 0) ends `failed`: its
+    # run tagged failed and marked FAILED by the driver (the process could not), counted in the
+    # summary, and the sweep exits 1; its points logged so far stay.
+    name = "kill-no-retry"
+    train_section = {"steps": 600, "micro_batch_size": 2, "log_every": 10}
+    path = sweep_file(tmp_path, name, train=train_section, resources={"max_failures": 0})
+    uri = tracking_uri(path)
+    with driver(path, address=ray_address) as sweep:
+        wait_until(
+            lambda: any(last_step(uri, r.info.run_id) >= 50 for r in children(uri, name)),
+            timeout=180,
+            what="the trial to log step 50",
+            driver=sweep,
+        )
+        assert kill_titled("ray::ImplicitFunc") >= 1
+        assert sweep.wait(timeout=120) == 1, sweep.output()
+        output = sweep.output()
+    (child,) = children(uri, name)
+    assert child.data.tags["status"] == "failed" and child.info.status == "FAILED", output
+    assert "1/1 done · 0 running · 0 diverged · 1 failed" in output, output
+    assert last_step(uri, child.info.run_id) >= 50
