@@ -123,19 +123,24 @@ def set_aside(path: Path) -> Path | None:
 
 
 def load_newest(
-    candidates: Sequence[Path], device: torch.device
+    candidates: Sequence[Path], device: torch.device, *, owner: bool = True
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The state of the first of `candidates` (newest first) that loads, and a line for each
-    checkpoint that did not, which is set aside on the way. (None, lines): start from scratch."""
+    checkpoint that did not, which the `owner` sets aside on the way. (None, lines): start from
+    scratch. Of a distributed trial's ranks, only rank 0 owns them: another rank that set one
+    aside first would leave rank 0 a missing folder to skip, and nothing to name."""
     notes: list[str] = []
     for candidate in candidates:
         if not (Path(candidate) / STATE_FILE).is_file():
-            continue
+            continue  # set aside already (by rank 0, or by an earlier attempt)
         try:
             return load(candidate, device), notes
         except UnreadableCheckpoint as error:
+            if not owner:
+                notes.append(f"checkpoint unreadable, left for rank 0 to set aside ({error})")
+                continue
             moved = set_aside(candidate)
             notes.append(
-                f"checkpoint unreadable, set aside as {moved or 'by another rank'} ({error})"
+                f"checkpoint unreadable, set aside as {moved or 'by another process'} ({error})"
             )
     return None, notes

@@ -107,7 +107,8 @@ class Trainer:
         """Continue from the newest of `candidates` that loads (else from step 0), setting aside
         those that do not; returns a line for each one set aside. What a restarted trial does:
         a checkpoint cut short by a crash or a full disk must not fail the trial."""
-        state, notes = checkpoint.load_newest(candidates, self.engine.world.device)
+        world = self.engine.world
+        state, notes = checkpoint.load_newest(candidates, world.device, owner=world.is_main)
         if state is not None:
             self.load_state_dict(state)
         return notes

@@ -69,6 +69,23 @@ def test_unreadable_latest_is_set_aside_and_the_previous_one_loads(tmp_path):
     assert trainer.state.step == 0 and len(notes) == 1 and "SHA-256" in notes[0]
 
 
+def test_only_rank_0_sets_aside_so_it_always_names_the_file(tmp_path):
+    # Rule: another rank that meets the unreadable checkpoint first leaves it in place (and
+    # loads the older one, as rank 0 will); rank 0 then sets it aside and names it. Before,
+    # whichever rank came first renamed it, and rank 0, finding the folder gone, skipped it
+    # without a word: the run lost its `checkpoint_set_aside` tag (seen once in CI).
+    _trainer(tmp_path, 100).run()
+    latest, previous = tmp_path / "latest", tmp_path / checkpoint.PREVIOUS
+    _truncate(latest / checkpoint.STATE_FILE)
+    cpu = torch.device("cpu")
+    state, notes = checkpoint.load_newest([latest, previous], cpu, owner=False)
+    assert state is not None and state["run"]["step"] == 50
+    assert latest.is_dir() and len(notes) == 1 and "left for rank 0" in notes[0]
+    state, notes = checkpoint.load_newest([latest, previous], cpu, owner=True)
+    assert state is not None and state["run"]["step"] == 50
+    assert not latest.exists() and str(latest / checkpoint.STATE_FILE) in notes[0]
+
+
 def test_save_keeps_a_complete_checkpoint_and_the_one_before(tmp_path):
     # Rule: after two saves, `latest` holds the newer state and `previous` the older, each with
     # a checksum that matches; nothing temporary is left.
