@@ -60,6 +60,29 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, args, needles):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("command", "flags", "switch"),
+    [
+        ("sweep", ["--target-width", "0.2"], "--adaptive"),
+        ("sweep", ["--max-flops", "1e15", "--next", "0"], "--adaptive"),
+        ("sweep", ["--objective", "loss"], "--adaptive"),
+        ("plan", ["--target-flops", "1e19"], "--next"),
+        ("plan", ["--objective", "loss"], "--next"),
+    ],
+)
+def test_an_option_without_the_switch_it_steers_is_refused_not_ignored(
+    capsys, command, flags, switch
+):
+    # Rule: the options of adaptive rounds without --adaptive, of `plan --next` without --next,
+    # exit 2 naming them and the switch, before anything runs (they used to be ignored).
+    assert main([command, "search_spaces/quickstart.yaml", *flags]) == 2
+    err = capsys.readouterr().err
+    named, rule = err.removeprefix("error: ").split(": ", 1)
+    assert sorted(named.split(", ")) == sorted(f for f in flags if f.startswith("--")), err
+    assert rule.startswith(f"only apply with {switch}; add {switch}, or drop them"), err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("command", ["sweep", "plan", "export", "fit", "train", "data"])
 def test_every_flag_has_help_and_the_command_a_description(command):
     # Rule: `--help` explains every flag and the command; the fit flags end with their default.

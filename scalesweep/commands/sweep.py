@@ -95,7 +95,7 @@ def _add_design_args(plan: Any) -> None:
     plan.add_argument(
         "--objective",
         choices=("n_opt", "loss"),
-        default="n_opt",
+        default=None,
         help="narrow the interval of N_opt(C) or of L_opt(C) (default: n_opt)",
     )
 
@@ -107,12 +107,12 @@ def _add_adaptive_args(sweep: Any) -> None:
     group.add_argument(
         "--adaptive", type=int, default=None, metavar="ROUNDS", help="run up to ROUNDS rounds"
     )
-    group.add_argument("--next", type=int, default=3, metavar="K", help="runs per round (3)")
+    group.add_argument("--next", type=int, default=None, metavar="K", help="runs per round (3)")
     group.add_argument(
         "--target-flops", type=float, default=None, metavar="C", help="the forecast's budget"
     )
     group.add_argument(
-        "--objective", choices=("n_opt", "loss"), default="n_opt", help="default: n_opt"
+        "--objective", choices=("n_opt", "loss"), default=None, help="default: n_opt"
     )
     group.add_argument(
         "--target-width",
@@ -128,6 +128,17 @@ def _add_adaptive_args(sweep: Any) -> None:
         metavar="F",
         help="stop once the rounds have spent F training FLOPs",
     )
+
+
+def refuse_without(args: argparse.Namespace, switch: str, options: tuple[str, ...]) -> None:
+    """Refuse `options` (argparse names) given without the `switch` they steer (e.g. "next"
+    for --next K), rather than ignore them."""
+    from scalesweep.errors import UserError
+
+    given = [f"--{n.replace('_', '-')}" for n in options if getattr(args, n) is not None]
+    if getattr(args, switch) is None and given:
+        flag = f"--{switch.replace('_', '-')}"
+        raise UserError(f"{', '.join(given)}: only apply with {flag}; add {flag}, or drop them")
 
 
 def run_adaptive_command(args: argparse.Namespace) -> int:
@@ -146,9 +157,9 @@ def run_adaptive_command(args: argparse.Namespace) -> int:
     console = Console()
     settings = Settings(
         args.adaptive,
-        args.next,
+        3 if args.next is None else args.next,
         args.target_flops,
-        objective=args.objective,
+        objective=args.objective or "n_opt",
         target_width=args.target_width,
         max_flops=args.max_flops,
     )
@@ -185,7 +196,11 @@ def run_next_command(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config, args.overrides)
     table = read_runs(experiment)
     proposal = propose(
-        experiment, table, k=args.next, target_flops=args.target_flops, objective=args.objective
+        experiment,
+        table,
+        k=args.next,
+        target_flops=args.target_flops,
+        objective=args.objective or "n_opt",
     )
     show(Console(), proposal)
     return 0
@@ -197,6 +212,7 @@ def run_plan_command(args: argparse.Namespace) -> int:
     from scalesweep.experiment import load_experiment
     from scalesweep.sweep.plan import plan
 
+    refuse_without(args, "next", ("target_flops", "objective"))
     if args.next is not None:
         return run_next_command(args)
     experiment = load_experiment(args.config, args.overrides)
@@ -235,6 +251,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         from scalesweep.errors import UserError
 
         raise UserError("--resume and --restart contradict each other; pass one")
+    adaptive_only = ("next", "target_flops", "objective", "target_width", "max_flops")
+    refuse_without(args, "adaptive", adaptive_only)
     if args.adaptive is not None:
         return run_adaptive_command(args)
     experiment = load_experiment(args.config, args.overrides)
