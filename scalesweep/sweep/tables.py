@@ -4,6 +4,7 @@ summary of a finished sweep (best LR per group, trials by status)."""
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -54,16 +55,29 @@ def plan_table(plan: Any, experiment: Any) -> Any:
         ]
         rows.append([trial.name, *values, *sizes])
     names = ["trial", *(k.split(".")[-1] for k in swept), "params", "tokens", "FLOPs", "steps"]
-    for i, name in enumerate(names):
-        if i == 0:  # the name may fold; the numbers are never cut
-            table.add_column(name, overflow="fold", min_width=6)
-        else:  # a long key breaks at its underscores: cooldown_ / fraction
-            header = name.replace("_", "_\n") if len(name) > 8 else name
-            width = max(*(len(part) for part in header.split("\n")), *(len(r[i]) for r in rows))
-            table.add_column(header, justify="right", no_wrap=True, min_width=width)
+    table.add_column(names[0], overflow="fold", min_width=6)  # the name may fold
+    for i, name in enumerate(names[1:], start=1):
+        add_uncut_column(table, name, [r[i] for r in rows])
     for row in rows:
         table.add_row(*row)
     return table
+
+
+HEADER_WIDTH = 8
+"""A column header longer than this breaks at its underscores."""
+
+
+def add_uncut_column(table: Any, name: str, values: Sequence[str]) -> None:
+    """A right-aligned column whose values are never cut ("3.908e+…"): a long name breaks at
+    its underscores instead (cooldown_ / fraction), so more columns fit 80 characters."""
+    lines: list[str] = []
+    for part in re.findall(r"[^_]*_|[^_]+$", name):  # final_val_loss -> final_ / val_loss
+        if lines and len(lines[-1] + part) <= HEADER_WIDTH:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    width = max(*(len(line) for line in lines), *(len(v) for v in values))
+    table.add_column("\n".join(lines), justify="right", no_wrap=True, min_width=width)
 
 
 def branch_table(plan: Any) -> Any:
@@ -93,6 +107,7 @@ def summary_table(name: str, rows: list[dict[str, Any]], keys: Sequence[str] = (
     """Best LR per group and the count of trials by status. A group is one value of the width
     and of each of `keys` (the other swept keys but the LR and the seed): pooling what was swept
     would hide it (qk-layernorm off and on, each with its own best LR)."""
+    from rich import box
     from rich.table import Table
 
     from scalesweep import metrics as m
@@ -102,9 +117,12 @@ def summary_table(name: str, rows: list[dict[str, Any]], keys: Sequence[str] = (
     for row in rows:
         groups[tuple(row.get(k, "-") for k in columns)].append(row)
     shown = [k.split(".")[-1] for k in columns]
-    table = Table(title=f"{name}: best learning rate per {', '.join(shown)}")
-    for column in (*shown, "best lr", m.FINAL_VAL_LOSS, "trials", *m.ENDED_STATUSES):
-        table.add_column(column, justify="right")
+    table = Table(  # no rules between columns, as the plan's: it fits 80 characters
+        title=f"{name}: best learning rate per {', '.join(shown)}",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+    )
+    cells = []
     for group in sorted(groups, key=lambda g: [(isinstance(v, str), str(v)) for v in g]):
         members = groups[group]
         done = [
@@ -115,13 +133,18 @@ def summary_table(name: str, rows: list[dict[str, Any]], keys: Sequence[str] = (
             and math.isfinite(r[m.FINAL_VAL_LOSS])
         ]
         best = min(done, key=lambda r: r[m.FINAL_VAL_LOSS]) if done else None
-        table.add_row(
+        cells.append([
             *(str(v) for v in group),
             f"{best['optim.lr']:.3g}" if best and "optim.lr" in best else "-",
             f"{best[m.FINAL_VAL_LOSS]:.4f}" if best else "-",
             str(len(members)),
             *(str(sum(r[m.STATUS] == s for r in members)) for s in m.ENDED_STATUSES),
-        )
+        ])  # fmt: skip
+    headers = (*shown, "best lr", m.FINAL_VAL_LOSS, "trials", *m.ENDED_STATUSES)
+    for i, header in enumerate(headers):
+        add_uncut_column(table, header, [line[i] for line in cells])
+    for line in cells:
+        table.add_row(*line)
     return table
 
 

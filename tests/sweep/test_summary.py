@@ -5,13 +5,18 @@ from rich.console import Console
 from scalesweep.commands.sweep import summary_table
 
 
-def cells_by_width(rows):
+def body(text):
+    """The cells of the table's rows (below the header's rule), split at blanks."""
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.strip().startswith("─"))
+    return [line.split() for line in lines[rule + 1 :] if line.strip()]
+
+
+def cells_by_width(rows, width=200):
     """The rendered table as {width: [best lr, loss, trials, completed, diverged, failed]}."""
-    console = Console(width=200, record=True)
+    console = Console(width=width, record=True)
     console.print(summary_table("s", rows))
-    lines = [line for line in console.export_text().splitlines() if line.startswith("│")]
-    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines]
-    return {c[0]: c[1:] for c in cells}
+    return {c[0]: c[1:] for c in body(console.export_text())}
 
 
 def row(width, lr, status, loss=None):
@@ -52,7 +57,20 @@ def test_every_swept_key_but_the_lr_is_its_own_group():
     console.print(summary_table("s", rows, ["model.qk_norm"]))
     text = console.export_text()
     assert "best learning rate per width, qk_norm" in text
-    lines = [line for line in text.splitlines() if line.startswith("│")]
-    cells = {tuple(c.strip() for c in line.split("│")[1:3]): line.split("│")[3].strip()
-             for line in lines}  # fmt: skip
+    cells = {tuple(cells[:2]): cells[2] for cells in body(text)}
     assert cells == {("64", "False"): "0.003", ("64", "True"): "0.03"}
+
+
+def test_two_grouped_keys_fit_80_columns_uncut():
+    # Rule: at 80 columns (a pipe, a log) every header and value shows whole: long names
+    # break at their underscores (final_ / val_loss), nothing ends in "…".
+    rows = [
+        {**row(128, 0.00343, "completed", 2.0576), "model.qk_norm": True, "optim.wd": 0.1},
+        {**row(128, 0.3, "diverged"), "model.qk_norm": True, "optim.wd": 0.1},
+    ]
+    console = Console(width=80, record=True)
+    console.print(summary_table("quickstart", rows, ["model.qk_norm", "optim.wd"]))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    assert "final_" in text and "val_loss" in text and "completed" in text, text
+    assert body(text) == [["128", "True", "0.1", "0.00343", "2.0576", "2", "1", "1", "0"]]
