@@ -172,6 +172,29 @@ def test_diagnostics_curves_keep_the_diverged_runs_log_z_marker_on_the_axis(figu
     assert any(t.startswith("80") for t in texts), texts
 
 
+def test_diagnostics_curves_draw_at_most_four_panels_and_say_how_many_more(monkeypatch, tmp_path):
+    # Rule: with 9 values of a swept key the figure has 4 columns (it was one per value: a
+    # sweep of thousands of runs made it hundreds of panels wide), and its title says so.
+    runs, curves = [], []
+    for wd in range(9):
+        run_id = f"wd{wd}"
+        runs.append({"run_id": run_id, "trial_id": run_id, "lr": 0.01, "model.width": 64,
+                     "optim.wd": wd / 10, m.STATUS: m.COMPLETED})  # fmt: skip
+        curves += [{"run_id": run_id, "step": s, m.ATTN_LOGIT_MAX: 5.0 + s, m.OUTPUT_LOGZ: 4.0}
+                   for s in (10, 20)]  # fmt: skip
+    fit = fit_diagnostics(
+        pd.DataFrame(runs), pd.DataFrame(curves), group_by=("model.width", "optim.wd")
+    )
+    saved = {}
+    monkeypatch.setattr(plots, "save", lambda fig, out, name: saved.setdefault(name, fig))
+    plots.diagnostics_curves(fit, tmp_path)
+    fig = saved["diagnostics_curves.png"]
+    assert len(fig.axes) == 2 * plots.MAX_PANELS == 8
+    assert "4 of 9 values of optim.wd, evenly spaced" in fig._suptitle.get_text()
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [f"width=64, wd={wd}" for wd in (0.0, 0.3, 0.5, 0.8)], titles
+
+
 def test_attention_logits_tell_qk_layernorm_on_from_off_by_colour_and_marker(figures):
     # Rule: the two groups Wortsman et al. compare differ in colour (and line style), widths
     # in marker.

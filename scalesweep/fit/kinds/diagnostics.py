@@ -98,7 +98,8 @@ KINDS = (
             "diagnostics_curves.png": "Largest attention logit and output log Z against step, "
             "per LR, at the widest width swept only (named in each panel's title); every width's "
             "largest values are in the tables. A red x clipped to the log Z axis's edge is a "
-            "diverged run's last value, written beside it.",
+            "diverged run's last value, written beside it. One column per value of a swept "
+            "intervention, at most 4 (evenly spaced, named in the title when there are more).",
             "attention_logits.png": "Largest attention logit during training against LR.",
         },
     ),

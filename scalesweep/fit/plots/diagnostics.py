@@ -32,9 +32,14 @@ def _lrwidth_colors(lrs: Sequence[float]) -> dict[float, Any]:
     return dict(zip(ordered, shades, strict=True))
 
 
+MAX_PANELS = 4
+"""Columns of `diagnostics_curves` at most; more interventions than that are named, not drawn
+(a sweep of thousands of runs made a figure hundreds of panels wide)."""
+
+
 def _diagnosticpanels(fit: DiagnosticsFit) -> tuple[Any, Any, list[str], list[tuple[Any, ...]]]:
     """(curves of the widest width, that width, the varied intervention columns, one tuple of
-    their values per panel)."""
+    their values per panel: all of them, the caller draws MAX_PANELS of them)."""
     curves = fit.curves
     width_column = width_of(fit.group_by)
     width = None
@@ -56,7 +61,10 @@ def diagnostics_curves(fit: DiagnosticsFit, out: Path) -> Path:
     diverged."""
     from matplotlib.lines import Line2D
 
-    curves, width, others, panels = _diagnosticpanels(fit)
+    curves, width, others, every_panel = _diagnosticpanels(fit)
+    # evenly spaced, both ends included: the extremes are where the runs differ most
+    picks = sorted({round(i) for i in np.linspace(0, len(every_panel) - 1, MAX_PANELS)})
+    panels = [every_panel[i] for i in picks]
     colors = _lrwidth_colors(curves["lr"].tolist())
     fig, axes = figure(len(panels), 2, sharex=True, sharey="row", squeeze=False)
     drawn: set[float] = set()  # LRs with a line in some panel
@@ -99,7 +107,13 @@ def diagnostics_curves(fit: DiagnosticsFit, out: Path) -> Path:
         axes[0, -1].legend(handles=handles, fontsize=7, title="learning rate", loc="upper left")
     axes[0, 0].set_ylabel("largest attention logit")
     axes[1, 0].set_ylabel("output log Z (mean over tokens)")
-    fig.suptitle("Training diagnostics against step (Wortsman et al. 2023, §3.1)")
+    title = "Training diagnostics against step (Wortsman et al. 2023, §3.1)"
+    if len(every_panel) > len(panels):
+        title += (
+            f"\n{len(panels)} of {len(every_panel)} values of {', '.join(others)}, evenly "
+            "spaced from the first to the last; every group's extremes are in the report's tables"
+        )
+    fig.suptitle(title)
     return save(fig, out, "diagnostics_curves.png")
 
 
