@@ -18,6 +18,7 @@ from tests.faults.conftest import (
     assert_every_point_once,
     children,
     driver,
+    kill_titled,
     last_step,
     sweep_file,
     tracking_uri,
@@ -59,3 +60,27 @@ def test_ctrl_c_exits_130_says_how_to_resume_and_marks_the_trial(ray_address, tm
         (run,) = children(uri, name)
         assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
         assert_every_point_once(uri, run, steps, log_every=10, eval_every=50)
+
+
+def test_ctrl_c_while_tune_restarts_a_trial_counts_it_interrupted(ray_address, tmp_path):
+    # Rule: a trial whose process died and that Tune is restarting when the Ctrl-C comes was
+    # stopped by it, not failed: "0 of 1 trials finished", run `interrupted` and KILLED. (Tune
+    # gives such a trial its earlier error; read as "Tune gave up", it was marked failed.)
+    name = "ctrl-c-restarting"
+    path = sweep_file(tmp_path, name, train={**TRAIN, "steps": 400})
+    uri = tracking_uri(path)
+    with driver(path, address=ray_address) as sweep:
+        wait_until(
+            lambda: any(last_step(uri, r.info.run_id) >= 60 for r in children(uri, name)),
+            timeout=240,
+            what="the trial at step 60",
+            driver=sweep,
+        )
+        assert kill_titled("ray::ImplicitFunc") >= 1
+        wait_until(lambda: "restart" in sweep.output(), timeout=60, what="Tune to restart it")
+        os.killpg(sweep.proc.pid, signal.SIGINT)
+        assert sweep.wait(timeout=90) == 130, sweep.output()
+        output = sweep.output()
+    assert "interrupted: 0 of 1 trials finished" in output, output
+    (run,) = children(uri, name)
+    assert run.data.tags["status"] == "interrupted" and run.info.status == "KILLED", output
