@@ -133,13 +133,10 @@ def summary_table(name: str, rows: list[dict[str, Any]], keys: Sequence[str] = (
             and math.isfinite(r[m.FINAL_VAL_LOSS])
         ]
         best = min(done, key=lambda r: r[m.FINAL_VAL_LOSS]) if done else None
-        cells.append([
-            *(str(v) for v in group),
-            f"{best['optim.lr']:.3g}" if best and "optim.lr" in best else "-",
-            f"{best[m.FINAL_VAL_LOSS]:.4f}" if best else "-",
-            str(len(members)),
-            *(str(sum(r[m.STATUS] == s for r in members)) for s in m.ENDED_STATUSES),
-        ])  # fmt: skip
+        counts = [str(sum(r[m.STATUS] == s for r in members)) for s in m.ENDED_STATUSES]
+        lr = f"{best['optim.lr']:.3g}" if best and "optim.lr" in best else "-"
+        loss = f"{best[m.FINAL_VAL_LOSS]:.4f}" if best else "-"
+        cells.append([*(str(v) for v in group), lr, loss, str(len(members)), *counts])
     headers = (*shown, "best lr", m.FINAL_VAL_LOSS, "trials", *m.ENDED_STATUSES)
     for i, header in enumerate(headers):
         add_uncut_column(table, header, [line[i] for line in cells])

@@ -37,6 +37,22 @@ MAX_PANELS = 4
 (a sweep of thousands of runs made a figure hundreds of panels wide)."""
 
 
+def _pick_panels(every_panel: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """MAX_PANELS of the panels, evenly spaced with both ends: the extremes differ most."""
+    picks = sorted({round(i) for i in np.linspace(0, len(every_panel) - 1, MAX_PANELS)})
+    return [every_panel[i] for i in picks]
+
+
+def _suptitle(shown: int, every: int, others: list[str]) -> str:
+    title = "Training diagnostics against step (Wortsman et al. 2023, §3.1)"
+    if every > shown:
+        title += (
+            f"\n{shown} of {every} values of {', '.join(others)}, evenly spaced from the first "
+            "to the last; every group's extremes are in the report's tables"
+        )
+    return title
+
+
 def _diagnosticpanels(fit: DiagnosticsFit) -> tuple[Any, Any, list[str], list[tuple[Any, ...]]]:
     """(curves of the widest width, that width, the varied intervention columns, one tuple of
     their values per panel: all of them, the caller draws MAX_PANELS of them)."""
@@ -62,9 +78,7 @@ def diagnostics_curves(fit: DiagnosticsFit, out: Path) -> Path:
     from matplotlib.lines import Line2D
 
     curves, width, others, every_panel = _diagnosticpanels(fit)
-    # evenly spaced, both ends included: the extremes are where the runs differ most
-    picks = sorted({round(i) for i in np.linspace(0, len(every_panel) - 1, MAX_PANELS)})
-    panels = [every_panel[i] for i in picks]
+    panels = _pick_panels(every_panel)
     colors = _lrwidth_colors(curves["lr"].tolist())
     fig, axes = figure(len(panels), 2, sharex=True, sharey="row", squeeze=False)
     drawn: set[float] = set()  # LRs with a line in some panel
@@ -107,13 +121,7 @@ def diagnostics_curves(fit: DiagnosticsFit, out: Path) -> Path:
         axes[0, -1].legend(handles=handles, fontsize=7, title="learning rate", loc="upper left")
     axes[0, 0].set_ylabel("largest attention logit")
     axes[1, 0].set_ylabel("output log Z (mean over tokens)")
-    title = "Training diagnostics against step (Wortsman et al. 2023, §3.1)"
-    if len(every_panel) > len(panels):
-        title += (
-            f"\n{len(panels)} of {len(every_panel)} values of {', '.join(others)}, evenly "
-            "spaced from the first to the last; every group's extremes are in the report's tables"
-        )
-    fig.suptitle(title)
+    fig.suptitle(_suptitle(len(panels), len(every_panel), others))
     return save(fig, out, "diagnostics_curves.png")
 
 
