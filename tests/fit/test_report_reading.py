@@ -207,6 +207,15 @@ def test_attention_logits_tell_qk_layernorm_on_from_off_by_colour_and_marker(fig
     assert wide.get_marker() != off.get_marker()
 
 
+def test_the_diagnostics_summary_names_groups_as_the_other_kinds_do():
+    # Rule: `width=64, qk_norm=False`, as lr-sensitivity's lines and the legends say it; not
+    # the raw column names (`model.width=64, model.qk_norm=False`).
+    kind = KINDS["diagnostics"]
+    lines = kind.summary(kind.to_dict(_diagnostics()))
+    assert lines[0].startswith("diagnostics width=64, qk_norm=False: largest attention logit")
+    assert not any("model." in line for line in lines), lines
+
+
 def test_the_diagnostics_section_says_what_output_logit_divergence_looks_like():
     # Rule: healthy runs sit at log Z 4-9, so "far from 0" is not the divergence; the text says
     # it is log Z drifting without bound.

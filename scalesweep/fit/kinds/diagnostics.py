@@ -10,6 +10,7 @@ from typing import Any
 from scalesweep import metrics as m
 from scalesweep.errors import UserError
 from scalesweep.fit.base import FitData, FitKind, Lines
+from scalesweep.fit.format import group_label
 from scalesweep.fit.options import FitOptions
 
 SUMMARY_GROUPS = 10
@@ -36,9 +37,9 @@ def summary(fit: Mapping[str, Any]) -> Lines:
     n = len(fit["group_by"])
     lines = []
     for row in rows[:SUMMARY_GROUPS]:
-        key = ", ".join(f"{h}={v}" for h, v in zip(header[:n], row[:n], strict=True))
+        key = group_label(list(zip(header[:n], row[:n], strict=True)))
         values = ", ".join(f"{h}: {v}" for h, v in zip(header[n:], row[n:], strict=True))
-        lines.append(f"diagnostics {key or 'all runs'}: largest attention logit {values}")
+        lines.append(f"diagnostics {key}: largest attention logit {values}")
     if len(rows) > SUMMARY_GROUPS:
         more = len(rows) - SUMMARY_GROUPS
         lines.append(f"diagnostics: {more} more group(s) in fit.json and the report")
