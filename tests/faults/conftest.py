@@ -114,6 +114,17 @@ def wait_until(
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def wait_for_step(uri: str, name: str, step: int, sweep: Driver, timeout: float = 240) -> None:
+    """Wait until a child run of sweep `name` has logged `step` (fails with the driver's output
+    if it exits first)."""
+    wait_until(
+        lambda: any(last_step(uri, r.info.run_id) >= step for r in children(uri, name)),
+        timeout=timeout,
+        what=f"a trial at step {step}",
+        driver=sweep,
+    )
+
+
 def pids_titled(title: str) -> list[int]:
     """PIDs of processes whose command line starts with `title` (Ray titles its workers
     `ray::ImplicitFunc.train`, `ray::RayTrainWorker...`)."""

@@ -22,6 +22,7 @@ from tests.faults.conftest import (
     last_step,
     sweep_file,
     tracking_uri,
+    wait_for_step,
     wait_until,
 )
 
@@ -70,12 +71,7 @@ def test_ctrl_c_while_tune_restarts_a_trial_counts_it_interrupted(ray_address, t
     path = sweep_file(tmp_path, name, train={**TRAIN, "steps": 400})
     uri = tracking_uri(path)
     with driver(path, address=ray_address) as sweep:
-        wait_until(
-            lambda: any(last_step(uri, r.info.run_id) >= 60 for r in children(uri, name)),
-            timeout=240,
-            what="the trial at step 60",
-            driver=sweep,
-        )
+        wait_for_step(uri, name, 60, sweep)
         assert kill_titled("ray::ImplicitFunc") >= 1
         wait_until(lambda: "restart" in sweep.output(), timeout=60, what="Tune to restart it")
         os.killpg(sweep.proc.pid, signal.SIGINT)

@@ -23,6 +23,7 @@ from tests.faults.conftest import (
     last_step,
     sweep_file,
     tracking_uri,
+    wait_for_step,
     wait_until,
 )
 
@@ -95,12 +96,7 @@ def test_a_killed_trial_with_no_retries_left_is_recorded_failed(ray_address, tmp
     path = sweep_file(tmp_path, name, train=train_section, resources={"max_failures": 0})
     uri = tracking_uri(path)
     with driver(path, address=ray_address) as sweep:
-        wait_until(
-            lambda: any(last_step(uri, r.info.run_id) >= 50 for r in children(uri, name)),
-            timeout=180,
-            what="the trial to log step 50",
-            driver=sweep,
-        )
+        wait_for_step(uri, name, 50, sweep, timeout=180)
         assert kill_titled("ray::ImplicitFunc") >= 1
         assert sweep.wait(timeout=120) == 1, sweep.output()
         output = sweep.output()
