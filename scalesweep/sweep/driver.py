@@ -315,7 +315,7 @@ def _rows(
     for run in runs:
         failed_at = errored.get(run.name)
         if interrupt.stopped(failed_at) and tracking.mark_interrupted(
-            session.client, run, INTERRUPTED_HOW, since=interrupt.at
+            session.client, run, INTERRUPTED_HOW
         ):
             run = replace(run, status=m.INTERRUPTED, run_status="KILLED")
         elif run.status == m.RUNNING and failed_at is not None:  # Tune gave up on it

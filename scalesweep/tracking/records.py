@@ -45,8 +45,6 @@ class TrialRecord:
     """MLflow's own status of the run: RUNNING, FINISHED, FAILED or KILLED."""
     branch_of: str | None = None
     """On a cooldown branch's run: its trunk's trial id."""
-    end_time: float | None = None
-    """Unix time the run was marked ended, if it was."""
 
     @classmethod
     def of(cls, run: Any) -> TrialRecord:
@@ -62,7 +60,6 @@ class TrialRecord:
             metrics=dict(run.data.metrics),
             run_status=run.info.status,
             branch_of=tags.get(BRANCH_TAG),
-            end_time=run.info.end_time / 1000 if run.info.end_time else None,
         )
 
     @property

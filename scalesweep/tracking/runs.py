@@ -155,15 +155,12 @@ def note_error(client: Client, run_id: str, error: BaseException) -> None:
     client.set_tag(run_id, ERROR_TAG, str(error)[:5000])
 
 
-def mark_interrupted(
-    client: Client, record: TrialRecord, how: str, since: float | None = None
-) -> bool:
+def mark_interrupted(client: Client, record: TrialRecord, how: str) -> bool:
     """Tag a trial's run that a stopped sweep left running `interrupted` (with `how` to go on)
-    and mark it KILLED; True if it was such a run. A run marked failed after `since` (the
-    Ctrl-C: its trial died of being stopped) counts as left running. --resume reopens it
+    and mark it KILLED; True if it was such a run. (A trial that dies of being stopped leaves
+    its run running: an attempt's error only tags it, `note_error`.) --resume reopens it
     (`get_or_create...`)."""
-    stopped = record.status == m.FAILED and since is not None and (record.end_time or 0) >= since
-    if not stopped and (record.status != m.RUNNING or record.run_status != "RUNNING"):
+    if record.status != m.RUNNING or record.run_status != "RUNNING":
         return False
     client.set_tag(record.run_id, STATUS_TAG, m.INTERRUPTED)
     client.set_tag(record.run_id, REASON_TAG, how)
